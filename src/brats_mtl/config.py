@@ -1,0 +1,250 @@
+"""One frozen configuration tree with the paper's defaults.
+
+Every default cites where it comes from. The tree is saved with every run (YAML), can be
+read back from a file, and single values can be overridden with ``key=value`` strings
+(``model.widths=[4,8,16,32,64]``, ``train.max_steps=20``), as the CLI's ``--set`` does.
+
+Source: paper sections 4.1-4.3 and Tables 1-2; ``DESIGN.md`` sections 2-7 where the paper
+is silent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The multi-task network (paper section 4.2, Fig. 2, Tables 1 and 2)."""
+
+    in_channels: int = 4  # t1, t1ce, t2, flair (paper section 3)
+    n_classes: int = 4  # background, NCR/NET, ED, ET (softmax over 4 labels, DESIGN 3)
+    widths: tuple[int, ...] = (28, 56, 112, 224, 448)  # first layer 28, depth 4 (paper 4.2)
+    norm_groups: int = 4  # GroupNorm with 4 groups (Table 1 caption)
+    negative_slope: float = 0.01  # LeakyReLU slope; paper gives none, PyTorch default
+    vae_hidden_channels: int = 100  # DownStage3 / Sample output channels (Table 1)
+    latent_channels: int = 50  # mu and sigma channels (Table 1)
+    classifier_channels: tuple[int, ...] = (256, 128)  # Bottleneck, Reduced convs (Table 2)
+    classifier_hidden: int = 32  # Dense1 output (Table 2)
+    dropout: float = 0.5  # dropout after Dense1 (Table 2, paper 4.2)
+    patch_size: int = 128  # 128^3 patches (paper 4.1)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of L = w_l2 L2 + w_kl KL + w_ce CE + w_dice Dice (paper 4.2, Training)."""
+
+    w_l2: float = 0.1  # paper: 0.1 * L_L2
+    w_kl: float = 0.1  # paper: 0.1 * L_KL
+    w_ce: float = 0.1  # paper: 0.1 * L_class
+    w_dice: float = 1.0  # paper: 1 * L_dice
+    dice_smooth: float = 1e-5  # soft-Dice smoothing; not in the paper
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training procedure (paper, Training Procedure; DESIGN 4)."""
+
+    n_folds: int = 5  # stratified five-fold cross-validation (paper)
+    batch_size: int = 2  # paper
+    lr: float = 1e-4  # paper
+    weight_decay: float = 1e-5  # paper
+    max_epochs: int = 300  # not in the paper; a budget for 335 cases
+    max_steps: int = -1  # -1: limited by max_epochs only (Lightning convention)
+    patch_sampling: str = "grid"  # "grid": the paper's sequential tiles; "random": crops
+    random_patches_per_case: int = 2  # patches per case and epoch when sampling "random"
+    seed: int = 0
+    num_workers: int = 0  # DataLoader workers; 0 reads in the main process
+    precision: str = "32-true"  # Lightning precision, e.g. "16-mixed" or "bf16-mixed" on GPU
+    accelerator: str = "auto"  # "cpu", "gpu", "auto"
+    devices: str = "auto"  # Lightning devices: "auto", "1", "4", "0,1"
+    num_nodes: int = 1
+    strategy: str = "auto"  # e.g. "ddp" for several GPUs or nodes
+    val_every_n_epochs: int = 1
+    log_every_n_steps: int = 10
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Inference (paper, Inference; DESIGN 5)."""
+
+    tta: int = 4  # mirror TTA passes: 0 (off), 4 (identity + 3 flips, paper), 8 (all flips)
+    overlap: float = 0.5  # sliding-window overlap (fraction of the window); not in the paper
+    window_batch_size: int = 2  # windows (and flipped copies) per forward pass
+    et_probability_threshold: float = 0.5  # classifier "no ET" below this (DESIGN 5)
+    et_min_voxels: int = 500  # suppress ET only when fewer voxels than this (DESIGN 5)
+    ensemble: str = "vote"  # "vote": per-voxel majority (paper 5.1); "mean": probabilities
+    mode: str = "window"  # "window": sliding windows; "whole": one pass over the padded crop
+    channels_last: bool = True  # measured faster for 3-D convs on CPU
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
+
+
+@dataclass(frozen=True)
+class SurvivalConfig:
+    """Survival classes of the BraTS online system (DESIGN 7)."""
+
+    short_days: float = 300.0  # short survivors: < 300 days
+    long_days: float = 450.0  # long survivors: > 450 days
+    gtr_only: bool = True  # fit and predict on GTR patients only (paper 4.3)
+    cv_folds: int = 5
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration tree."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    survival: SurvivalConfig = field(default_factory=SurvivalConfig)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Nested plain dict of a config dataclass (tuples become lists), for YAML/JSON."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        elif isinstance(value, tuple):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def from_dict(data: dict[str, Any], cls: type = Config, where: str = "") -> Any:
+    """Build a config dataclass from a nested dict; missing keys keep their defaults.
+
+    Raises:
+        ValueError: on an unknown key or a value of the wrong type (names the key).
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{where}{key}"
+        if key not in names:
+            raise ValueError(
+                f"unknown configuration key {path!r}; known keys here: {sorted(names)}"
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ValueError(f"configuration key {path!r} must be a mapping")
+            kwargs[key] = from_dict(value, hint, path + ".")
+        else:
+            kwargs[key] = _coerce(value, hint, path)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"configuration key {path!r} must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(v, item, path) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if isinstance(value, bool):
+            return value
+    elif hint in (int, float, str):
+        try:
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if hint is not str and isinstance(value, bool):
+                raise ValueError
+            return hint(value)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(
+        f"configuration key {path!r} expects {getattr(hint, '__name__', hint)}, got {value!r}"
+    )
+
+
+def apply_overrides(config: Config, overrides: typing.Iterable[str]) -> Config:
+    """Return ``config`` with ``section.key=value`` overrides applied (values parsed as YAML).
+
+    Raises:
+        ValueError: on a malformed override, an unknown key or a badly typed value.
+    """
+    data = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ValueError(f"unknown configuration section {key!r} in override {item!r}")
+            node = node[key]
+        if keys[-1] not in node:
+            raise ValueError(
+                f"unknown configuration key {dotted!r}; known keys here: {sorted(node)}"
+            )
+        node[keys[-1]] = yaml.safe_load(raw)
+    return from_dict(data)
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Paper defaults, updated from a YAML/JSON file (if given), then from overrides.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is not a mapping or holds unknown or badly typed keys.
+    """
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"configuration file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"configuration file {path} must hold a mapping of sections")
+        try:
+            config = from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    return apply_overrides(config, overrides)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write ``config`` as YAML, atomically (temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    tmp.replace(path)
+
+
+def tiny_config(patch_size: int = 32) -> Config:
+    """A CPU-sized network for tests and the demo: widths (4, 8, 16, 32, 64), small heads.
+
+    Same architecture as the paper's, scaled down; ``patch_size`` must be a multiple of 16.
+    """
+    return Config(
+        model=ModelConfig(
+            widths=(4, 8, 16, 32, 64),
+            vae_hidden_channels=8,
+            latent_channels=4,
+            classifier_channels=(16, 8),
+            classifier_hidden=8,
+            patch_size=patch_size,
+        ),
+    )

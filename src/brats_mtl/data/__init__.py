@@ -1,0 +1,30 @@
+"""BraTS data on disk: case discovery in every release layout, NIfTI I/O, phantoms.
+
+Source: DESIGN.md section 1.
+"""
+
+from brats_mtl.data.discovery import LAYOUTS, CaseFiles, discover_cases
+from brats_mtl.data.io import (
+    Case,
+    CaseDataError,
+    load_case,
+    load_label_map,
+    save_nifti,
+    write_segmentation,
+)
+from brats_mtl.data.phantom import make_phantom, write_phantom_case, write_phantom_cohort
+
+__all__ = [
+    "LAYOUTS",
+    "Case",
+    "CaseDataError",
+    "CaseFiles",
+    "discover_cases",
+    "load_case",
+    "load_label_map",
+    "make_phantom",
+    "save_nifti",
+    "write_phantom_case",
+    "write_phantom_cohort",
+    "write_segmentation",
+]

@@ -1,0 +1,303 @@
+"""Preprocessing of one case (paper section 4.1, DESIGN.md section 2), numpy only.
+
+1. Brain mask = voxels where any modality is non-zero; crop to its bounding box and keep
+   the box to undo the crop exactly (as nnU-Net's ``crop_to_nonzero``).
+2. Z-score each modality over the brain mask; the background stays 0.
+3. A grid of sequential tiles (128^3 in the paper) covering the cropped brain, zero-padded
+   where the crop is smaller than a tile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from brats_mtl.conventions import MODALITIES
+
+if TYPE_CHECKING:
+    from brats_mtl.data import Case
+
+Box = tuple[slice, slice, slice]
+
+
+class ConstantChannelError(ValueError):
+    """A modality is constant inside the brain, so it cannot be z-scored.
+
+    Attributes:
+        channel: the channel's name, e.g. ``"t1ce"``.
+    """
+
+    def __init__(self, message: str, channel: str) -> None:
+        super().__init__(message)
+        self.channel = channel
+
+
+def brain_mask(image: np.ndarray) -> np.ndarray:
+    """Voxels where any modality is non-zero.
+
+    Args:
+        image: shape (C, X, Y, Z), any dtype; BraTS background is exactly 0.
+
+    Returns:
+        bool, shape (X, Y, Z).
+
+    Source: DESIGN.md section 2.1 (BraTS images are skull-stripped, background 0).
+    """
+    image = np.asarray(image)
+    if image.ndim != 4:
+        raise ValueError(f"image must have shape (C, X, Y, Z), got {image.shape}")
+    return np.any(image != 0, axis=0)
+
+
+def bounding_box(mask: np.ndarray) -> Box:
+    """Tightest box holding every True voxel of ``mask``.
+
+    Args:
+        mask: bool, shape (X, Y, Z).
+
+    Returns:
+        Three slices (start inclusive, stop exclusive) along X, Y, Z.
+
+    Raises:
+        ValueError: if ``mask`` is empty (an all-zero image has no brain).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 3:
+        raise ValueError(f"mask must have shape (X, Y, Z), got {mask.shape}")
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            raise ValueError("the brain mask is empty: every voxel of every modality is 0")
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return box[0], box[1], box[2]
+
+
+def crop(array: np.ndarray, box: Box) -> np.ndarray:
+    """Crop the last three axes of ``array`` to ``box``.
+
+    Args:
+        array: shape (..., X, Y, Z).
+        box: three slices from :func:`bounding_box`.
+
+    Returns:
+        A view, shape (..., x, y, z) with x, y, z the box's extents.
+    """
+    return np.asarray(array)[(..., *box)]
+
+
+def uncrop(
+    array: np.ndarray, box: Box, shape: tuple[int, int, int], fill: float | int = 0
+) -> np.ndarray:
+    """Inverse of :func:`crop`: place ``array`` at ``box`` in a volume of ``shape``.
+
+    Args:
+        array: shape (..., x, y, z) with x, y, z the box's extents.
+        box: the slices used to crop.
+        shape: the original (X, Y, Z).
+        fill: value outside the box.
+
+    Returns:
+        Same dtype as ``array``, shape (..., X, Y, Z); ``crop(uncrop(a, box, s), box)``
+        equals ``a`` and voxels outside ``box`` equal ``fill``.
+
+    Raises:
+        ValueError: if ``array`` does not have the box's extents or the box leaves
+            ``shape``.
+    """
+    array = np.asarray(array)
+    shape = tuple(int(s) for s in shape)
+    extents = []
+    for sl, n in zip(box, shape, strict=True):
+        start, stop, step = sl.indices(n)
+        if step != 1 or sl.start is None or sl.stop is None or sl.stop > n or sl.start < 0:
+            raise ValueError(f"box {box} is not a crop box inside shape {shape}")
+        extents.append(stop - start)
+    if array.shape[-3:] != tuple(extents):
+        raise ValueError(
+            f"array of shape {array.shape} does not fit box {box} (extents {tuple(extents)})"
+        )
+    out = np.full((*array.shape[:-3], *shape), fill, dtype=array.dtype)
+    out[(..., *box)] = array
+    return out
+
+
+def zscore_in_mask(
+    image: np.ndarray,
+    brain_mask: np.ndarray,
+    channel_names: tuple[str, ...] = MODALITIES,
+) -> np.ndarray:
+    """Normalise each channel to zero mean, unit std over the brain.
+
+    Args:
+        image: shape (C, X, Y, Z), raw MR intensities.
+        brain_mask: bool, shape (X, Y, Z); True inside the brain.
+        channel_names: one name per channel, for error messages.
+
+    Returns:
+        float32, shape (C, X, Y, Z); mean 0 and std 1 (population std) over the mask in
+        every channel, exactly 0 outside the mask.
+
+    Raises:
+        ValueError: if the mask is empty or does not match the image.
+        ConstantChannelError: (a ``ValueError``) if a channel is constant inside the
+            brain (names the channel).
+
+    Source: paper section 4.1 (per-scan z-score), DESIGN.md section 2.2.
+    """
+    image = np.asarray(image)
+    mask = np.asarray(brain_mask, dtype=bool)
+    if image.ndim != 4 or mask.shape != image.shape[1:]:
+        raise ValueError(f"image {image.shape} and mask {mask.shape} must be (C,X,Y,Z), (X,Y,Z)")
+    if not mask.any():
+        raise ValueError("the brain mask is empty; nothing to normalise")
+    names = tuple(channel_names) + tuple(f"channel {i}" for i in range(len(channel_names), 99))
+    out = np.zeros(image.shape, dtype=np.float32)
+    for c in range(image.shape[0]):
+        values = image[c][mask]
+        mean = values.mean(dtype=np.float64)
+        std = values.std(dtype=np.float64)
+        if not np.isfinite(std) or std == 0:
+            raise ConstantChannelError(
+                f"modality {names[c]} is constant ({mean:g}) inside the brain mask; it cannot "
+                "be z-scored: check that the file holds the right scan",
+                names[c],
+            )
+        out[c][mask] = ((values - mean) / std).astype(np.float32)
+    return out
+
+
+def pad_to_size(array: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
+    """Zero-pad the last three axes at their end up to ``size``.
+
+    Args:
+        array: shape (..., X, Y, Z).
+        size: minimum (X, Y, Z); axes already at least this long are left as they are.
+
+    Returns:
+        Same dtype, shape (..., max(X, sx), max(Y, sy), max(Z, sz)); ``array`` itself
+        when nothing needs padding. The data keep their indices (padding at the end only),
+        so ``out[..., :X, :Y, :Z]`` is ``array``.
+    """
+    array = np.asarray(array)
+    pad = [(0, max(0, int(s) - n)) for n, s in zip(array.shape[-3:], size, strict=True)]
+    if not any(after for _, after in pad):
+        return array
+    return np.pad(array, [(0, 0)] * (array.ndim - 3) + pad)
+
+
+def pad_to_multiple(array: np.ndarray, multiple: int) -> np.ndarray:
+    """Zero-pad the last three axes at their end up to a multiple of ``multiple``.
+
+    Args:
+        array: shape (..., X, Y, Z).
+        multiple: e.g. 16 for a network with 4 downsamplings.
+
+    Returns:
+        Same dtype, shape (..., X', Y', Z') with each axis the next multiple.
+    """
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    size = tuple(-(-n // multiple) * multiple for n in np.shape(array)[-3:])
+    return pad_to_size(array, size)
+
+
+def patch_grid(shape: tuple[int, int, int], patch_size: int | tuple[int, int, int]) -> list[Box]:
+    """Sequential tiles covering a volume, the paper's patch extraction.
+
+    Along each axis of length n (first padded up to at least p if shorter), tiles start at
+    0, p, 2p, ...; the last tile is shifted back to end at the border, so no tile leaves
+    the (padded) volume and every voxel is covered.
+
+    Args:
+        shape: (X, Y, Z) of the cropped volume.
+        patch_size: tile edge p (128 in the paper), or one per axis.
+
+    Returns:
+        Tiles as slice triples, in C order of their starts; each tile is p voxels long.
+        Use with ``pad_to_size(volume, (p, p, p))``.
+
+    Raises:
+        ValueError: if a patch size or an axis is below 1.
+
+    Source: paper section 4.1 ("patches extracted sequentially"), DESIGN.md section 2.3.
+    """
+    sizes = (patch_size,) * 3 if np.isscalar(patch_size) else tuple(patch_size)
+    if len(sizes) != 3 or min(sizes) < 1 or len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"need 3 positive axes and patch sizes, got {shape} and {patch_size}")
+    starts_per_axis = []
+    for n, p in zip(shape, sizes, strict=True):
+        length = max(int(n), int(p))
+        starts = list(range(0, length - p + 1, p))
+        if starts[-1] + p < length:
+            starts.append(length - p)
+        starts_per_axis.append(starts)
+    return [
+        (slice(x, x + sizes[0]), slice(y, y + sizes[1]), slice(z, z + sizes[2]))
+        for x in starts_per_axis[0]
+        for y in starts_per_axis[1]
+        for z in starts_per_axis[2]
+    ]
+
+
+@dataclass(frozen=True, eq=False)
+class Preprocessed:
+    """A case cropped to its brain and z-scored, ready for patching.
+
+    Attributes:
+        case_id: the case ID.
+        image: float32 (4, x, y, z), channels ``t1, t1ce, t2, flair``, cropped to the
+            brain box, z-scored inside the brain mask, 0 outside.
+        labels: uint8 (x, y, z) internal labels {0, 1, 2, 4}, cropped; ``None`` when the
+            case has none.
+        box: the crop box in the original grid (see :func:`uncrop`).
+        original_shape: (X, Y, Z) of the input images.
+    """
+
+    case_id: str
+    image: np.ndarray
+    labels: np.ndarray | None
+    box: Box
+    original_shape: tuple[int, int, int]
+
+
+def preprocess_case(case: Case) -> Preprocessed:
+    """Crop a loaded case to its brain and z-score each modality (DESIGN.md section 2).
+
+    Args:
+        case: from :func:`brats_mtl.data.load_case`.
+
+    Returns:
+        The :class:`Preprocessed` case (arrays are new, contiguous copies).
+
+    Raises:
+        ValueError: if every voxel is 0, or a modality is constant inside the brain;
+            names the case's file.
+
+    Source: paper section 4.1, DESIGN.md section 2.
+    """
+    mask = brain_mask(case.image)
+    try:
+        box = bounding_box(mask)
+    except ValueError:
+        raise ValueError(
+            f"case {case.case_id}: every voxel of {sorted(map(str, case.files.images.values()))}"
+            " is 0; no brain to crop"
+        ) from None
+    try:
+        image = zscore_in_mask(crop(case.image, box), crop(mask, box))
+    except ConstantChannelError as exc:
+        raise ConstantChannelError(
+            f"{case.files.images.get(exc.channel, case.case_id)}: {exc}", exc.channel
+        ) from None
+    labels = None if case.labels is None else np.ascontiguousarray(crop(case.labels, box))
+    return Preprocessed(
+        case_id=case.case_id,
+        image=image,
+        labels=labels,
+        box=box,
+        original_shape=tuple(int(s) for s in case.image.shape[1:]),
+    )

@@ -1,0 +1,349 @@
+"""Dice, HD95, sensitivity and specificity with the BraTS 2017-2020 online system's rules.
+
+All functions take boolean masks of shape ``(X, Y, Z)`` (any array that converts to bool:
+non-zero is foreground) and return Python floats.
+
+Empty-mask rules (DESIGN.md section 6):
+
+==============  ==================  =====================  =====================
+metric          both empty          only prediction empty  only reference empty
+==============  ==================  =====================  =====================
+Dice            1                   0                      0
+HD95 (mm)       0                   373.13                 373.13
+sensitivity     1                   0                      0
+specificity     TN / (TN + FP); 0 only when the reference covers the whole volume
+==============  ==================  =====================  =====================
+
+The sensitivity and specificity rules are those of the official BraTS metrics code
+(``get_sensitivity_and_specificity`` in the BraTS 2023 metrics, taken from GaNDLF): the
+ratio ``TP / (TP + FN)`` is 0 when the reference is empty, except that it is set to 1
+when prediction and reference are both empty; ``TN / (TN + FP)`` is 0 when there are no
+reference negatives.
+
+HD95 equals ``medpy.metric.binary.hd95`` (the function the BraTS pipeline called) to
+floating-point rounding, but is computed on the joint bounding box of the two masks rather
+than on the whole volume: a 240 x 240 x 155 case (3 regions) takes about 0.16 s instead of
+medpy's 9 s (``benchmarks/bench_evaluation.py``).
+
+MONAI's ``DiceMetric`` and ``HausdorffDistanceMetric`` return NaN for empty masks and drop
+them from means; their numbers are not BraTS numbers and are not used here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from brats_mtl.conventions import HD95_ONE_EMPTY_MM, INTERNAL_LABELS, REGION_ORDER, REGIONS
+
+#: Metric names of the online system's result table, in its column order (after ``Label``).
+METRIC_NAMES: tuple[str, ...] = ("Dice", "Sensitivity", "Specificity", "Hausdorff95")
+#: Result columns of the online system, e.g. ``Dice_ET``, ..., ``Hausdorff95_TC``.
+METRIC_COLUMNS: tuple[str, ...] = tuple(
+    f"{metric}_{region}" for metric in METRIC_NAMES for region in REGION_ORDER
+)
+
+_Box = tuple[slice, slice, slice]
+
+
+def dice(pred_mask: np.ndarray, ref_mask: np.ndarray) -> float:
+    """Dice coefficient ``2 |P & R| / (|P| + |R|)``.
+
+    Args:
+        pred_mask: bool (X, Y, Z), predicted region.
+        ref_mask: bool (X, Y, Z), reference region, same shape.
+
+    Returns:
+        Dice in [0, 1]; 1 when both masks are empty, 0 when exactly one is.
+
+    Raises:
+        ValueError: if the shapes differ.
+
+    Source: DESIGN.md section 6; ``medpy.metric.binary.dc``.
+    """
+    pred, ref = _as_masks(pred_mask, ref_mask)
+    tp, fp, fn = _counts(pred, ref)
+    return _dice(tp, fp, fn)
+
+
+def sensitivity(pred_mask: np.ndarray, ref_mask: np.ndarray) -> float:
+    """Sensitivity (recall) ``TP / (TP + FN)`` over the whole volume.
+
+    Args:
+        pred_mask: bool (X, Y, Z), predicted region.
+        ref_mask: bool (X, Y, Z), reference region, same shape.
+
+    Returns:
+        Sensitivity in [0, 1]; with an empty reference: 1 if the prediction is empty too,
+        else 0.
+
+    Raises:
+        ValueError: if the shapes differ.
+
+    Source: BraTS 2017-2020 evaluation (Bakas et al. 2018); empty rule of the official
+    BraTS metrics code (see the module docstring).
+    """
+    pred, ref = _as_masks(pred_mask, ref_mask)
+    tp, fp, fn = _counts(pred, ref)
+    return _sensitivity(tp, fp, fn)
+
+
+def specificity(pred_mask: np.ndarray, ref_mask: np.ndarray) -> float:
+    """Specificity ``TN / (TN + FP)`` over the whole volume (background included).
+
+    Args:
+        pred_mask: bool (X, Y, Z), predicted region.
+        ref_mask: bool (X, Y, Z), reference region, same shape.
+
+    Returns:
+        Specificity in [0, 1]; 0 when the reference covers the whole volume (no negatives).
+
+    Raises:
+        ValueError: if the shapes differ.
+
+    Source: BraTS 2017-2020 evaluation (Bakas et al. 2018); empty rule of the official
+    BraTS metrics code (see the module docstring).
+    """
+    pred, ref = _as_masks(pred_mask, ref_mask)
+    tp, fp, fn = _counts(pred, ref)
+    return _specificity(tp, fp, fn, pred.size)
+
+
+def hd95_mm(
+    pred_mask: np.ndarray,
+    ref_mask: np.ndarray,
+    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+) -> float:
+    """95th percentile of the symmetric surface distance, in mm (medpy's ``hd95``).
+
+    Boundary voxels of a mask are the mask minus its erosion by the 6-connected cross
+    (voxels outside the array count as background, so foreground on the array border is
+    boundary). The Euclidean distances (with ``spacing_mm``) from each boundary voxel of
+    one mask to the nearest boundary voxel of the other, in both directions, are pooled;
+    the result is their 95th percentile with linear interpolation.
+
+    Args:
+        pred_mask: bool (X, Y, Z), predicted region.
+        ref_mask: bool (X, Y, Z), reference region, same shape.
+        spacing_mm: voxel size along X, Y, Z in mm.
+
+    Returns:
+        HD95 in mm; 0 when both masks are empty, 373.13
+        (``conventions.HD95_ONE_EMPTY_MM``) when exactly one is.
+
+    Raises:
+        ValueError: if the shapes differ or ``spacing_mm`` is not 3 positive numbers.
+
+    Source: DESIGN.md section 6; ``medpy.metric.binary.hd95`` (connectivity 1), equal to
+    it to floating-point rounding (tests/test_evaluation_metrics.py).
+    """
+    pred, ref = _as_masks(pred_mask, ref_mask)
+    spacing = _spacing(spacing_mm)
+    box = _bounding_box(pred | ref)
+    if box is None:
+        return 0.0
+    return _hd95_in_box(pred[box], ref[box], spacing)
+
+
+def evaluate_labels(
+    pred_labels: np.ndarray,
+    ref_labels: np.ndarray,
+    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+) -> dict[str, float]:
+    """Dice, sensitivity, specificity and HD95 of the ET, WT and TC regions of one case.
+
+    The label maps are cropped once to the bounding box of all tumor voxels of both; every
+    count and distance is computed inside it (outside it both maps are background, which
+    only adds true negatives).
+
+    Args:
+        pred_labels: integer (X, Y, Z), predicted internal labels {0, 1, 2, 4}.
+        ref_labels: integer (X, Y, Z), reference internal labels {0, 1, 2, 4}.
+        spacing_mm: voxel size along X, Y, Z in mm (of the reference grid).
+
+    Returns:
+        ``{column: value}`` for the 12 columns of ``METRIC_COLUMNS`` (``Dice_ET``, ...,
+        ``Hausdorff95_TC``); HD95 values in mm.
+
+    Raises:
+        ValueError: if the shapes differ, a map holds a value outside {0, 1, 2, 4}, or
+            ``spacing_mm`` is invalid.
+
+    Source: DESIGN.md sections 1 and 6 (regions WT = {1, 2, 4}, TC = {1, 4}, ET = {4}).
+    """
+    pred_labels = np.asarray(pred_labels)
+    ref_labels = np.asarray(ref_labels)
+    if pred_labels.shape != ref_labels.shape or pred_labels.ndim != 3:
+        raise ValueError(
+            f"prediction shape {pred_labels.shape} and reference shape {ref_labels.shape} "
+            "must be the same 3-D grid (X, Y, Z)"
+        )
+    spacing = _spacing(spacing_mm)
+    n_voxels = ref_labels.size
+    box = _bounding_box((pred_labels != 0) | (ref_labels != 0))
+    if box is None:
+        box = (slice(0, 0),) * 3
+    pred_crop, ref_crop = pred_labels[box], ref_labels[box]
+    _check_labels(pred_crop, "prediction")
+    _check_labels(ref_crop, "reference")
+    pred_crop = pred_crop.astype(np.uint8, copy=False)
+    ref_crop = ref_crop.astype(np.uint8, copy=False)
+
+    out: dict[str, float] = {}
+    for region in REGION_ORDER:
+        lut = np.zeros(256, dtype=bool)
+        lut[list(REGIONS[region])] = True
+        pred = lut[pred_crop]
+        ref = lut[ref_crop]
+        tp, fp, fn = _counts(pred, ref)
+        out[f"Dice_{region}"] = _dice(tp, fp, fn)
+        out[f"Sensitivity_{region}"] = _sensitivity(tp, fp, fn)
+        out[f"Specificity_{region}"] = _specificity(tp, fp, fn, n_voxels)
+        region_box = _bounding_box(pred | ref)
+        out[f"Hausdorff95_{region}"] = (
+            0.0 if region_box is None else _hd95_in_box(pred[region_box], ref[region_box], spacing)
+        )
+    return {column: out[column] for column in METRIC_COLUMNS}
+
+
+# --- counts and ratios --------------------------------------------------------------------
+
+
+def _counts(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int]:
+    tp = int(np.count_nonzero(pred & ref))
+    return tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(ref)) - tp
+
+
+def _dice(tp: int, fp: int, fn: int) -> float:
+    denominator = 2 * tp + fp + fn
+    return 1.0 if denominator == 0 else 2.0 * tp / denominator
+
+
+def _sensitivity(tp: int, fp: int, fn: int) -> float:
+    if tp + fn == 0:  # empty reference
+        return 1.0 if fp == 0 else 0.0
+    return tp / (tp + fn)
+
+
+def _specificity(tp: int, fp: int, fn: int, n_voxels: int) -> float:
+    negatives = n_voxels - tp - fn  # TN + FP
+    return 0.0 if negatives == 0 else (negatives - fp) / negatives
+
+
+# --- HD95 ---------------------------------------------------------------------------------
+
+
+def _hd95_in_box(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray) -> float:
+    """HD95 of two masks cropped to (at least) their joint bounding box.
+
+    Cropping is exact: outside the box both masks are background, so (1) the erosion of a
+    voxel at the crop edge sees background beyond it either way (scipy's ``binary_erosion``
+    in medpy uses ``border_value=0``, as the zero padding below), no extra margin needed;
+    (2) every boundary voxel lies in the box, so the nearest one found by the exact
+    Euclidean distance transform of the box is the one found on the whole volume.
+    """
+    if not pred.any() or not ref.any():
+        return 0.0 if not (pred.any() or ref.any()) else HD95_ONE_EMPTY_MM
+    pred_border = _boundary(pred)
+    ref_border = _boundary(ref)
+    to_ref = _distances_to(ref_border, pred_border, spacing)
+    to_pred = _distances_to(pred_border, ref_border, spacing)
+    # Same pooled array and percentile call as medpy (order does not change a percentile).
+    return float(np.percentile(np.hstack((to_ref, to_pred)), 95))
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """``mask ^ binary_erosion(mask, cross)`` with background outside the array.
+
+    Written with shifted slices of a zero-padded copy: equal to scipy's ``binary_erosion``
+    (border_value=0) and about 5 times faster on tumor-sized boxes (measured).
+    """
+    padded = np.pad(mask, 1)
+    interior = mask.copy()
+    for axis in range(3):
+        for shift in (slice(0, -2), slice(2, None)):
+            index = [slice(1, -1)] * 3
+            index[axis] = shift
+            interior &= padded[tuple(index)]
+    return mask & ~interior
+
+
+def _distances_to(target_border: np.ndarray, query_border: np.ndarray, spacing: np.ndarray):
+    """Distances in mm from each ``query_border`` voxel to the nearest ``target_border`` one.
+
+    scipy's ``distance_transform_edt`` computes the exact feature transform and then the
+    distance of every voxel of the array; only the query voxels are needed, so the feature
+    transform is taken and the distances are computed there with the same float64
+    operations in the same order as scipy (identical values, half the time).
+    """
+    features = ndimage.distance_transform_edt(
+        ~target_border, sampling=spacing, return_distances=False, return_indices=True
+    )  # int32 (3, x, y, z): index of the nearest target boundary voxel
+    query = np.nonzero(query_border)
+    squared = None
+    for axis in range(3):
+        delta = (features[axis][query] - query[axis].astype(np.int32)).astype(np.float64)
+        delta *= spacing[axis]
+        delta *= delta
+        squared = delta if squared is None else squared + delta
+    return np.sqrt(squared)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _bounding_box(mask: np.ndarray) -> _Box | None:
+    """Smallest box holding every True voxel of a 3-D mask; None when it is empty."""
+    plane_xy = mask.any(axis=2)  # (X, Y)
+    xs = np.flatnonzero(plane_xy.any(axis=1))
+    if xs.size == 0:
+        return None
+    ys = np.flatnonzero(plane_xy.any(axis=0))
+    zs = np.flatnonzero(mask[xs[0] : xs[-1] + 1].any(axis=(0, 1)))
+    return (
+        slice(int(xs[0]), int(xs[-1]) + 1),
+        slice(int(ys[0]), int(ys[-1]) + 1),
+        slice(int(zs[0]), int(zs[-1]) + 1),
+    )
+
+
+def _as_masks(pred_mask: np.ndarray, ref_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred_mask).astype(bool, copy=False)
+    ref = np.asarray(ref_mask).astype(bool, copy=False)
+    if pred.shape != ref.shape or pred.ndim != 3:
+        raise ValueError(
+            f"prediction mask shape {pred.shape} and reference mask shape {ref.shape} "
+            "must be the same 3-D grid (X, Y, Z)"
+        )
+    return pred, ref
+
+
+def _spacing(spacing_mm: Sequence[float]) -> np.ndarray:
+    spacing = np.asarray(spacing_mm, dtype=np.float64).reshape(-1)
+    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise ValueError(
+            f"spacing_mm must be 3 positive voxel sizes in mm (X, Y, Z), got {spacing_mm!r}"
+        )
+    return spacing
+
+
+def _check_labels(labels: np.ndarray, what: str) -> None:
+    if labels.size == 0:
+        return
+    if labels.dtype.kind not in "iub":
+        if not np.array_equal(labels, np.round(labels)):
+            raise ValueError(
+                f"{what} label map holds non-integer values; expected {INTERNAL_LABELS}"
+            )
+    low, high = labels.min(), labels.max()
+    if low < 0 or high > 255:
+        raise ValueError(f"{what} label map holds values outside {INTERNAL_LABELS}")
+    present = np.flatnonzero(np.bincount(labels.astype(np.intp).ravel(), minlength=256))
+    bad = sorted(set(present.tolist()) - set(INTERNAL_LABELS))
+    if bad:
+        raise ValueError(
+            f"{what} label map holds values {bad} outside the internal labels "
+            f"{INTERNAL_LABELS}; convert it with conventions.LabelConvention.to_internal"
+        )

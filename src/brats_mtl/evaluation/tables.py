@@ -1,0 +1,386 @@
+"""Per-case and summary tables of the BraTS 2017-2020 online evaluation system.
+
+The online system returned one CSV: a header ``Label, Dice_ET, Dice_WT, Dice_TC,
+Sensitivity_ET, ..., Hausdorff95_TC``, one row per case (``Label`` = case ID), then five
+summary rows ``Mean``, ``StdDev``, ``Median``, ``25quantile``, ``75quantile``. This module
+builds the same table from a folder of predictions and a folder of references.
+
+Source: DESIGN.md section 6; paper Table 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brats_mtl.conventions import LABEL_CONVENTIONS, MSD, LabelConvention
+from brats_mtl.evaluation.metrics import METRIC_COLUMNS, evaluate_labels
+
+logger = logging.getLogger(__name__)
+
+#: Summary rows of the online system, in its order.
+SUMMARY_ROWS: tuple[str, ...] = ("Mean", "StdDev", "Median", "25quantile", "75quantile")
+#: Columns of the result CSV: the case ID, then ``METRIC_COLUMNS``.
+RESULT_COLUMNS: tuple[str, ...] = ("Label", *METRIC_COLUMNS)
+
+_NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+
+
+def evaluate_case(
+    pred_path: str | Path | None,
+    ref_path: str | Path,
+    *,
+    case_id: str | None = None,
+    ref_convention: LabelConvention | str | None = None,
+    pred_convention: LabelConvention | str | None = None,
+) -> dict[str, str | float]:
+    """Evaluate one predicted label file against its reference.
+
+    Args:
+        pred_path: predicted label map (NIfTI); None scores an empty prediction (all
+            background), as the online system did for a case without a prediction.
+        ref_path: reference label map (NIfTI).
+        case_id: value of the ``Label`` column; default: the reference file name without
+            its suffix.
+        ref_convention, pred_convention: label convention of each file (a
+            ``LabelConvention`` or its name); None infers it from the values
+            ({0, 1, 2, 4}: BraTS 2017-2021; a 3 and no 4: BraTS 2023+).
+
+    Returns:
+        ``{"Label": case_id, "Dice_ET": ..., ..., "Hausdorff95_TC": ...}`` (HD95 in mm, on
+        the reference's voxel spacing).
+
+    Raises:
+        ValueError: if the two label maps differ in shape (names both files) or hold values
+            outside their convention.
+        FileNotFoundError: if a file does not exist.
+
+    Source: DESIGN.md section 6.
+    """
+    ref_path = Path(ref_path)
+    if case_id is None:
+        case_id = _strip_nifti_suffix(ref_path.name)
+    ref_labels, ref_spacing_mm = read_label_map(ref_path, _convention(ref_convention))
+    if pred_path is None:
+        pred_labels = np.zeros_like(ref_labels)
+    else:
+        pred_path = Path(pred_path)
+        pred_labels, pred_spacing_mm = read_label_map(pred_path, _convention(pred_convention))
+        if pred_labels.shape != ref_labels.shape:
+            raise ValueError(
+                f"prediction {pred_path} has shape {pred_labels.shape} but reference "
+                f"{ref_path} has shape {ref_labels.shape}; predictions must be written on "
+                "the reference grid (same shape and affine; undo any crop or resampling)"
+            )
+        if not np.allclose(pred_spacing_mm, ref_spacing_mm, rtol=1e-3, atol=1e-4):
+            logger.warning(
+                "prediction %s has voxel spacing %s mm, reference %s has %s mm; "
+                "distances use the reference spacing",
+                pred_path,
+                tuple(pred_spacing_mm),
+                ref_path,
+                tuple(ref_spacing_mm),
+            )
+    row: dict[str, str | float] = {"Label": case_id}
+    row.update(evaluate_labels(pred_labels, ref_labels, ref_spacing_mm))
+    return row
+
+
+def read_label_map(
+    path: str | Path, convention: LabelConvention | None = None
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Read a label file as internal labels: ``(uint8 (X, Y, Z) in {0, 1, 2, 4}, spacing_mm)``.
+
+    The one place evaluation reads files; it defers to ``brats_mtl.data.load_label_map``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is not a 3-D label map of the convention.
+    """
+    from brats_mtl.data import load_label_map
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label file {path} does not exist")
+    labels, _affine, spacing_mm = load_label_map(path, convention)
+    return labels, tuple(float(s) for s in spacing_mm)
+
+
+def summary_rows(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
+    """The online system's summary rows over cases: Mean, StdDev, Median, 25/75 quantile.
+
+    Args:
+        per_case: one row per case with the ``METRIC_COLUMNS`` (other columns, such as
+            ``Label``, are ignored).
+        ddof: delta degrees of freedom of StdDev. No public description of the online
+            system says which it used; the default 1 is the sample standard deviation (as
+            pandas' ``std`` and R's ``sd``); pass 0 for the population one.
+
+    Returns:
+        DataFrame of 5 rows with columns ``RESULT_COLUMNS``; ``Label`` holds the row names
+        of ``SUMMARY_ROWS``. Quantiles and median use linear interpolation
+        (``numpy.percentile`` default). NaN where there are no cases.
+
+    Source: BraTS 2017-2020 online evaluation output (DESIGN.md section 6).
+    """
+    values = per_case.loc[:, list(METRIC_COLUMNS)].to_numpy(dtype=np.float64)
+    if values.shape[0] == 0:
+        stats = np.full((len(SUMMARY_ROWS), len(METRIC_COLUMNS)), np.nan)
+    else:
+        std = (
+            np.std(values, axis=0, ddof=ddof)
+            if values.shape[0] > ddof
+            else np.full(values.shape[1], np.nan)
+        )
+        stats = np.vstack(
+            [
+                np.mean(values, axis=0),
+                std,
+                np.median(values, axis=0),
+                np.percentile(values, 25, axis=0),
+                np.percentile(values, 75, axis=0),
+            ]
+        )
+    table = pd.DataFrame(stats, columns=list(METRIC_COLUMNS))
+    table.insert(0, "Label", list(SUMMARY_ROWS))
+    return table
+
+
+def results_table(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
+    """Per-case rows followed by the five summary rows, columns ``RESULT_COLUMNS``.
+
+    Args:
+        per_case: as returned by ``evaluate_folders``.
+        ddof: see ``summary_rows``.
+
+    Raises:
+        ValueError: if a column of ``RESULT_COLUMNS`` is missing.
+    """
+    missing = [c for c in RESULT_COLUMNS if c not in per_case.columns]
+    if missing:
+        raise ValueError(f"per-case table lacks the columns {missing}")
+    cases = per_case.loc[:, list(RESULT_COLUMNS)]
+    return pd.concat([cases, summary_rows(per_case, ddof=ddof)], ignore_index=True)
+
+
+def write_results_csv(
+    per_case: pd.DataFrame, path: str | Path, *, overwrite: bool = False, ddof: int = 1
+) -> Path:
+    """Write the online system's CSV (per-case rows, then summary rows) atomically.
+
+    Args:
+        per_case: as returned by ``evaluate_folders``.
+        path: output ``.csv`` file; its folder is created if needed.
+        overwrite: replace an existing file.
+        ddof: see ``summary_rows``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: if ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"results file {path} already exists; choose another path or pass --overwrite "
+            "(overwrite=True) to replace it"
+        )
+    table = results_table(per_case, ddof=ddof)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            table.to_csv(stream, index=False)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    logger.info("wrote %d cases and %d summary rows to %s", len(per_case), len(SUMMARY_ROWS), path)
+    return path
+
+
+def find_predictions(pred_dir: str | Path) -> dict[str, Path]:
+    """Predicted label files of a folder, by case ID.
+
+    Either ``<case ID>.nii.gz`` / ``<case ID>.nii`` files directly in ``pred_dir`` (the
+    online system's submission format, and what ``brats-mtl predict`` writes), or, when the
+    folder holds no such file, a case layout read by ``brats_mtl.data.discover_cases``
+    whose segmentation files are the predictions.
+
+    Args:
+        pred_dir: folder of predictions.
+
+    Returns:
+        ``{case_id: path}``.
+
+    Raises:
+        FileNotFoundError: if ``pred_dir`` is not a folder.
+        ValueError: if a case ID has both a ``.nii`` and a ``.nii.gz`` file, or the folder
+            holds no prediction.
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"prediction folder {pred_dir} does not exist")
+    found: dict[str, Path] = {}
+    for path in sorted(pred_dir.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if not path.name.endswith(_NIFTI_SUFFIXES):
+            continue
+        case_id = _strip_nifti_suffix(path.name)
+        if case_id in found:
+            raise ValueError(
+                f"prediction folder {pred_dir} holds both {found[case_id].name} and "
+                f"{path.name} for case {case_id}; keep one of them"
+            )
+        found[case_id] = path
+    if found:
+        return found
+    from brats_mtl.data import discover_cases
+
+    try:
+        cases = discover_cases(pred_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(
+            f"prediction folder {pred_dir} holds no <case ID>.nii.gz / .nii file and no "
+            f"case layout with segmentation files ({error})"
+        ) from error
+    found = {case.case_id: case.seg for case in cases if case.seg is not None}
+    if not found:
+        raise ValueError(
+            f"prediction folder {pred_dir} holds no <case ID>.nii.gz / .nii file and its "
+            "cases have no segmentation file"
+        )
+    return found
+
+
+def evaluate_folders(
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    *,
+    workers: int = 1,
+    missing_as_empty: bool = False,
+    pred_convention: LabelConvention | str | None = None,
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Evaluate every labeled reference case that has a prediction.
+
+    Args:
+        pred_dir: predictions, see ``find_predictions``.
+        ref_dir: reference cohort in any layout ``brats_mtl.data.discover_cases`` reads;
+            only labeled cases count.
+        workers: processes evaluating cases in parallel (1: in this process).
+        missing_as_empty: score a reference case without prediction as an empty prediction
+            (Dice 0 and HD95 373.13 where the reference region is non-empty), as the online
+            system effectively did. Default: report and exclude it.
+        pred_convention: label convention of the predictions; None infers it per file
+            ({0, 1, 2, 4}: BraTS 2017-2021, a 3 and no 4: BraTS 2023+), except for an MSD
+            reference cohort, whose predictions are read as MSD (the package writes
+            predictions in the input's convention, and MSD's {0, 1, 2, 3} cannot be told
+            from BraTS 2023 by its values).
+
+    Returns:
+        ``(per_case, missing)``: ``per_case`` has columns ``RESULT_COLUMNS``, one row per
+        evaluated case sorted by case ID; ``missing["predictions"]`` lists reference cases
+        without prediction (scored as empty when ``missing_as_empty``, else excluded),
+        ``missing["references"]`` lists predictions without a labeled reference case
+        (never scored). Both are also logged as warnings.
+
+    Raises:
+        FileNotFoundError: if a folder does not exist or holds no case.
+        ValueError: if no prediction matches a reference case, or a prediction and its
+            reference differ in shape (names both files).
+
+    Source: DESIGN.md section 6.
+    """
+    from brats_mtl.data import discover_cases
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    pred_convention = _convention(pred_convention)
+    references = {case.case_id: case for case in discover_cases(ref_dir) if case.labeled}
+    if not references:
+        raise ValueError(
+            f"reference folder {ref_dir} holds no labeled case (no segmentation files); "
+            "point REF_DIR at a cohort with ground-truth segmentations"
+        )
+    predictions = find_predictions(pred_dir)
+    missing = {
+        "predictions": sorted(set(references) - set(predictions)),
+        "references": sorted(set(predictions) - set(references)),
+    }
+    if missing["predictions"]:
+        logger.warning(
+            "%d reference case(s) have no prediction in %s (%s): %s",
+            len(missing["predictions"]),
+            pred_dir,
+            "scored as empty predictions" if missing_as_empty else "excluded",
+            ", ".join(missing["predictions"]),
+        )
+    if missing["references"]:
+        logger.warning(
+            "%d prediction(s) have no labeled reference case in %s (not scored): %s",
+            len(missing["references"]),
+            ref_dir,
+            ", ".join(missing["references"]),
+        )
+    case_ids = sorted(set(references) if missing_as_empty else set(references) & set(predictions))
+    if not case_ids:
+        raise ValueError(
+            f"no prediction in {pred_dir} matches a labeled case of {ref_dir}; predictions "
+            f"must be named <case ID>.nii.gz with reference IDs such as "
+            f"{', '.join(sorted(references)[:3])}"
+        )
+    tasks = []
+    for case_id in case_ids:
+        ref = references[case_id]
+        case_pred_convention = pred_convention
+        if case_pred_convention is None and ref.label_convention == MSD:
+            case_pred_convention = MSD
+        tasks.append(
+            (predictions.get(case_id), ref.seg, case_id, ref.label_convention, case_pred_convention)
+        )
+    if workers == 1 or len(tasks) == 1:
+        rows = [_evaluate_task(task) for task in tasks]
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+            rows = list(pool.map(_evaluate_task, tasks))
+    per_case = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    return per_case, missing
+
+
+def _evaluate_task(task: Sequence) -> dict[str, str | float]:
+    pred_path, ref_path, case_id, ref_convention, pred_convention = task
+    logger.debug("evaluating %s", case_id)
+    return evaluate_case(
+        pred_path,
+        ref_path,
+        case_id=case_id,
+        ref_convention=ref_convention,
+        pred_convention=pred_convention,
+    )
+
+
+def _convention(convention: LabelConvention | str | None) -> LabelConvention | None:
+    if convention is None or isinstance(convention, LabelConvention):
+        return convention
+    try:
+        return LABEL_CONVENTIONS[convention]
+    except KeyError:
+        raise ValueError(
+            f"unknown label convention {convention!r}; choose one of {sorted(LABEL_CONVENTIONS)}"
+        ) from None
+
+
+def _strip_nifti_suffix(name: str) -> str:
+    for suffix in _NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name

@@ -1,0 +1,252 @@
+"""Result tables, folder evaluation and the ``brats-mtl evaluate`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from brats_mtl.cli.evaluate import command
+from brats_mtl.conventions import BRATS_2023, HD95_ONE_EMPTY_MM, REGION_ORDER
+from brats_mtl.data import load_label_map, write_phantom_cohort
+from brats_mtl.evaluation import (
+    METRIC_COLUMNS,
+    RESULT_COLUMNS,
+    SUMMARY_ROWS,
+    evaluate_case,
+    evaluate_folders,
+    evaluate_labels,
+    find_predictions,
+    summary_rows,
+    write_results_csv,
+)
+
+SHAPE = (40, 36, 32)
+
+
+# --- summary rows ---------------------------------------------------------------------
+
+
+def _per_case(column_values: list[float]) -> pd.DataFrame:
+    data = {c: [0.0] * len(column_values) for c in METRIC_COLUMNS}
+    data["Dice_ET"] = column_values
+    frame = pd.DataFrame(data)
+    frame.insert(0, "Label", [f"case{i}" for i in range(len(column_values))])
+    return frame
+
+
+def test_summary_rows_hand_computed():
+    table = summary_rows(_per_case([1.0, 0.5, 0.0, 0.5]))
+    assert list(table["Label"]) == list(SUMMARY_ROWS)
+    assert list(table.columns) == list(RESULT_COLUMNS)
+    got = dict(zip(table["Label"], table["Dice_ET"], strict=True))
+    assert got["Mean"] == pytest.approx(0.5)
+    # sample std: squared deviations 0.25 + 0 + 0.25 + 0 over n - 1 = 3
+    assert got["StdDev"] == pytest.approx(np.sqrt(0.5 / 3))
+    assert got["Median"] == pytest.approx(0.5)
+    # linear interpolation on sorted [0, .5, .5, 1]: positions 0.75 and 2.25
+    assert got["25quantile"] == pytest.approx(0.375)
+    assert got["75quantile"] == pytest.approx(0.625)
+    population = summary_rows(_per_case([1.0, 0.5, 0.0, 0.5]), ddof=0)
+    assert population["Dice_ET"][1] == pytest.approx(np.sqrt(0.5 / 4))
+
+
+def test_summary_rows_single_case():
+    table = summary_rows(_per_case([0.7]))
+    assert table["Dice_ET"][0] == pytest.approx(0.7)
+    assert np.isnan(table["Dice_ET"][1])  # no sample std of one value
+    assert table["Dice_ET"][3] == pytest.approx(0.7)
+
+
+def test_write_results_csv_refuses_overwrite(tmp_path):
+    per_case = _per_case([1.0, 0.5])
+    out = write_results_csv(per_case, tmp_path / "r.csv")
+    table = pd.read_csv(out)
+    assert list(table.columns) == list(RESULT_COLUMNS)
+    assert list(table["Label"]) == ["case0", "case1", *SUMMARY_ROWS]
+    with pytest.raises(FileExistsError, match="overwrite"):
+        write_results_csv(per_case, out)
+    write_results_csv(_per_case([0.0]), out, overwrite=True)
+    assert len(pd.read_csv(out)) == 1 + len(SUMMARY_ROWS)
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]  # no temp file left
+
+
+# --- folders --------------------------------------------------------------------------
+
+
+def _save(labels: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    nib.save(nib.Nifti1Image(labels.astype(np.uint8), affine), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """References: 3 labeled + 1 unlabeled phantom cases; predictions for 2 of them + 1 stray.
+
+    - case 0: the reference written in the BraTS 2023 convention (ET = 3): perfect;
+    - case 1: the reference shifted by 2 voxels (BraTS 2019 convention, ``.nii``);
+    - case 2: no prediction;
+    - ``BraTS2021_09999``: a prediction without a reference case.
+    """
+    root = tmp_path_factory.mktemp("evaluation")
+    ref_dir = root / "refs"
+    pred_dir = root / "preds"
+    pred_dir.mkdir()
+    cases = write_phantom_cohort(ref_dir, n_labeled=3, n_unlabeled=1, shape=SHAPE, seed=3)
+    labeled = [c for c in cases if c.labeled]
+    refs = {}
+    for case in labeled:
+        labels, affine, _ = load_label_map(case.seg)
+        refs[case.case_id] = (labels, affine)
+    id0, id1, id2 = sorted(refs)
+    labels0, affine0 = refs[id0]
+    _save(BRATS_2023.from_internal(labels0), affine0, pred_dir / f"{id0}.nii.gz")
+    labels1, affine1 = refs[id1]
+    shifted = np.roll(labels1, 2, axis=0)
+    _save(shifted, affine1, pred_dir / f"{id1}.nii")
+    _save(labels0, affine0, pred_dir / "BraTS2021_09999.nii.gz")
+    return {
+        "ref_dir": ref_dir,
+        "pred_dir": pred_dir,
+        "ids": (id0, id1, id2),
+        "refs": refs,
+        "shifted": shifted,
+    }
+
+
+def test_evaluate_folders_matches_and_reports_missing(cohort):
+    id0, id1, id2 = cohort["ids"]
+    per_case, missing = evaluate_folders(cohort["pred_dir"], cohort["ref_dir"])
+    assert list(per_case.columns) == list(RESULT_COLUMNS)
+    assert list(per_case["Label"]) == [id0, id1]
+    assert missing == {"predictions": [id2], "references": ["BraTS2021_09999"]}
+    perfect = per_case.iloc[0]
+    for region in REGION_ORDER:  # 2023-convention prediction read as ET = 3 -> internal 4
+        assert perfect[f"Dice_{region}"] == 1.0
+        assert perfect[f"Hausdorff95_{region}"] == 0.0
+    want = evaluate_labels(cohort["shifted"], cohort["refs"][id1][0])
+    for column in METRIC_COLUMNS:
+        assert per_case.iloc[1][column] == pytest.approx(want[column])
+    assert 0 < per_case.iloc[1]["Dice_WT"] < 1
+
+
+def test_evaluate_folders_missing_as_empty(cohort):
+    id0, id1, id2 = cohort["ids"]
+    per_case, missing = evaluate_folders(
+        cohort["pred_dir"], cohort["ref_dir"], missing_as_empty=True
+    )
+    assert list(per_case["Label"]) == [id0, id1, id2]
+    assert missing["predictions"] == [id2]
+    empty = per_case.iloc[2]
+    assert empty["Dice_WT"] == 0.0
+    assert empty["Hausdorff95_WT"] == HD95_ONE_EMPTY_MM
+    assert empty["Sensitivity_WT"] == 0.0
+    assert empty["Specificity_WT"] == 1.0
+
+
+def test_evaluate_folders_parallel_equals_serial(cohort):
+    serial, _ = evaluate_folders(cohort["pred_dir"], cohort["ref_dir"], missing_as_empty=True)
+    parallel, _ = evaluate_folders(
+        cohort["pred_dir"], cohort["ref_dir"], missing_as_empty=True, workers=2
+    )
+    pd.testing.assert_frame_equal(serial, parallel)
+
+
+def test_shape_mismatch_names_both_files(cohort, tmp_path):
+    id0 = cohort["ids"][0]
+    labels, affine = cohort["refs"][id0]
+    bad = _save(labels[:-1], affine, tmp_path / "bad.nii.gz")
+    ref = next(Path(cohort["ref_dir"]).rglob(f"{id0}_seg.nii.gz"))
+    with pytest.raises(ValueError, match="shape") as info:
+        evaluate_case(bad, ref)
+    assert str(bad) in str(info.value) and str(ref) in str(info.value)
+
+
+def test_predictions_in_a_case_layout(cohort):
+    """A case layout as PRED_DIR: its segmentation files are the predictions."""
+    found = find_predictions(cohort["ref_dir"])
+    assert sorted(found) == sorted(cohort["ids"])
+    per_case, missing = evaluate_folders(cohort["ref_dir"], cohort["ref_dir"])
+    assert missing == {"predictions": [], "references": []}
+    assert (per_case["Dice_WT"] == 1.0).all()
+
+
+def test_no_matching_prediction(tmp_path, cohort):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    _save(np.zeros(SHAPE, np.uint8), np.eye(4), empty / "other_case.nii.gz")
+    with pytest.raises(ValueError, match="no prediction"):
+        evaluate_folders(empty, cohort["ref_dir"])
+
+
+# --- command line ---------------------------------------------------------------------
+
+
+def test_cli_writes_online_system_csv(cohort, tmp_path):
+    out = tmp_path / "results.csv"
+    args = [str(cohort["pred_dir"]), str(cohort["ref_dir"]), "--out", str(out)]
+    runner = CliRunner()
+    result = runner.invoke(command, args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    id0, id1, id2 = cohort["ids"]
+    assert list(table.columns) == list(RESULT_COLUMNS)
+    assert list(table["Label"]) == [id0, id1, *SUMMARY_ROWS]
+    assert "mean Dice" in result.output and id2 in result.output
+    assert "BraTS2021_09999" in result.output
+
+    again = runner.invoke(command, args)
+    assert again.exit_code != 0 and "--overwrite" in again.output
+
+    result = runner.invoke(command, [*args, "--overwrite", "--missing-as-empty", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(out)["Label"]) == [id0, id1, id2, *SUMMARY_ROWS]
+
+
+def test_cli_error_exit(tmp_path):
+    result = CliRunner().invoke(
+        command,
+        [str(tmp_path / "absent"), str(tmp_path / "absent2"), "--out", str(tmp_path / "r.csv")],
+    )
+    assert result.exit_code != 0
+    assert "absent" in result.output
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_cli_real_data_against_itself(shared_data, tmp_path):
+    """The real sample cases scored against themselves: Dice 1 and HD95 0 everywhere."""
+    brats = shared_data / "brats"
+    out = tmp_path / "self.csv"
+    result = CliRunner().invoke(command, [str(brats), str(brats), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out).set_index("Label")
+    cases = table.drop(index=list(SUMMARY_ROWS))
+    assert len(cases) == len([p for p in brats.iterdir() if p.is_dir()])
+    for region in REGION_ORDER:
+        assert (cases[f"Dice_{region}"] == 1.0).all()
+        assert (cases[f"Hausdorff95_{region}"] == 0.0).all()
+        assert (cases[f"Sensitivity_{region}"] == 1.0).all()
+        assert (cases[f"Specificity_{region}"] == 1.0).all()
+
+
+@pytest.mark.parametrize("layout", ["brats2018", "brats2020", "brats2023", "msd"])
+def test_layouts_scored_against_their_own_labels(tmp_path, layout):
+    """Reference label files copied as <ID>.nii.gz predictions score perfectly in every layout
+    (MSD predictions are read as MSD, whose {0, 1, 2, 3} would otherwise read as BraTS 2023)."""
+    ref_dir, pred_dir = tmp_path / "refs", tmp_path / "preds"
+    pred_dir.mkdir()
+    cases = write_phantom_cohort(
+        ref_dir, n_labeled=2, n_unlabeled=0, layout=layout, shape=(24, 24, 20)
+    )
+    for case in cases:
+        (pred_dir / f"{case.case_id}.nii.gz").write_bytes(case.seg.read_bytes())
+    per_case, missing = evaluate_folders(pred_dir, ref_dir)
+    assert missing == {"predictions": [], "references": []}
+    assert len(per_case) == 2
+    for region in REGION_ORDER:
+        assert (per_case[f"Dice_{region}"] == 1.0).all()
+        assert (per_case[f"Hausdorff95_{region}"] == 0.0).all()

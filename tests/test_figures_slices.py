@@ -1,8 +1,12 @@
 import numpy as np
 import pytest
 
+from brats_mtl.figures.common import save_figure
 from brats_mtl.figures.slices import (
-    LABEL_COLOURS, overlay_rgba, preprocessing_figure, save_figure, segmentation_figure,
+    LABEL_COLOURS,
+    overlay_rgba,
+    preprocessing_figure,
+    segmentation_figure,
     tumor_slice_index,
 )
 

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from brats_mtl.cli.main import cli
+from brats_mtl.figures.common import save_figure
 from brats_mtl.survival import (
     fit_age_model,
     load_model,
@@ -17,7 +18,7 @@ from brats_mtl.survival import (
     read_survival_csv,
     survival_metrics,
 )
-from brats_mtl.survival.plot import plot_age_regression, save_figure
+from brats_mtl.survival.plot import plot_age_regression
 
 
 @pytest.fixture()

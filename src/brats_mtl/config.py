@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from brats_mtl.atomic import write_text_atomic
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -227,10 +229,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write ``config`` as YAML, atomically (temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False), overwrite=True)
 
 
 def tiny_config(patch_size: int = 32) -> Config:

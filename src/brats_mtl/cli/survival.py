@@ -66,7 +66,7 @@ def _check_free(overwrite: bool, *paths: Path | None) -> None:
 
 
 def _write_csv(frame, path: Path, overwrite: bool) -> None:
-    from brats_mtl.survival.io import write_text_atomic
+    from brats_mtl.atomic import write_text_atomic
 
     write_text_atomic(path, frame.to_csv(index=False), overwrite=overwrite)
 
@@ -246,8 +246,9 @@ def cv(
 @_user_errors
 def plot(model_json: Path, csv: Path, out: Path, dpi: int, overwrite: bool) -> None:
     """Draw patients, the fitted line and its 95% band (paper Fig 4)."""
+    from brats_mtl.figures.common import save_figure
     from brats_mtl.survival import load_model, read_survival_csv
-    from brats_mtl.survival.plot import plot_age_regression, save_figure
+    from brats_mtl.survival.plot import plot_age_regression
 
     model = load_model(model_json)
     table = read_survival_csv(csv)

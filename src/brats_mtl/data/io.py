@@ -7,8 +7,6 @@ so a written segmentation lies on the input grid voxel for voxel (DESIGN.md sect
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
+from brats_mtl.atomic import atomic_output
 from brats_mtl.conventions import (
     BRATS_2019,
     BRATS_2023,
@@ -255,22 +254,10 @@ def save_nifti(img: nib.Nifti1Image, path: str | Path, *, overwrite: bool = Fals
         ValueError: if ``path`` does not end in ``.nii.gz`` or ``.nii``.
     """
     path = Path(path)
-    name = path.name
-    if name.lower().endswith(".nii.gz"):
-        ext = name[-7:]
-    elif name.lower().endswith(".nii"):
-        ext = name[-4:]
-    else:
+    if not path.name.lower().endswith((".nii.gz", ".nii")):
         raise ValueError(f"output file {path} must end in .nii.gz or .nii")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{name[: -len(ext)]}.{uuid.uuid4().hex}.tmp{ext}")
-    try:
+    with atomic_output(path, overwrite=overwrite) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     logger.debug("wrote %s", path)
     return path
 

@@ -11,8 +11,6 @@ Source: DESIGN.md section 6; paper Table 3.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brats_mtl.atomic import atomic_output
 from brats_mtl.conventions import LABEL_CONVENTIONS, MSD, LabelConvention
 from brats_mtl.evaluation.metrics import METRIC_COLUMNS, evaluate_labels
 
@@ -194,15 +193,8 @@ def write_results_csv(
             "(overwrite=True) to replace it"
         )
     table = results_table(per_case, ddof=ddof)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            table.to_csv(stream, index=False)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite=True) as tmp:
+        table.to_csv(tmp, index=False)
     logger.info("wrote %d cases and %d summary rows to %s", len(per_case), len(SUMMARY_ROWS), path)
     return path
 

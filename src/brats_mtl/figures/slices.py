@@ -1,20 +1,19 @@
 """Slice figures of the paper: preprocessing steps (Fig. 1) and ground truth beside
 prediction (Fig. 3).
 
-Functions take plain arrays and return a ``matplotlib.figure.Figure``; saving is
-``save_figure``. Matplotlib is imported inside the functions (Agg backend), so importing
+Functions take plain arrays and return a ``matplotlib.figure.Figure``; save them with
+``brats_mtl.figures.common.save_figure``. Matplotlib is imported inside the functions (Agg backend), so importing
 this module is cheap and needs no display.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from brats_mtl.conventions import ED, ET, NCR_NET
+from brats_mtl.figures.common import pyplot as _pyplot
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -26,15 +25,6 @@ LABEL_COLOURS: dict[int, tuple[float, float, float, float]] = {
     ET: (0.9, 0.0, 0.0, 0.8),
 }
 LABEL_NAMES: dict[int, str] = {ED: "ED (edema)", NCR_NET: "NCR/NET", ET: "ET"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _axial(volume: np.ndarray, z: int) -> np.ndarray:
@@ -172,24 +162,3 @@ def segmentation_figure(
         fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
-
-
-def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110, overwrite: bool = False) -> Path:
-    """Save ``fig`` atomically (temp file, then rename) and close it.
-
-    Raises:
-        FileExistsError: if ``path`` exists and ``overwrite`` is False.
-    """
-    plt = _pyplot()
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        plt.close(fig)
-    return path

@@ -41,20 +41,18 @@ Source: DESIGN.md section 7; the BraTS 2018-2020 training and validation surviva
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
 import math
-import os
 import re
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from brats_mtl.atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -356,39 +354,6 @@ def id_key(case_id: str) -> str:
 
 # ---------------------------------------------------------------------------------------
 # Writing
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
-
-    The temporary file keeps ``path``'s suffix (matplotlib picks the format from it) and
-    is removed when the block fails.
-
-    Raises:
-        FileExistsError: if ``path`` exists and ``overwrite`` is False.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: str | Path, text: str, *, overwrite: bool = False) -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_output`)."""
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        tmp.write_text(text)
-    return Path(path)
 
 
 def write_submission(

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brats_mtl.atomic import write_text_atomic
 from brats_mtl.config import SurvivalConfig
-from brats_mtl.survival.io import SurvivalTable, write_text_atomic
+from brats_mtl.survival.io import SurvivalTable
 
 logger = logging.getLogger(__name__)
 

@@ -8,26 +8,17 @@ Source: paper section 5.2, Fig. 4.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from brats_mtl.survival.io import SurvivalTable, atomic_output
+from brats_mtl.figures.common import pyplot as _pyplot
+from brats_mtl.survival.io import SurvivalTable
 from brats_mtl.survival.model import AgeSurvivalModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_age_regression(
@@ -147,19 +138,3 @@ def plot_age_regression(
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150, overwrite: bool = False) -> Path:
-    """Save ``fig`` atomically (temp file with the same suffix, then rename) and close it.
-
-    Raises:
-        FileExistsError: if ``path`` exists and ``overwrite`` is False.
-    """
-    plt = _pyplot()
-    path = Path(path)
-    try:
-        with atomic_output(path, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-    finally:
-        plt.close(fig)
-    return path

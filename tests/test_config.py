@@ -35,3 +35,11 @@ def test_bad_file(tmp_path):
     p.write_text("model:\n  widthz: [1]\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         load_config(p)
+
+
+def test_file_merges_over_base(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  max_steps: 9\n")
+    c = load_config(p, ["train.lr=0.5"], base=tiny_config(16))
+    assert c.model == tiny_config(16).model
+    assert (c.train.max_steps, c.train.lr) == (9, 0.5)

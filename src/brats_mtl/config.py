@@ -205,14 +205,21 @@ def apply_overrides(config: Config, overrides: typing.Iterable[str]) -> Config:
     return from_dict(data)
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
-    """Paper defaults, updated from a YAML/JSON file (if given), then from overrides.
+def load_config(
+    path: str | Path | None = None,
+    overrides: typing.Iterable[str] = (),
+    *,
+    base: Config | None = None,
+) -> Config:
+    """``base`` (default: the paper's defaults), updated from a YAML/JSON file, then overrides.
+
+    Keys absent from the file keep their ``base`` values.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if the file is not a mapping or holds unknown or badly typed keys.
     """
-    config = Config()
+    config = base or Config()
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -220,8 +227,14 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"configuration file {path} must hold a mapping of sections")
+        merged = to_dict(config)
+        for section, values in data.items():
+            if isinstance(values, dict) and isinstance(merged.get(section), dict):
+                merged[section].update(values)
+            else:
+                merged[section] = values
         try:
-            config = from_dict(data)
+            config = from_dict(merged)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
     return apply_overrides(config, overrides)

@@ -1,0 +1,115 @@
+"""``brats-mtl train``: semi-supervised multi-task training, one model per fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("train")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder: config.yaml, splits.json, fold_K/ (checkpoints, metrics, curves).",
+)
+@click.option(
+    "--unlabeled",
+    "unlabeled_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of extra cases used unlabeled (VAE branch only); repeatable.",
+)
+@click.option("--fold", type=int, default=None, help="Train this fold only (0-based).")
+@click.option("--all-folds", is_flag=True, help="Train every fold (the default).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML configuration; default: the run's config.yaml if present, else paper defaults.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one setting, e.g. --set train.max_steps=1000 --set train.devices=2.",
+)
+@click.option("--resume", is_flag=True, help="Continue interrupted folds from last.ckpt.")
+@click.option("--overwrite", is_flag=True, help="Delete the fold folders and train anew.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of preprocessed cases (default RUN_DIR/cache); can be shared by runs.",
+)
+@click.option(
+    "--cache-workers", type=int, default=0, show_default=True,
+    help="Processes preprocessing cases in parallel when the cache is built.",
+)
+@click.option(
+    "--checkpoint-every", type=int, default=100, show_default=True,
+    help="Also save last.ckpt every this many steps.",
+)
+def command(
+    data_dir: Path,
+    run_dir: Path,
+    unlabeled_dirs: tuple[Path, ...],
+    fold: int | None,
+    all_folds: bool,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    resume: bool,
+    overwrite: bool,
+    cache_dir: Path | None,
+    cache_workers: int,
+    checkpoint_every: int,
+) -> None:
+    """Train fold models on DATA_DIR with stratified k-fold cross-validation.
+
+    Labeled cases of DATA_DIR are split into train.n_folds stratified folds (by grade,
+    else ET presence; saved in RUN_DIR/splits.json and reused); cases without a
+    segmentation, and those under --unlabeled, train the VAE branch in every fold.
+    Paper: batch 2, Adam, lr 1e-4, weight decay 1e-5, loss 0.1 L2 + 0.1 KL + 0.1 CE + Dice.
+    """
+    from brats_mtl.config import load_config
+
+    if fold is not None and all_folds:
+        raise click.UsageError("--fold and --all-folds exclude each other; choose one")
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other; choose one")
+    saved = run_dir / "config.yaml"
+    source = config_file if config_file is not None else (saved if saved.is_file() else None)
+    try:
+        config = load_config(source, overrides)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="--config/--set") from None
+
+    from brats_mtl.training.runner import train_folds
+
+    folds = [fold] if fold is not None else None
+    try:
+        results = train_folds(
+            data_dir,
+            run_dir,
+            folds,
+            config=config,
+            unlabeled_dirs=unlabeled_dirs,
+            resume=resume,
+            overwrite=overwrite,
+            cache_dir=cache_dir,
+            cache_workers=cache_workers,
+            checkpoint_every_n_steps=checkpoint_every,
+        )
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    for r in results:
+        dice = r.val_metrics
+        summary = (
+            "  ".join(f"{k}={v:.3f}" for k, v in dice.items()) if dice else "no validation"
+        )
+        click.echo(f"fold {r.fold}: {r.global_step} steps, {summary}; {r.fold_dir}")

@@ -1,0 +1,264 @@
+"""On-disk cache of preprocessed cases, so training epochs never decode NIfTI again.
+
+Each case is read (``data.load_case``), cropped to its brain and z-scored
+(``preprocessing.preprocess_case``) once and stored in the cache folder as
+
+- ``<case_id>.image.npy``: float32 (4, x, y, z), C order, uncompressed, so it can be
+  memory-mapped (``np.load(..., mmap_mode="r")``) and a patch read without loading the case;
+- ``<case_id>.labels.npy``: uint8 (x, y, z) internal labels (labeled cases only);
+- ``<case_id>.json``: crop box, original shape, ET presence, grade, labeled flag and the
+  cache key. It is written last, so a case whose JSON is present is complete.
+
+The key hashes the input files' paths, sizes and modification times, whether labels are
+used, and :data:`CACHE_VERSION` (bumped whenever preprocessing changes); a case whose
+stored key differs is rebuilt. Every file is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from brats_mtl.conventions import ET
+from brats_mtl.data import CaseFiles, load_case
+from brats_mtl.preprocessing import Box, preprocess_case
+
+logger = logging.getLogger(__name__)
+
+#: Version of the cached format and of the preprocessing it holds (DESIGN.md section 2:
+#: crop to the brain box, z-score in the brain mask). Bump to invalidate every cache.
+CACHE_VERSION = "1:crop-brain-box+zscore-in-brain"
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """One preprocessed case in the cache.
+
+    Attributes:
+        case_id: the case ID.
+        image_path: ``.npy`` of the float32 (4, x, y, z) cropped, z-scored image.
+        labels_path: ``.npy`` of the uint8 (x, y, z) cropped internal labels; None for an
+            unlabeled case.
+        shape: (x, y, z), the cropped shape.
+        box: the crop box in the original grid (``preprocessing.uncrop`` undoes it).
+        original_shape: (X, Y, Z) of the input images.
+        has_et: True when the labels contain ET (label 4); False for unlabeled cases.
+        grade: "HGG" / "LGG" when the dataset records it, else None.
+    """
+
+    case_id: str
+    image_path: Path
+    labels_path: Path | None
+    shape: tuple[int, int, int]
+    box: Box
+    original_shape: tuple[int, int, int]
+    has_et: bool
+    grade: str | None
+
+    @property
+    def labeled(self) -> bool:
+        """True when the case has labels (it trains the segmentation and classifier)."""
+        return self.labels_path is not None
+
+    def image(self) -> np.ndarray:
+        """The image, memory-mapped read-only: float32 (4, x, y, z)."""
+        return np.load(self.image_path, mmap_mode="r")
+
+    def labels(self) -> np.ndarray | None:
+        """The labels, memory-mapped read-only: uint8 (x, y, z); None when unlabeled."""
+        return None if self.labels_path is None else np.load(self.labels_path, mmap_mode="r")
+
+
+def cache_key(files: CaseFiles, use_labels: bool) -> str:
+    """Key of one case's cache entry: changes when an input file or the preprocessing does.
+
+    Args:
+        files: the case's files.
+        use_labels: whether the segmentation is cached (False for cases used unlabeled).
+
+    Returns:
+        A hex SHA-256 digest over :data:`CACHE_VERSION` and the absolute path, size and
+        modification time (ns) of every input file.
+
+    Raises:
+        FileNotFoundError: if an input file is missing (names it).
+    """
+    paths = sorted({str(Path(p).resolve()) for p in files.images.values()})
+    if use_labels and files.seg is not None:
+        paths.append("seg:" + str(Path(files.seg).resolve()))
+    parts = [CACHE_VERSION, files.case_id, files.label_convention.name]
+    for p in paths:
+        real = p.removeprefix("seg:")
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"input file {real} of case {files.case_id} is missing") from None
+        parts.append(f"{p}|{st.st_size}|{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _meta_path(cache_dir: Path, case_id: str) -> Path:
+    return cache_dir / f"{case_id}.json"
+
+
+def _from_meta(cache_dir: Path, meta: dict) -> CachedCase:
+    case_id = meta["case_id"]
+    return CachedCase(
+        case_id=case_id,
+        image_path=cache_dir / f"{case_id}.image.npy",
+        labels_path=cache_dir / f"{case_id}.labels.npy" if meta["labeled"] else None,
+        shape=tuple(meta["shape"]),
+        box=tuple(slice(a, b) for a, b in meta["box"]),
+        original_shape=tuple(meta["original_shape"]),
+        has_et=bool(meta["has_et"]),
+        grade=meta["grade"],
+    )
+
+
+def _load_valid(cache_dir: Path, case_id: str, key: str) -> CachedCase | None:
+    """The cached entry when complete and made from the same inputs, else None."""
+    path = _meta_path(cache_dir, case_id)
+    try:
+        meta = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if meta.get("key") != key:
+        return None
+    cached = _from_meta(cache_dir, meta)
+    if not cached.image_path.is_file() or (
+        cached.labels_path is not None and not cached.labels_path.is_file()
+    ):
+        return None
+    return cached
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+    tmp.replace(path)
+
+
+def cache_case(files: CaseFiles, cache_dir: str | Path, *, use_labels: bool = True) -> CachedCase:
+    """Preprocess one case into the cache, or reuse its entry when still valid.
+
+    Args:
+        files: the case's files.
+        cache_dir: the cache folder (created).
+        use_labels: cache the segmentation; False treats the case as unlabeled even when
+            it has one (``--unlabeled`` data).
+
+    Returns:
+        The :class:`CachedCase`.
+
+    Raises:
+        FileNotFoundError, ValueError: from reading or preprocessing the case (the message
+            names the file).
+
+    Source: DESIGN.md section 2 (preprocessing), section 4 (training data).
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    use_labels = use_labels and files.labeled
+    key = cache_key(files, use_labels)
+    cached = _load_valid(cache_dir, files.case_id, key)
+    if cached is not None:
+        return cached
+    logger.info("preprocessing %s into the cache %s", files.case_id, cache_dir)
+    pre = preprocess_case(load_case(files, load_labels=use_labels))
+    _save_npy(cache_dir / f"{files.case_id}.image.npy", pre.image.astype(np.float32, copy=False))
+    has_et = False
+    if pre.labels is not None:
+        _save_npy(cache_dir / f"{files.case_id}.labels.npy", pre.labels.astype(np.uint8))
+        has_et = bool((pre.labels == ET).any())
+    meta = {
+        "case_id": files.case_id,
+        "key": key,
+        "labeled": pre.labels is not None,
+        "shape": [int(s) for s in pre.image.shape[1:]],
+        "box": [[int(s.start), int(s.stop)] for s in pre.box],
+        "original_shape": [int(s) for s in pre.original_shape],
+        "has_et": has_et,
+        "grade": files.grade,
+        "layout": files.layout,
+    }
+    path = _meta_path(cache_dir, files.case_id)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    tmp.replace(path)
+    return _from_meta(cache_dir, meta)
+
+
+def _cache_one(args: tuple[CaseFiles, str, bool]) -> CachedCase:
+    files, cache_dir, use_labels = args
+    return cache_case(files, cache_dir, use_labels=use_labels)
+
+
+def _start_method() -> str:
+    """"fork" while torch is not loaded (cheap, and works from any script), else "spawn":
+    a fork of a process holding torch's OpenMP thread pool can deadlock in the child."""
+    if "torch" not in sys.modules and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return "spawn"
+
+
+def build_cache(
+    cases: Sequence[CaseFiles],
+    cache_dir: str | Path,
+    *,
+    use_labels: bool | Sequence[bool] = True,
+    num_workers: int = 0,
+) -> list[CachedCase]:
+    """Make sure every case is in the cache; preprocess the missing or stale ones.
+
+    Args:
+        cases: the cases' files.
+        cache_dir: the cache folder (created).
+        use_labels: whether to cache each case's segmentation (one flag, or one per case).
+        num_workers: processes that preprocess cases in parallel; 0 or 1 works in this
+            process. Each worker holds about one full case in memory (~0.5 GB for a
+            240 x 240 x 155 BraTS case). Once torch is imported, workers are spawned, and
+            a calling script then needs the ``if __name__ == "__main__":`` guard.
+
+    Returns:
+        The cached cases, in the order of ``cases``.
+
+    Raises:
+        ValueError: if two cases share an ID, or from preprocessing (names the file).
+        FileNotFoundError: if an input file is missing.
+    """
+    cache_dir = Path(cache_dir)
+    flags = [use_labels] * len(cases) if isinstance(use_labels, bool) else list(use_labels)
+    if len(flags) != len(cases):
+        raise ValueError(f"use_labels has {len(flags)} flags for {len(cases)} cases")
+    seen: set[str] = set()
+    for files in cases:
+        if files.case_id in seen:
+            raise ValueError(
+                f"case ID {files.case_id} occurs twice among the training data folders; "
+                "case IDs must be unique (remove or rename one copy)"
+            )
+        seen.add(files.case_id)
+    jobs = [(files, str(cache_dir), flag) for files, flag in zip(cases, flags, strict=True)]
+    todo = [
+        i
+        for i, (files, _, flag) in enumerate(jobs)
+        if _load_valid(cache_dir, files.case_id, cache_key(files, flag and files.labeled)) is None
+    ]
+    if todo:
+        logger.info("caching %d of %d cases in %s", len(todo), len(cases), cache_dir)
+    if num_workers > 1 and len(todo) > 1:
+        context = multiprocessing.get_context(_start_method())
+        with ProcessPoolExecutor(min(num_workers, len(todo)), mp_context=context) as pool:
+            list(pool.map(_cache_one, [jobs[i] for i in todo]))
+    return [_cache_one(job) for job in jobs]

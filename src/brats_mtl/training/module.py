@@ -1,0 +1,419 @@
+"""The Lightning module and data module of semi-supervised multi-task training.
+
+Training step: the multi-task network with its VAE branch on every batch, the paper's
+weighted loss ``0.1 L2 + 0.1 KL + 0.1 CE + 1 Dice`` (unlabeled patches: L2 and KL only),
+Adam with learning rate 1e-4 and weight decay 1e-5 (paper, Training Procedure).
+
+Validation: each held-out case is segmented whole, by sliding windows of P^3 over the
+cropped case (MONAI ``sliding_window_inference`` on the segmentation path, no TTA), and
+scored with the BraTS region Dice (both empty = 1, one empty = 0; DESIGN.md section 6).
+The score is computed on the cropped grid: voxels outside the brain box are background in
+both the prediction (uncropping fills 0) and, for BraTS data, the reference.
+
+Source: paper, Training Procedure; DESIGN.md sections 3, 4 and 6.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from brats_mtl.config import Config, from_dict, to_dict
+from brats_mtl.conventions import ET_CLASS, REGION_ORDER
+from brats_mtl.losses import multitask_loss
+from brats_mtl.model import MultiTaskNet
+from brats_mtl.training.cache import CachedCase
+from brats_mtl.training.csvio import read_csv, write_csv
+from brats_mtl.training.datasets import (
+    CaseDataset,
+    PatchDataset,
+    PatchSampler,
+    RankSlice,
+    ResumableLoader,
+    worker_init,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Loss terms logged as ``train/<name>`` every step.
+LOSS_TERMS = ("loss", "dice", "l2", "kl", "ce")
+
+
+def region_masks_from_classes(classes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """ET, WT, TC masks of a class-index map (0 background, 1 NCR/NET, 2 ED, 3 ET).
+
+    Args:
+        classes: integer tensor of any shape, values 0..3 (``conventions.CLASS_LABELS``).
+
+    Returns:
+        Bool tensors of the same shape, keyed "ET", "WT", "TC".
+
+    Source: DESIGN.md section 1 (WT = {1, 2, 4}, TC = {1, 4}, ET = {4}).
+    """
+    return {
+        "ET": classes == ET_CLASS,
+        "WT": classes > 0,
+        "TC": (classes == 1) | (classes == ET_CLASS),
+    }
+
+
+def region_dice(prediction: torch.Tensor, reference: torch.Tensor) -> float:
+    """BraTS Dice of two binary masks: 1 when both are empty, 0 when exactly one is.
+
+    Args:
+        prediction: bool tensor.
+        reference: bool tensor of the same shape.
+
+    Returns:
+        Dice in [0, 1].
+
+    Source: DESIGN.md section 6 (the BraTS online system's empty-mask rule).
+    """
+    n_pred = int(prediction.sum())
+    n_ref = int(reference.sum())
+    if n_pred == 0 and n_ref == 0:
+        return 1.0
+    return 2.0 * int((prediction & reference).sum()) / (n_pred + n_ref)
+
+
+class MultiTaskModule(L.LightningModule):
+    """The multi-task network with its loss, optimizer and validation by whole cases.
+
+    Args:
+        config: the whole configuration (or its dict form, as stored in checkpoints).
+        val_case_ids: IDs of the validation cases, in the order of the validation
+            dataset, to name the per-case rows.
+
+    Attributes:
+        net: the :class:`~brats_mtl.model.MultiTaskNet`.
+        validation_rows: per-case rows of the latest validation (all processes merged):
+            ``epoch, step, case_id, dice_ET, dice_WT, dice_TC, dice_mean``.
+
+    Logged: ``train/loss``, ``train/dice``, ``train/l2``, ``train/kl``, ``train/ce`` every
+    step; ``val/dice_ET``, ``val/dice_WT``, ``val/dice_TC``, ``val/dice_mean`` (means over
+    the held-out cases) after each validation.
+
+    Batches without any labeled patch (over all processes) leave the segmentation decoder
+    and the classifier untouched: their gradients are dropped before the optimizer step,
+    so neither Adam's moments nor the weight decay move them. Only L2 and KL apply to an
+    unlabeled patch (DESIGN.md section 3); with plain Adam the weight decay alone would
+    shift every unused weight by about the learning rate per step.
+
+    For an exact resume the module stores the torch random state (dropout, VAE sampling)
+    in each checkpoint and restores it before the first batch after loading.
+    """
+
+    def __init__(self, config: Config | dict, val_case_ids: Sequence[str] = ()) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = from_dict(config)
+        self.config = config
+        self.save_hyperparameters({"config": to_dict(config)})
+        self.net = MultiTaskNet(config.model)
+        self.val_case_ids = list(val_case_ids)
+        self.validation_rows: list[dict[str, Any]] = []
+        self._epoch_rows: list[dict[str, Any]] = []
+        self._rng_to_restore: dict[str, Any] | None = None
+        self._batch_has_labels = True
+
+    # --- training ---------------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One step on a batch of patches (VAE branch on); logs every loss term."""
+        image = batch["image"]  # (B, 4, P, P, P)
+        labeled = batch["labeled"]  # (B,)
+        output = self.net(image, with_vae=True)
+        terms = multitask_loss(
+            output, image, batch["class_targets"], batch["et_target"], labeled, self.config.loss
+        )
+        for name in LOSS_TERMS:
+            self.log(
+                f"train/{name}",
+                terms[name].detach(),
+                on_step=True,
+                on_epoch=False,
+                batch_size=image.shape[0],
+                prog_bar=name == "loss",
+            )
+        n_labeled = labeled.sum()
+        if self.trainer.world_size > 1:
+            n_labeled = self.trainer.strategy.reduce(n_labeled.float(), reduce_op="sum")
+        self._batch_has_labels = bool(n_labeled > 0)
+        return terms["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drop the segmentation decoder's and classifier's gradients on unlabeled batches."""
+        if self._batch_has_labels:
+            return
+        for module in (self.net.seg_decoder, self.net.classifier):
+            for p in module.parameters():
+                p.grad = None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam, learning rate ``train.lr``, weight decay ``train.weight_decay`` (paper)."""
+        return torch.optim.Adam(
+            self.parameters(), lr=self.config.train.lr, weight_decay=self.config.train.weight_decay
+        )
+
+    def on_train_start(self) -> None:
+        """Align the logging step with the optimizer step after a resume.
+
+        Lightning logs at ``_batches_that_stepped``, which it increments after the
+        end-of-step validation; resuming from a checkpoint written by that validation
+        leaves it one behind ``global_step`` (one optimizer step per batch here, so the
+        two are equal in an uninterrupted run).
+        """
+        epoch_loop = self.trainer.fit_loop.epoch_loop
+        if getattr(epoch_loop, "_batches_that_stepped", None) not in (None, self.global_step):
+            epoch_loop._batches_that_stepped = self.global_step
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Restore the random state saved with the checkpoint this run resumed from."""
+        if self._rng_to_restore is not None:
+            torch.set_rng_state(self._rng_to_restore["torch"])
+            cuda_states = self._rng_to_restore.get("cuda")
+            if cuda_states and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(cuda_states)
+            self._rng_to_restore = None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Ask for a last validation when ``max_steps`` ends training inside an epoch."""
+        max_steps = self.trainer.max_steps
+        if max_steps is not None and 0 <= max_steps <= self.trainer.global_step:
+            self.trainer.should_stop = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the torch random state (CPU and CUDA) for an exact resume."""
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the saved random state until the first training batch."""
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    # --- validation -------------------------------------------------------------------
+
+    def predict_classes(self, image: torch.Tensor) -> torch.Tensor:
+        """Class map of whole cropped cases by sliding windows (no TTA, no VAE).
+
+        Args:
+            image: float32 (B, 4, x, y, z), z-scored cropped cases.
+
+        Returns:
+            int64 (B, x, y, z), class indices 0..3.
+        """
+        from monai.inferers import sliding_window_inference
+
+        p = self.config.model.patch_size
+        logits = sliding_window_inference(
+            image,
+            roi_size=(p, p, p),
+            sw_batch_size=self.config.inference.window_batch_size,
+            predictor=self.net.forward_segmentation,
+            overlap=self.config.inference.overlap,
+        )
+        return logits.argmax(1)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Segment one held-out case whole and score its region Dice."""
+        classes = self.predict_classes(batch["image"])  # (1, x, y, z)
+        labels = batch["labels"]  # (1, x, y, z) internal labels
+        reference = {
+            "ET": labels == 4,
+            "WT": labels > 0,
+            "TC": (labels == 1) | (labels == 4),
+        }
+        predicted = region_masks_from_classes(classes)
+        for i in range(classes.shape[0]):
+            index = int(batch["case_index"][i])
+            row: dict[str, Any] = {
+                "case_id": self.val_case_ids[index] if self.val_case_ids else str(index)
+            }
+            for region in REGION_ORDER:
+                row[f"dice_{region}"] = region_dice(predicted[region][i], reference[region][i])
+            row["dice_mean"] = sum(row[f"dice_{r}"] for r in REGION_ORDER) / len(REGION_ORDER)
+            self._epoch_rows.append(row)
+
+    def on_validation_epoch_start(self) -> None:
+        """Start collecting per-case rows."""
+        self._epoch_rows = []
+
+    def on_validation_epoch_end(self) -> None:
+        """Merge the rows of all processes and log the mean Dice per region."""
+        rows = self._epoch_rows
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[list[dict[str, Any]]] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [row for part in gathered for row in part]
+        rows = sorted({row["case_id"]: row for row in rows}.values(), key=lambda r: r["case_id"])
+        self._epoch_rows = []
+        if not rows:
+            return
+        for row in rows:
+            row["epoch"] = int(self.current_epoch)
+            row["step"] = int(self.global_step)
+        self.validation_rows = rows
+        for key in [f"dice_{r}" for r in REGION_ORDER] + ["dice_mean"]:
+            mean = sum(row[key] for row in rows) / len(rows)
+            # every process holds the same merged rows, so no further reduction is needed
+            self.log(f"val/{key}", mean, prog_bar=key == "dice_mean", sync_dist=False)
+
+
+class PatchDataModule(L.LightningDataModule):
+    """Training patches and validation cases of one fold, as Lightning data.
+
+    Args:
+        config: the configuration (patch size, batch size, sampling, workers, seed).
+        train_cases: cached training cases (labeled and unlabeled).
+        val_cases: cached held-out cases (labeled); may be empty.
+
+    The loaders are built when Lightning asks for them, so each process knows its rank:
+    training patches are split over processes by :class:`PatchSampler`, validation cases
+    by :class:`RankSlice` (Lightning's own distributed sampler is turned off).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        train_cases: Sequence[CachedCase],
+        val_cases: Sequence[CachedCase] = (),
+    ) -> None:
+        super().__init__()
+        self.config = config
+        t = config.train
+        self.train_dataset = PatchDataset(
+            train_cases,
+            config.model.patch_size,
+            sampling=t.patch_sampling,
+            patches_per_case=t.random_patches_per_case,
+        )
+        self.val_dataset = CaseDataset(val_cases) if val_cases else None
+
+    def _loader_options(self) -> dict[str, Any]:
+        workers = self.config.train.num_workers
+        return {
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+            "worker_init_fn": worker_init if workers > 0 else None,
+        }
+
+    def train_dataloader(self) -> ResumableLoader:
+        """Shuffled patches of this process, batch ``train.batch_size``."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        sampler = PatchSampler(
+            len(self.train_dataset), seed=self.config.train.seed, rank=rank, world_size=world
+        )
+        generator = torch.Generator().manual_seed(self.config.train.seed)
+
+        def batches_done() -> int:
+            return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+        return ResumableLoader(
+            self.train_dataset,
+            sampler,
+            batches_done if trainer else None,
+            batch_size=self.config.train.batch_size,
+            # the loader's own generator: creating an iterator must not draw from the
+            # global torch random state that dropout and VAE sampling use
+            generator=generator,
+            **self._loader_options(),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Whole held-out cases, one per batch, split over processes."""
+        if self.val_dataset is None:
+            return []
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        options = self._loader_options()
+        options["persistent_workers"] = False
+        return DataLoader(
+            self.val_dataset,
+            batch_size=1,
+            sampler=RankSlice(len(self.val_dataset), rank, world),
+            generator=torch.Generator().manual_seed(self.config.train.seed),  # see above
+            **options,
+        )
+
+
+#: Columns of ``fold_K/validation.csv``.
+VALIDATION_COLUMNS = ("epoch", "step", "case_id", "dice_ET", "dice_WT", "dice_TC", "dice_mean")
+
+
+class ValidationCsvWriter(L.Callback):
+    """Write the per-case rows of every validation so far to a CSV file (process 0).
+
+    On a resumed fit, rows of the earlier attempt up to the checkpoint's step are kept;
+    on a fresh fit the file is started over.
+
+    Args:
+        path: e.g. ``RUN_DIR/fold_K/validation.csv``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Load the rows of the interrupted attempt when resuming (the step is restored)."""
+        start = trainer.global_step
+        # the rows of the checkpoint's own step (a validation before saving) stay valid
+        self.rows = [r for r in read_csv(self.path) if int(r["step"]) <= start] if start else []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Append the latest validation's rows and rewrite the file."""
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        new = [r for r in getattr(pl_module, "validation_rows", []) if r["step"] == trainer.global_step]
+        if not new:
+            return
+        self.rows += [dict(r) for r in new]
+        write_csv(self.path, self.rows, VALIDATION_COLUMNS)
+
+
+class LastCheckpoint(L.Callback):
+    """Keep ``last.ckpt`` current: every ``every_n_steps`` steps, at the final step, and
+    after every validation.
+
+    Unlike ``ModelCheckpoint(save_last=True)``, nothing is saved when training ends or an
+    epoch closes: a fit stopped by ``max_steps`` inside an epoch leaves a checkpoint of that
+    point in the epoch, so resuming with a larger ``max_steps`` continues the same epoch
+    with the same batches as an uninterrupted run. The file is written under a temporary
+    name and renamed.
+
+    Args:
+        path: e.g. ``RUN_DIR/fold_K/checkpoints/last.ckpt``.
+        every_n_steps: save period in optimizer steps (0: only final step and validations).
+    """
+
+    def __init__(self, path: str | Path, every_n_steps: int = 100) -> None:
+        self.path = Path(path)
+        self.every_n_steps = every_n_steps
+
+    def _save(self, trainer: L.Trainer) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp, weights_only=False)  # all processes call; rank 0 writes
+        if trainer.is_global_zero:
+            tmp.replace(self.path)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        """Save every ``every_n_steps`` steps and at ``max_steps``."""
+        step = trainer.global_step
+        final = 0 <= trainer.max_steps <= step
+        if final or (self.every_n_steps > 0 and step % self.every_n_steps == 0):
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save after each validation (the best-model bookkeeping is then current)."""
+        if not trainer.sanity_checking:
+            self._save(trainer)

@@ -1,0 +1,603 @@
+"""k-fold training runs: run folder, cache, splits, one Lightning fit per fold.
+
+Run folder::
+
+    RUN_DIR/config.yaml           resolved configuration (model and loss fixed per run)
+    RUN_DIR/splits.json           stratified folds (saved once, reused)
+    RUN_DIR/cache/                preprocessed cases (unless another cache folder is given)
+    RUN_DIR/fold_K/checkpoints/last.ckpt, best.ckpt   (best: highest val/dice_mean)
+    RUN_DIR/fold_K/metrics.csv    every logged value (all attempts of the fold merged)
+    RUN_DIR/fold_K/validation.csv per-case Dice of every validation
+    RUN_DIR/fold_K/training_curves.png
+    RUN_DIR/fold_K/logs/version_N/ raw Lightning CSV logs, one folder per attempt
+
+Source: paper, Training Procedure; DESIGN.md section 4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from brats_mtl.config import Config, load_config, save_config, to_dict
+from brats_mtl.data import discover_cases
+from brats_mtl.training.cache import CachedCase, build_cache
+from brats_mtl.training.csvio import read_csv, write_csv
+from brats_mtl.training.splits import Splits, case_stratum, load_or_create_splits, read_splits
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+CACHE_DIR = "cache"
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINTS = ("best", "last")
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """What one fold's training produced.
+
+    Attributes:
+        fold: the fold number.
+        fold_dir: ``RUN_DIR/fold_K``.
+        last_checkpoint: ``checkpoints/last.ckpt`` (None if training saved nothing).
+        best_checkpoint: ``checkpoints/best.ckpt`` (None without validation).
+        global_step: optimizer steps done.
+        val_metrics: mean ``dice_ET``, ``dice_WT``, ``dice_TC``, ``dice_mean`` of the last
+            validation (empty without validation).
+        best_dice_mean: highest validation ``dice_mean`` (None without validation).
+    """
+
+    fold: int
+    fold_dir: Path
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    global_step: int
+    val_metrics: dict[str, float]
+    best_dice_mean: float | None
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Cached cases and splits of a run.
+
+    Attributes:
+        labeled: case ID -> cached labeled case (the cross-validated cases).
+        unlabeled: cached unlabeled cases (join every fold's training set).
+        splits: the run's folds.
+    """
+
+    labeled: dict[str, CachedCase]
+    unlabeled: list[CachedCase]
+    splits: Splits
+
+    def fold_cases(self, fold: int) -> tuple[list[CachedCase], list[CachedCase]]:
+        """(training cases, held-out cases) of ``fold``; unlabeled cases train in every fold."""
+        train = [self.labeled[c] for c in self.splits.train_ids(fold)] + list(self.unlabeled)
+        val = [self.labeled[c] for c in self.splits.val_ids(fold)]
+        return train, val
+
+
+# --- run folder ----------------------------------------------------------------------
+
+
+def fold_dir(run_dir: str | Path, fold: int) -> Path:
+    """``RUN_DIR/fold_K``."""
+    return Path(run_dir) / f"fold_{fold}"
+
+
+def checkpoint_path(run_dir: str | Path, fold: int, which: str = "best") -> Path:
+    """``RUN_DIR/fold_K/checkpoints/{best,last}.ckpt`` (may not exist).
+
+    Raises:
+        ValueError: if ``which`` is not "best" or "last".
+    """
+    if which not in CHECKPOINTS:
+        raise ValueError(f"which={which!r}: choose 'best' (highest val Dice) or 'last'")
+    return fold_dir(run_dir, fold) / CHECKPOINT_DIR / f"{which}.ckpt"
+
+
+def available_folds(run_dir: str | Path, which: str = "best") -> list[int]:
+    """Folds of a run that have the ``which`` checkpoint, sorted.
+
+    Raises:
+        FileNotFoundError: if ``run_dir`` is not a run folder (no splits.json).
+    """
+    splits = read_splits(run_dir)
+    return [k for k in range(splits.n_folds) if checkpoint_path(run_dir, k, which).is_file()]
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    """The configuration saved in ``RUN_DIR/config.yaml``.
+
+    Raises:
+        FileNotFoundError: if the run folder has no config.yaml (not a training run).
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: {run_dir} is not a training run folder "
+            "(run `brats-mtl train DATA_DIR --out RUN_DIR` first)"
+        )
+    return load_config(path)
+
+
+def load_fold_model(run_dir: str | Path, fold: int, which: str = "best"):
+    """The trained network of one fold, on the CPU, in eval mode.
+
+    Args:
+        run_dir: the training run folder.
+        fold: fold number.
+        which: "best" (highest validation Dice) or "last" checkpoint.
+
+    Returns:
+        ``brats_mtl.model.MultiTaskNet`` built from the run's ``config.yaml``.
+
+    Raises:
+        FileNotFoundError: if the run has no config.yaml or the checkpoint is missing
+            (names it and lists the folds that have one).
+        ValueError: if ``which`` is unknown.
+    """
+    import torch
+
+    from brats_mtl.model import MultiTaskNet
+
+    path = checkpoint_path(run_dir, fold, which)
+    config = read_run_config(run_dir)
+    if not path.is_file():
+        try:
+            folds = available_folds(run_dir, which)
+        except (FileNotFoundError, ValueError):
+            folds = []
+        hint = (
+            f"folds with a {which} checkpoint: {folds}"
+            if folds
+            else f"no fold of {run_dir} has a {which} checkpoint yet"
+        )
+        if which == "best":
+            hint += " (best.ckpt is written at the first validation; 'last' may exist)"
+        raise FileNotFoundError(f"checkpoint {path} does not exist; {hint}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = {
+        key.removeprefix("net."): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("net.")
+    }
+    net = MultiTaskNet(config.model)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def _check_run_config(run_dir: Path, config: Config) -> None:
+    """Save the configuration; refuse one whose network or loss differs from the run's."""
+    path = run_dir / CONFIG_FILE
+    if path.is_file():
+        saved = load_config(path)
+        for section in ("model", "loss"):
+            old, new = getattr(saved, section), getattr(config, section)
+            if old != new:
+                changed = sorted(
+                    f"{section}.{k}" for k, v in to_dict(new).items() if to_dict(old)[k] != v
+                )
+                raise ValueError(
+                    f"{path} was written for another {section} configuration (changed: "
+                    f"{', '.join(changed)}); the folds of one run must share it: train into "
+                    "a new run folder (--out) or drop the changed settings"
+                )
+        if saved == config:
+            return
+        logger.info("updating %s (train/inference settings changed)", path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if _is_launch_rank_zero():
+        save_config(config, path)
+
+
+def _is_launch_rank_zero() -> bool:
+    """False in processes that a distributed launcher started for ranks other than 0."""
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"):
+        value = os.environ.get(name)
+        if value not in (None, "", "0"):
+            return False
+    return True
+
+
+# --- data ----------------------------------------------------------------------------
+
+
+def prepare_run(
+    data_dir: str | Path,
+    run_dir: str | Path,
+    config: Config,
+    *,
+    unlabeled_dirs: Sequence[str | Path] = (),
+    cache_dir: str | Path | None = None,
+    cache_workers: int = 0,
+) -> RunData:
+    """Find the cases, cache them, save the configuration and load or make the splits.
+
+    Args:
+        data_dir: dataset folder (any supported layout); labeled cases are
+            cross-validated, unlabeled ones (no segmentation) join every training set.
+        run_dir: the run folder (created).
+        config: the resolved configuration.
+        unlabeled_dirs: further folders whose cases are used unlabeled (a segmentation
+            there is ignored).
+        cache_dir: folder of preprocessed cases; default ``RUN_DIR/cache``. May be shared
+            by runs on the same data.
+        cache_workers: processes preprocessing cases in parallel (0: this process).
+
+    Returns:
+        The :class:`RunData`.
+
+    Raises:
+        FileNotFoundError, ValueError: no cases found, duplicate case IDs, unreadable
+            files (from ``brats_mtl.data``); the saved config or splits do not match (see
+            :func:`~brats_mtl.training.splits.load_or_create_splits`); fewer labeled
+            cases than folds.
+    """
+    run_dir = Path(run_dir)
+    _check_run_config(run_dir, config)
+    cases = list(discover_cases(data_dir))
+    flags = [c.labeled for c in cases]
+    for folder in unlabeled_dirs:
+        extra = discover_cases(folder)
+        cases += extra
+        flags += [False] * len(extra)
+    cached = build_cache(
+        cases,
+        Path(cache_dir) if cache_dir is not None else run_dir / CACHE_DIR,
+        use_labels=flags,
+        num_workers=cache_workers,
+    )
+    labeled = {c.case_id: c for c in cached if c.labeled}
+    unlabeled = [c for c in cached if not c.labeled]
+    strata = {cid: case_stratum(c.grade, c.has_et) for cid, c in labeled.items()}
+    splits = load_or_create_splits(
+        run_dir,
+        strata,
+        config.train.n_folds,
+        config.train.seed,
+        unlabeled_ids=[c.case_id for c in unlabeled],
+    )
+    logger.info(
+        "%d labeled cases in %d folds, %d unlabeled cases",
+        len(labeled),
+        splits.n_folds,
+        len(unlabeled),
+    )
+    return RunData(labeled=labeled, unlabeled=unlabeled, splits=splits)
+
+
+# --- Lightning -----------------------------------------------------------------------
+
+
+def parse_devices(devices: str | int | Sequence[int]) -> str | int | list[int]:
+    """Lightning's ``devices`` from the configuration string.
+
+    "auto" -> "auto"; "2" -> 2 (two devices; "-1": all); "0,1" or "[0, 1]" -> [0, 1]
+    (those device indices).
+
+    Raises:
+        ValueError: on anything else (names ``train.devices``).
+    """
+    if isinstance(devices, int):
+        return devices
+    if not isinstance(devices, str):
+        return [int(d) for d in devices]
+    text = devices.strip().strip("[]").strip()
+    if text == "auto":
+        return "auto"
+    try:
+        if "," in text:
+            return [int(d) for d in text.split(",") if d.strip()]
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"train.devices={devices!r}: use 'auto', a count such as '2' ('-1' for all), "
+            "or device indices such as '0,1'"
+        ) from None
+
+
+def _uses_gpu(config: Config) -> bool:
+    import torch
+
+    accelerator = config.train.accelerator
+    if accelerator in ("gpu", "cuda"):
+        return True
+    return accelerator == "auto" and torch.cuda.is_available()
+
+
+def _before_resume(row: dict[str, str], first_step: int) -> bool:
+    step = int(row["step"])
+    trained = any(v not in ("", None) for k, v in row.items() if k.startswith("train/"))
+    return step < first_step or (step == first_step and not trained)
+
+
+def merge_metrics(fold_path: Path) -> Path | None:
+    """Merge the CSV logs of every attempt of a fold into ``fold_K/metrics.csv``.
+
+    A resumed attempt starts at the step of its checkpoint; rows that earlier attempts
+    logged from that step on (training done again after the interruption) are dropped,
+    except a validation logged at exactly that step (it scored the checkpoint itself).
+
+    Returns:
+        The merged file, or None when there are no logs.
+    """
+    versions = sorted(
+        (fold_path / "logs").glob("version_*/metrics.csv"),
+        key=lambda p: int(p.parent.name.removeprefix("version_")),
+    )
+    merged: list[dict[str, str]] = []
+    columns: list[str] = []
+    for path in versions:
+        rows = read_csv(path)
+        if not rows:
+            continue
+        first = min(int(r["step"]) for r in rows if r.get("step"))
+        merged = [r for r in merged if _before_resume(r, first)] + rows
+        columns += [c for c in rows[0] if c not in columns]
+    if not merged:
+        return None
+    out = fold_path / "metrics.csv"
+    write_csv(out, merged, columns)
+    return out
+
+
+def train_on_cases(
+    config: Config,
+    train_cases: Sequence[CachedCase],
+    val_cases: Sequence[CachedCase],
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    checkpoint_every_n_steps: int = 100,
+    enable_progress_bar: bool = True,
+    deterministic: bool | None = None,
+    figure: bool = True,
+) -> FoldResult:
+    """Fit the multi-task network on cached cases with Lightning; write a fold folder.
+
+    Args:
+        config: the configuration (network, loss, training settings).
+        train_cases: training cases, labeled and unlabeled.
+        val_cases: held-out labeled cases (may be empty: no validation, no best.ckpt).
+        out_dir: the fold folder (``checkpoints/``, ``logs/``, ``metrics.csv``,
+            ``validation.csv``, ``training_curves.png``).
+        resume: continue from ``checkpoints/last.ckpt`` when it exists.
+        checkpoint_every_n_steps: also save ``last.ckpt`` every this many optimizer steps
+            (besides every validation), bounding the work lost to an interruption.
+        enable_progress_bar: Lightning's progress bar.
+        deterministic: deterministic algorithms; None: on the CPU only (several CUDA
+            kernels of 3-D upsampling have no deterministic backward pass).
+        figure: save ``training_curves.png``.
+
+    Returns:
+        The :class:`FoldResult`.
+
+    Raises:
+        ValueError: if there are no training cases.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from brats_mtl.training.module import (
+        LastCheckpoint,
+        MultiTaskModule,
+        PatchDataModule,
+        ValidationCsvWriter,
+    )
+
+    if not train_cases:
+        raise ValueError("no training cases: the data folders hold no case for this fold")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = config.train
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    module = MultiTaskModule(config, val_case_ids=[c.case_id for c in val_cases])
+    data = PatchDataModule(config, train_cases, val_cases)
+    ckpt_dir = out / CHECKPOINT_DIR
+    has_val = bool(val_cases)
+    # last.ckpt every N steps, at the final step and after each validation (never at
+    # train end, see LastCheckpoint); best.ckpt at the validation with the highest mean Dice
+    callbacks: list[Any] = [
+        LastCheckpoint(ckpt_dir / "last.ckpt", checkpoint_every_n_steps),
+        ValidationCsvWriter(out / "validation.csv"),
+    ]
+    best_cb = None
+    if has_val:
+        best_cb = ModelCheckpoint(
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor="val/dice_mean",
+            mode="max",
+            save_top_k=1,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        callbacks.append(best_cb)
+    gpu = _uses_gpu(config)
+    if deterministic is None:
+        deterministic = not gpu
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    trainer = L.Trainer(
+        accelerator=t.accelerator,
+        devices=parse_devices(t.devices),
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        check_val_every_n_epoch=t.val_every_n_epochs,
+        limit_val_batches=1.0 if has_val else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps,
+        # flush often: rows not yet flushed are lost when the process is killed
+        logger=CSVLogger(save_dir=out, name="logs", flush_logs_every_n_steps=t.log_every_n_steps),
+        callbacks=callbacks,
+        default_root_dir=out,
+        deterministic=deterministic,
+        benchmark=gpu and not deterministic,
+        use_distributed_sampler=False,
+        enable_progress_bar=enable_progress_bar,
+        enable_model_summary=False,
+    )
+    last = ckpt_dir / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
+    if resume and ckpt_path is None:
+        logger.info("no checkpoint in %s to resume from; training fold from scratch", ckpt_dir)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+
+    best_score = None
+    if best_cb is not None and best_cb.best_model_score is not None:
+        best_score = float(best_cb.best_model_score)
+    if trainer.is_global_zero:
+        merge_metrics(out)
+        if figure and (out / "metrics.csv").is_file():
+            from brats_mtl.figures.training_curves import save_training_curves
+
+            save_training_curves(out / "metrics.csv", out / "training_curves.png")
+    rows = module.validation_rows
+    val_metrics = {}
+    if rows:
+        for key in ("dice_ET", "dice_WT", "dice_TC", "dice_mean"):
+            val_metrics[key] = sum(r[key] for r in rows) / len(rows)
+    best = ckpt_dir / "best.ckpt"
+    return FoldResult(
+        fold=-1,
+        fold_dir=out,
+        last_checkpoint=last if last.is_file() else None,
+        best_checkpoint=best if best.is_file() else None,
+        global_step=int(trainer.global_step),
+        val_metrics=val_metrics,
+        best_dice_mean=best_score,
+    )
+
+
+def _prepare_fold_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: choose one")
+    checkpoints = sorted((path / CHECKPOINT_DIR).glob("*.ckpt"))
+    if overwrite:
+        if path.exists() and _is_launch_rank_zero():
+            logger.warning("--overwrite: removing %s", path)
+            shutil.rmtree(path)
+        return
+    if checkpoints and not resume and _is_launch_rank_zero():
+        raise FileExistsError(
+            f"{path} already holds checkpoints ({', '.join(p.name for p in checkpoints)}): "
+            "pass --resume to continue training this fold or --overwrite to start it over"
+        )
+
+
+def train_fold(
+    data_dir: str | Path,
+    run_dir: str | Path,
+    fold: int,
+    *,
+    config: Config | None = None,
+    unlabeled_dirs: Sequence[str | Path] = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    cache_dir: str | Path | None = None,
+    cache_workers: int = 0,
+    checkpoint_every_n_steps: int = 100,
+    enable_progress_bar: bool = True,
+    deterministic: bool | None = None,
+) -> FoldResult:
+    """Train the model of one fold of a stratified k-fold cross-validation.
+
+    Args:
+        data_dir: dataset folder; its labeled cases are split into folds.
+        run_dir: the run folder (see the module docstring for its layout).
+        fold: fold number, 0 .. ``train.n_folds - 1``.
+        config: the configuration; None reuses ``RUN_DIR/config.yaml`` if present, else
+            the paper's defaults.
+        unlabeled_dirs: further folders of cases used unlabeled (VAE branch only).
+        resume: continue an interrupted fold from ``checkpoints/last.ckpt``.
+        overwrite: delete the fold's folder and train it from scratch.
+        cache_dir: folder of preprocessed cases (default ``RUN_DIR/cache``).
+        cache_workers: processes preprocessing cases in parallel.
+        checkpoint_every_n_steps: save ``last.ckpt`` every this many steps too.
+        enable_progress_bar: Lightning's progress bar.
+        deterministic: see :func:`train_on_cases`.
+
+    Returns:
+        The :class:`FoldResult`.
+
+    Raises:
+        FileExistsError: if the fold already holds checkpoints and neither ``resume`` nor
+            ``overwrite`` is set.
+        ValueError: bad fold number, mismatched run configuration or splits, too few
+            labeled cases for the folds.
+
+    Source: paper, Training Procedure; DESIGN.md section 4.
+    """
+    run_dir = Path(run_dir)
+    if config is None:
+        config = read_run_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else Config()
+    if not 0 <= fold < config.train.n_folds:
+        raise ValueError(
+            f"fold {fold} does not exist: train.n_folds={config.train.n_folds} gives folds "
+            f"0 to {config.train.n_folds - 1}"
+        )
+    path = fold_dir(run_dir, fold)
+    _prepare_fold_dir(path, resume=resume, overwrite=overwrite)
+    run = prepare_run(
+        data_dir,
+        run_dir,
+        config,
+        unlabeled_dirs=unlabeled_dirs,
+        cache_dir=cache_dir,
+        cache_workers=cache_workers,
+    )
+    train_cases, val_cases = run.fold_cases(fold)
+    logger.info(
+        "fold %d: %d training cases (%d unlabeled), %d held out",
+        fold,
+        len(train_cases),
+        len(run.unlabeled),
+        len(val_cases),
+    )
+    result = train_on_cases(
+        config,
+        train_cases,
+        val_cases,
+        path,
+        resume=resume,
+        checkpoint_every_n_steps=checkpoint_every_n_steps,
+        enable_progress_bar=enable_progress_bar,
+        deterministic=deterministic,
+    )
+    return dataclasses.replace(result, fold=fold)
+
+
+def train_folds(
+    data_dir: str | Path,
+    run_dir: str | Path,
+    folds: Iterable[int] | None = None,
+    **kwargs: Any,
+) -> list[FoldResult]:
+    """Train several folds one after the other (all of them by default).
+
+    Args:
+        data_dir: dataset folder.
+        run_dir: the run folder.
+        folds: fold numbers; None trains 0 .. ``train.n_folds - 1``.
+        **kwargs: as :func:`train_fold` (``config``, ``unlabeled_dirs``, ``resume``, ...).
+
+    Returns:
+        One :class:`FoldResult` per fold, in order.
+    """
+    config = kwargs.pop("config", None)
+    run_dir = Path(run_dir)
+    if config is None:
+        config = read_run_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else Config()
+    folds = list(range(config.train.n_folds)) if folds is None else list(folds)
+    return [train_fold(data_dir, run_dir, k, config=config, **kwargs) for k in folds]

@@ -1,0 +1,266 @@
+"""Stratified k-fold splits of the labeled cases, saved once per run and reused.
+
+The paper trains five networks on a stratified five-fold split of the training set
+(paper, Training Procedure). Cases are stratified by tumor grade (HGG / LGG) where the
+dataset carries it (BraTS 2018/2019 folders, BraTS 2020 ``name_mapping.csv``), else by
+whether the case contains enhancing tumor (DESIGN.md section 4).
+
+Assignment (written here because scikit-learn is not a dependency): the cases of each
+stratum, taken in sorted order of stratum name, are shuffled with a generator seeded by
+the run's seed and dealt round-robin into the folds; the dealing position carries over
+from one stratum to the next. Every fold then holds ``floor`` or ``ceil`` of
+``n_stratum / n_folds`` cases of each stratum, and fold sizes differ by at most one.
+This is the same allocation as scikit-learn's ``StratifiedKFold`` up to the order of
+cases, not the same folds.
+
+Unlabeled cases take no part in the split; they join the training set of every fold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: File name of the splits inside a run folder.
+SPLITS_FILE = "splits.json"
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The folds of one run.
+
+    Attributes:
+        n_folds: number of folds k.
+        seed: seed of the shuffle inside the strata.
+        strata: case ID -> stratum ("HGG", "LGG", "ET", "noET") of every labeled case.
+        folds: for fold ``k`` the held-out (validation) case IDs, sorted; the training
+            cases of fold ``k`` are all other labeled cases plus the unlabeled ones.
+    """
+
+    n_folds: int
+    seed: int
+    strata: dict[str, str]
+    folds: tuple[tuple[str, ...], ...]
+
+    @property
+    def case_ids(self) -> list[str]:
+        """All labeled case IDs, sorted."""
+        return sorted(self.strata)
+
+    def val_ids(self, fold: int) -> list[str]:
+        """Held-out case IDs of ``fold`` (sorted).
+
+        Raises:
+            ValueError: if ``fold`` is not in ``0 .. n_folds - 1``.
+        """
+        self._check_fold(fold)
+        return list(self.folds[fold])
+
+    def train_ids(self, fold: int) -> list[str]:
+        """Labeled training case IDs of ``fold`` (sorted): every case not held out.
+
+        Raises:
+            ValueError: if ``fold`` is not in ``0 .. n_folds - 1``.
+        """
+        held_out = set(self.val_ids(fold))
+        return [c for c in self.case_ids if c not in held_out]
+
+    def _check_fold(self, fold: int) -> None:
+        if not 0 <= fold < self.n_folds:
+            raise ValueError(
+                f"fold {fold} does not exist: this run has folds 0 to {self.n_folds - 1}"
+            )
+
+    def to_json(self, unlabeled_ids: Sequence[str] = ()) -> dict:
+        """The JSON document written to ``splits.json``.
+
+        ``folds`` maps the fold number (as a string) to ``{"train": [...], "val": [...]}``
+        with labeled case IDs; ``unlabeled`` lists the unlabeled cases known when the
+        splits were made (informational: unlabeled cases join every fold's training set).
+        """
+        return {
+            "n_folds": self.n_folds,
+            "seed": self.seed,
+            "strata": dict(sorted(self.strata.items())),
+            "folds": {
+                str(k): {"train": self.train_ids(k), "val": self.val_ids(k)}
+                for k in range(self.n_folds)
+            },
+            "unlabeled": sorted(unlabeled_ids),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping, source: str | Path = "splits.json") -> Splits:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            ValueError: if the document lacks a key or its folds do not partition the
+                cases (names ``source``).
+        """
+        try:
+            n_folds = int(data["n_folds"])
+            strata = {str(k): str(v) for k, v in data["strata"].items()}
+            folds = tuple(
+                tuple(sorted(data["folds"][str(k)]["val"])) for k in range(n_folds)
+            )
+            seed = int(data["seed"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{source} is not a valid splits file ({err!r}); delete it or use a new "
+                "run folder"
+            ) from None
+        held_out = sorted(c for fold in folds for c in fold)
+        if held_out != sorted(strata):
+            raise ValueError(
+                f"{source}: the folds' validation sets do not partition the labeled cases; "
+                "delete it or use a new run folder"
+            )
+        return cls(n_folds=n_folds, seed=seed, strata=strata, folds=folds)
+
+
+def case_stratum(grade: str | None, has_et: bool) -> str:
+    """Stratum of one labeled case: its grade when known, else its ET presence.
+
+    Args:
+        grade: "HGG" / "LGG" or None when the dataset does not say.
+        has_et: whether the case's segmentation contains label 4 (ET).
+
+    Returns:
+        "HGG", "LGG", "ET" or "noET".
+
+    Source: DESIGN.md section 4.
+    """
+    if grade:
+        return grade
+    return "ET" if has_et else "noET"
+
+
+def stratified_folds(strata: Mapping[str, str], n_folds: int, seed: int) -> Splits:
+    """Stratified k-fold assignment of labeled cases (round-robin in shuffled strata).
+
+    Args:
+        strata: case ID -> stratum label, one entry per labeled case.
+        n_folds: number of folds k (paper: 5).
+        seed: seed of the shuffle; the same seed and cases give the same folds.
+
+    Returns:
+        The :class:`Splits`.
+
+    Raises:
+        ValueError: if there are fewer labeled cases than folds (names both numbers and
+            the ``train.n_folds`` setting), or ``n_folds < 2``.
+
+    Source: paper, Training Procedure (stratified five-fold cross-validation).
+    """
+    if n_folds < 2:
+        raise ValueError(f"train.n_folds must be at least 2, got {n_folds}")
+    if len(strata) < n_folds:
+        raise ValueError(
+            f"{len(strata)} labeled cases cannot be split into {n_folds} folds: every fold "
+            f"needs a held-out case. Add labeled cases or lower the number of folds, e.g. "
+            f"--set train.n_folds={max(2, len(strata))}"
+            if len(strata) >= 2
+            else f"{len(strata)} labeled cases cannot be split into {n_folds} folds: "
+            "cross-validation needs at least 2 labeled cases"
+        )
+    rng = np.random.default_rng(seed)
+    by_stratum: dict[str, list[str]] = {}
+    for case_id in sorted(strata):
+        by_stratum.setdefault(strata[case_id], []).append(case_id)
+    folds: list[list[str]] = [[] for _ in range(n_folds)]
+    position = 0
+    for stratum in sorted(by_stratum):
+        members = by_stratum[stratum]
+        for i in rng.permutation(len(members)):
+            folds[position % n_folds].append(members[i])
+            position += 1
+    return Splits(
+        n_folds=n_folds,
+        seed=seed,
+        strata=dict(strata),
+        folds=tuple(tuple(sorted(f)) for f in folds),
+    )
+
+
+def read_splits(run_dir: str | Path) -> Splits:
+    """Read ``RUN_DIR/splits.json``.
+
+    Raises:
+        FileNotFoundError: if the run folder has no splits file (train first).
+        ValueError: if the file is not a valid splits file.
+    """
+    path = Path(run_dir) / SPLITS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: {run_dir} is not a training run folder "
+            "(run `brats-mtl train DATA_DIR --out RUN_DIR` first)"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); delete it or use a new run folder") from None
+    return Splits.from_json(data, source=path)
+
+
+def write_splits(splits: Splits, run_dir: str | Path, unlabeled_ids: Sequence[str] = ()) -> Path:
+    """Write ``RUN_DIR/splits.json`` atomically (temp file, then rename)."""
+    path = Path(run_dir) / SPLITS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(splits.to_json(unlabeled_ids), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_or_create_splits(
+    run_dir: str | Path,
+    strata: Mapping[str, str],
+    n_folds: int,
+    seed: int,
+    unlabeled_ids: Sequence[str] = (),
+) -> Splits:
+    """Reuse ``RUN_DIR/splits.json`` when it matches the cases, else create and save it.
+
+    Args:
+        run_dir: the run folder.
+        strata: case ID -> stratum of every labeled case found now.
+        n_folds: folds wanted (``train.n_folds``).
+        seed: shuffle seed (``train.seed``).
+        unlabeled_ids: unlabeled case IDs, recorded for information.
+
+    Returns:
+        The run's :class:`Splits`.
+
+    Raises:
+        ValueError: if a saved splits file exists but was made for other labeled cases or
+            another number of folds (the message says to use a new run folder), or if
+            there are fewer labeled cases than folds.
+
+    Source: DESIGN.md section 4 (splits are saved and reused).
+    """
+    path = Path(run_dir) / SPLITS_FILE
+    if path.is_file():
+        saved = read_splits(run_dir)
+        if saved.case_ids != sorted(strata):
+            missing = sorted(set(saved.case_ids) - set(strata))
+            added = sorted(set(strata) - set(saved.case_ids))
+            raise ValueError(
+                f"{path} was made for other labeled cases (missing now: {missing[:5]}"
+                f"{'...' if len(missing) > 5 else ''}; new: {added[:5]}"
+                f"{'...' if len(added) > 5 else ''}). Folds must not change within a run: "
+                "train into a new run folder (--out)"
+            )
+        if saved.n_folds != n_folds:
+            raise ValueError(
+                f"{path} holds {saved.n_folds} folds but train.n_folds is {n_folds}: "
+                f"set train.n_folds={saved.n_folds} or train into a new run folder (--out)"
+            )
+        return saved
+    splits = stratified_folds(strata, n_folds, seed)
+    write_splits(splits, run_dir, unlabeled_ids)
+    return splits

@@ -1,0 +1,400 @@
+"""Training: splits, cache, patch datasets, Lightning fits (loss falls, exact resume,
+unlabeled-only), run-folder rules, CLI with two-process DDP on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brats_mtl.config import apply_overrides, tiny_config
+from brats_mtl.conventions import ET
+from brats_mtl.data import discover_cases, load_case, write_phantom_cohort
+from brats_mtl.preprocessing import pad_to_size, patch_grid, preprocess_case
+from brats_mtl.training.cache import build_cache, cache_case
+from brats_mtl.training.datasets import PatchDataset, PatchSampler, RankSlice, ResumableLoader
+from brats_mtl.training.splits import (
+    case_stratum,
+    load_or_create_splits,
+    read_splits,
+    stratified_folds,
+)
+
+PATCH = 16
+SHAPE = (26, 22, 20)  # phantom volume; its brain crops to less than 2 tiles per axis
+
+
+def _config(*overrides: str):
+    return apply_overrides(
+        tiny_config(PATCH),
+        [
+            "train.accelerator=cpu",
+            "train.devices=1",
+            "train.n_folds=2",
+            "train.log_every_n_steps=1",
+            "inference.overlap=0.25",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these networks are tiny, and on a busy two-core machine two
+    spinning OpenMP threads slow each step down many times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cohort")
+    write_phantom_cohort(root, n_labeled=4, n_unlabeled=1, shape=SHAPE, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cached(cohort, tmp_path_factory):
+    return build_cache(discover_cases(cohort), tmp_path_factory.mktemp("cache"))
+
+
+# --- splits ----------------------------------------------------------------------------
+
+
+def test_stratified_folds_balance_every_stratum_and_are_stable():
+    strata = {f"c{i:02d}": s for i, s in enumerate(["HGG"] * 13 + ["LGG"] * 7 + ["noET"] * 3)}
+    splits = stratified_folds(strata, n_folds=5, seed=7)
+    held_out = [c for k in range(5) for c in splits.val_ids(k)]
+    assert sorted(held_out) == sorted(strata)  # a partition
+    for stratum, n in Counter(strata.values()).items():
+        per_fold = [sum(strata[c] == stratum for c in splits.val_ids(k)) for k in range(5)]
+        assert max(per_fold) - min(per_fold) <= 1 and sum(per_fold) == n
+    sizes = [len(splits.val_ids(k)) for k in range(5)]
+    assert max(sizes) - min(sizes) <= 1
+    for k in range(5):
+        assert set(splits.train_ids(k)) == set(strata) - set(splits.val_ids(k))
+    assert stratified_folds(dict(reversed(strata.items())), 5, 7) == splits  # order-free
+    assert stratified_folds(strata, 5, 8).folds != splits.folds
+
+
+def test_case_stratum_prefers_grade():
+    assert case_stratum("LGG", True) == "LGG"
+    assert case_stratum(None, True) == "ET"
+    assert case_stratum(None, False) == "noET"
+
+
+def test_too_few_labeled_cases_names_both_numbers():
+    with pytest.raises(ValueError, match=r"3 labeled cases cannot be split into 5 folds.*n_folds"):
+        stratified_folds({"a": "ET", "b": "ET", "c": "noET"}, 5, 0)
+
+
+def test_splits_saved_once_and_reused(tmp_path):
+    strata = {f"c{i}": "ET" if i % 3 else "noET" for i in range(7)}
+    first = load_or_create_splits(tmp_path, strata, 3, seed=1, unlabeled_ids=["u1"])
+    saved = json.loads((tmp_path / "splits.json").read_text())
+    assert saved["strata"]["c0"] == "noET" and saved["unlabeled"] == ["u1"]
+    assert saved["folds"]["0"]["val"] == first.val_ids(0)
+    # a different seed does not reshuffle a saved run
+    assert load_or_create_splits(tmp_path, strata, 3, seed=99) == first
+    assert read_splits(tmp_path) == first
+    with pytest.raises(ValueError, match="new run folder"):
+        load_or_create_splits(tmp_path, {**strata, "c9": "ET"}, 3, seed=1)
+    with pytest.raises(ValueError, match="n_folds=3"):
+        load_or_create_splits(tmp_path, strata, 4, seed=1)
+
+
+# --- cache and datasets ------------------------------------------------------------------
+
+
+def test_cache_holds_the_preprocessed_case_and_rebuilds_when_inputs_change(cohort, tmp_path):
+    files = discover_cases(cohort)[0]
+    entry = cache_case(files, tmp_path)
+    reference = preprocess_case(load_case(files))
+    np.testing.assert_array_equal(entry.image(), reference.image)
+    np.testing.assert_array_equal(entry.labels(), reference.labels)
+    assert isinstance(entry.image(), np.memmap)
+    assert entry.box == reference.box and entry.original_shape == SHAPE
+    assert entry.has_et == bool((reference.labels == ET).any())
+    stamp = entry.image_path.stat().st_mtime_ns
+    assert cache_case(files, tmp_path) == entry
+    assert entry.image_path.stat().st_mtime_ns == stamp  # reused, not rewritten
+    t1 = files.images["t1"]
+    os.utime(t1, ns=(t1.stat().st_atime_ns, t1.stat().st_mtime_ns + 10**9))
+    cache_case(files, tmp_path)
+    assert entry.image_path.stat().st_mtime_ns != stamp  # input changed: rebuilt
+    unlabeled = cache_case(files, tmp_path / "u", use_labels=False)
+    assert not unlabeled.labeled and unlabeled.labels() is None
+
+
+@pytest.mark.slow
+def test_parallel_cache_build_equals_serial(cohort, tmp_path):
+    cases = discover_cases(cohort)
+    serial = build_cache(cases, tmp_path / "serial")
+    parallel = build_cache(cases, tmp_path / "parallel", num_workers=2)
+    for a, b in zip(serial, parallel, strict=True):
+        assert (a.case_id, a.shape, a.box, a.has_et) == (b.case_id, b.shape, b.box, b.has_et)
+        np.testing.assert_array_equal(a.image(), b.image())
+    with pytest.raises(ValueError, match="occurs twice"):
+        build_cache(cases + cases[:1], tmp_path / "dup")
+
+
+def test_grid_patches_cover_each_case_with_targets(cached):
+    dataset = PatchDataset(cached, PATCH)
+    assert len(dataset) == sum(len(patch_grid(c.shape, PATCH)) for c in cached)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        case = cached[int(item["case_index"])]
+        _, box = dataset.items[index]
+        assert item["image"].shape == (4, PATCH, PATCH, PATCH)
+        assert item["image"].dtype == torch.float32
+        assert item["class_targets"].dtype == torch.int64
+        expected = pad_to_size(np.asarray(case.image()), (PATCH,) * 3)[(..., *box)]
+        np.testing.assert_array_equal(item["image"].numpy(), expected)
+        assert bool(item["labeled"]) == case.labeled
+        if case.labeled:
+            labels = pad_to_size(np.asarray(case.labels()), (PATCH,) * 3)[box]
+            assert int(item["et_target"]) == int((labels == ET).any())
+            assert int(item["class_targets"].max()) <= 3
+        else:
+            assert int(item["class_targets"].abs().sum()) == 0 and int(item["et_target"]) == 0
+
+
+def test_small_case_is_zero_padded(cached):
+    dataset = PatchDataset(cached, 32)  # every cropped axis is below 32
+    item = dataset[0]
+    shape = cached[0].shape
+    assert item["image"].shape == (4, 32, 32, 32)
+    np.testing.assert_array_equal(item["image"][:, : shape[0], : shape[1], : shape[2]].numpy(),
+                                  cached[0].image())
+    assert float(item["image"][:, shape[0]:].abs().sum()) == 0
+
+
+def test_random_patches_are_seeded_per_epoch(cached):
+    dataset = PatchDataset(cached, PATCH, sampling="random", patches_per_case=3)
+    assert len(dataset) == 3 * len(cached)
+    sampler = PatchSampler(len(dataset), seed=5)
+    epoch0 = list(sampler)
+    assert sorted(i for i, _ in epoch0) == list(range(len(dataset)))
+    assert list(PatchSampler(len(dataset), seed=5)) == epoch0
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    assert epoch1 != epoch0
+    a, b = dataset[epoch0[0]], dataset[epoch0[0]]
+    assert torch.equal(a["image"], b["image"])
+    boxes = {str(dataset.random_box(cached[0].shape, s)) for _, s in epoch0 + epoch1}
+    assert len(boxes) > 1
+    with pytest.raises(ValueError, match="patch_sampling"):
+        PatchDataset(cached, PATCH, sampling="sliding")
+
+
+def test_sampler_splits_over_processes_and_skips_on_resume():
+    parts = [list(PatchSampler(11, seed=0, rank=r, world_size=3)) for r in range(3)]
+    assert [len(p) for p in parts] == [4, 4, 4]
+    assert {i for p in parts for i, _ in p} == set(range(11))
+    sampler = PatchSampler(11, seed=0)
+    full = list(sampler)
+    loader = ResumableLoader(list(range(11)), sampler, lambda: 2, batch_size=2)
+    state = loader.state_dict()
+    assert state == {"epoch": 0, "batches_done": 2}
+    loader.load_state_dict(state)
+    assert list(sampler) == full[4:]  # skipped once ...
+    assert list(sampler) == full  # ... then whole epochs again
+    loader.load_state_dict({"epoch": 0, "batches_done": 6})  # finished epoch 0
+    assert sampler.epoch == 1 and list(sampler) == sampler.entries(1)
+    assert [list(RankSlice(3, r, 2)) for r in range(2)] == [[0, 2], [1, 0]]
+
+
+# --- Lightning -----------------------------------------------------------------------
+
+
+def test_region_dice_follows_brats_rules():
+    from brats_mtl.training.module import region_dice, region_masks_from_classes
+
+    a = torch.zeros(4, 4, 4, dtype=torch.bool)
+    b = a.clone()
+    assert region_dice(a, b) == 1.0  # both empty
+    b[0, 0, 0] = True
+    assert region_dice(a, b) == 0.0 and region_dice(b, a) == 0.0
+    a[0, 0, :2] = True  # |A| = 2, |B| = 1, overlap 1
+    assert region_dice(a, b) == pytest.approx(2 / 3)
+    masks = region_masks_from_classes(torch.tensor([0, 1, 2, 3]))
+    assert masks["WT"].tolist() == [False, True, True, True]
+    assert masks["TC"].tolist() == [False, True, False, True]
+    assert masks["ET"].tolist() == [False, False, False, True]
+
+
+def _params(net) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def test_loss_falls_on_a_phantom(cached, tmp_path):
+    import pandas as pd
+
+    from brats_mtl.training.runner import train_on_cases
+
+    labeled = [c for c in cached if c.labeled]
+    config = _config("train.lr=0.01", "train.max_steps=40")
+    result = train_on_cases(config, labeled[:2], [], tmp_path, enable_progress_bar=False,
+                            figure=False)
+    assert result.global_step == 40 and result.best_checkpoint is None
+    metrics = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["train/loss"])
+    assert set(metrics.columns) >= {f"train/{t}" for t in ("loss", "dice", "l2", "kl", "ce")}
+    loss = metrics["train/loss"].to_numpy()
+    assert len(loss) == 40
+    assert loss[-8:].mean() < 0.8 * loss[:8].mean()
+
+
+def test_unlabeled_only_training_touches_neither_decoder_nor_classifier(cached, tmp_path):
+    import pandas as pd
+
+    from brats_mtl.training.runner import train_on_cases
+
+    unlabeled = [c for c in cached if not c.labeled]
+    import lightning as L
+
+    from brats_mtl.training.module import MultiTaskModule
+
+    config = _config("train.max_steps=4")
+    L.seed_everything(config.train.seed, verbose=False)
+    initial = _params(MultiTaskModule(config).net)  # the fit below starts from these
+    result = train_on_cases(config, unlabeled, [], tmp_path, enable_progress_bar=False,
+                            figure=False)
+    checkpoint = torch.load(result.last_checkpoint, weights_only=True)
+    trained = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()}
+    for name, before in initial.items():
+        if name.startswith(("seg_decoder.", "classifier.")):
+            assert torch.equal(before, trained[name]), name
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial if k.startswith("encoder."))
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial if k.startswith("vae_decoder."))
+    metrics = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["train/loss"])
+    assert (metrics["train/dice"] == 0).all() and (metrics["train/ce"] == 0).all()
+    assert (metrics["train/l2"] > 0).all()
+
+
+def test_interrupted_and_resumed_fold_equals_uninterrupted(cohort, tmp_path):
+    import pandas as pd
+
+    from brats_mtl.training.runner import (
+        available_folds,
+        checkpoint_path,
+        load_fold_model,
+        train_fold,
+    )
+
+    def run(out, max_steps, **kwargs):
+        return train_fold(cohort, out, 0, config=_config(f"train.max_steps={max_steps}"),
+                          cache_dir=tmp_path / "cache", enable_progress_bar=False,
+                          checkpoint_every_n_steps=1000, **kwargs)
+
+    full = run(tmp_path / "full", 11)
+    first = run(tmp_path / "cut", 3)
+    assert first.global_step == 3
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(tmp_path / "cut", 11)
+    resumed = run(tmp_path / "cut", 11, resume=True)
+    assert resumed.global_step == full.global_step == 11
+    a = torch.load(checkpoint_path(tmp_path / "full", 0, "last"), weights_only=True)
+    b = torch.load(checkpoint_path(tmp_path / "cut", 0, "last"), weights_only=True)
+    assert a["global_step"] == b["global_step"] == 11
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+    # run folder: config, splits, merged metrics, per-case validation rows, curves
+    run_dir = tmp_path / "cut"
+    assert (run_dir / "config.yaml").is_file()
+    assert read_splits(run_dir).n_folds == 2
+    metrics = pd.read_csv(run_dir / "fold_0" / "metrics.csv")
+    steps = metrics.dropna(subset=["train/loss"])["step"].tolist()
+    assert steps == list(range(11))  # every step once, across both attempts
+    val = pd.read_csv(run_dir / "fold_0" / "validation.csv")
+    assert set(val["case_id"]) == set(read_splits(run_dir).val_ids(0))
+    assert val["dice_mean"].between(0, 1).all() and 3 in set(val["step"])
+    assert (run_dir / "fold_0" / "training_curves.png").stat().st_size > 0
+    assert available_folds(run_dir) == [0]
+    net = load_fold_model(run_dir, 0, "last")
+    assert not net.training
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, b["state_dict"]["net." + key]), key
+    with pytest.raises(FileNotFoundError, match="folds with a best checkpoint: \\[0\\]"):
+        load_fold_model(run_dir, 1)
+    with pytest.raises(ValueError, match="model configuration"):
+        train_fold(cohort, run_dir, 1, config=_config("model.norm_groups=2"),
+                   cache_dir=tmp_path / "cache")
+    again = run(tmp_path / "cut", 2, overwrite=True)
+    assert again.global_step == 2
+
+
+def test_parse_devices():
+    from brats_mtl.training.runner import parse_devices
+
+    assert parse_devices("auto") == "auto"
+    assert parse_devices("2") == 2
+    assert parse_devices("0,1") == [0, 1]
+    assert parse_devices("[1, 3]") == [1, 3]
+    with pytest.raises(ValueError, match="train.devices"):
+        parse_devices("two")
+
+
+def test_training_curves_figure(tmp_path):
+    import pandas as pd
+
+    from brats_mtl.figures.training_curves import plot_training_curves, save_training_curves
+
+    frame = pd.DataFrame({
+        "step": list(range(6)) + [5],
+        "train/loss": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, None],
+        "train/l2": [0.5] * 6 + [None],
+        "val/dice_mean": [None] * 6 + [0.4],
+    })
+    fig = plot_training_curves(frame, title="fold 0")
+    loss_ax, dice_ax = fig.axes
+    assert len(loss_ax.lines) == 2 and len(dice_ax.lines) == 1
+    np.testing.assert_array_equal(loss_ax.lines[0].get_ydata(), frame["train/loss"].dropna())
+    frame.to_csv(tmp_path / "metrics.csv", index=False)
+    assert save_training_curves(tmp_path / "metrics.csv", tmp_path / "c.png").stat().st_size > 0
+    with pytest.raises(FileNotFoundError):
+        plot_training_curves(tmp_path / "missing.csv")
+
+
+def _run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for name in ("LOCAL_RANK", "RANK", "NODE_RANK", "WORLD_SIZE"):
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "brats_mtl.cli.main", "train", *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+@pytest.mark.slow
+def test_cli_trains_one_fold_with_two_process_ddp_on_cpu(cohort, tmp_path):
+    out = tmp_path / "run"
+    result = _run_cli([
+        str(cohort), "--out", str(out), "--fold", "1",
+        "--set", "model.widths=[4,8,16,32,64]", "--set", "model.vae_hidden_channels=8",
+        "--set", "model.latent_channels=4", "--set", "model.classifier_channels=[16,8]",
+        "--set", "model.classifier_hidden=8", "--set", f"model.patch_size={PATCH}",
+        "--set", "train.n_folds=2", "--set", "train.max_steps=3",
+        "--set", "train.accelerator=cpu", "--set", "train.devices=2",
+        "--set", "train.strategy=ddp",
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = torch.load(out / "fold_1" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 3
+    assert sorted(p.name for p in (out / "fold_1" / "checkpoints").iterdir()) == [
+        "best.ckpt", "last.ckpt"]
+    assert "fold 1: 3 steps" in result.stdout
+    rows = (out / "fold_1" / "validation.csv").read_text().splitlines()[1:]
+    # each process validated one held-out case; the rows of both were merged
+    assert sorted(r.split(",")[2] for r in rows) == read_splits(out).val_ids(1)
+    again = _run_cli([str(cohort), "--out", str(out), "--fold", "1"])
+    assert again.returncode != 0 and "--resume" in again.stderr

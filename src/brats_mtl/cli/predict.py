@@ -1,0 +1,164 @@
+"""``brats-mtl predict``: segment a cohort with the fold models of a training run.
+
+Writes ``OUTPUT_DIR/<ID>.nii.gz`` (labels on the input grid, input's label convention),
+``OUTPUT_DIR/predictions.csv`` (ET probability, suppression, WT/TC/ET volumes in ml,
+seconds, status per case) and, with ``--save-probabilities``,
+``OUTPUT_DIR/probabilities/<ID>.nii.gz``. Cases already written are skipped, so an
+interrupted run resumes; ``--shard I/N`` splits the cohort across processes or machines.
+Source: paper, Inference and 5.1; DESIGN.md section 5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(name="predict")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("input_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--folds",
+    default=None,
+    help="Comma-separated fold models to use, e.g. 0,1,2 [default: every fold with a checkpoint].",
+)
+@click.option(
+    "--which",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Checkpoint of each fold.",
+)
+@click.option(
+    "--tta",
+    type=click.Choice(["0", "4", "8"]),
+    default=None,
+    help="Mirror TTA passes: 0 off, 4 identity + 3 single-axis flips (paper), 8 all "
+    "combinations [default: inference.tta of the run, 4].",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["window", "whole"]),
+    default=None,
+    help="window: 128^3 sliding windows (paper); whole: one pass over the cropped brain, "
+    "about 4x faster, close but not identical [default: inference.mode, window].",
+)
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
+@click.option(
+    "--precision",
+    type=click.Choice(["32", "bf16"]),
+    default="32",
+    show_default=True,
+    help="bf16: bfloat16 autocast, 2-3x faster on CPUs with AMX (Xeon 4th gen+) and on "
+    "GPUs; slower elsewhere.",
+)
+@click.option(
+    "--shard",
+    default="0/1",
+    show_default=True,
+    help="Predict shard I of N (0 <= I < N): every N-th case of the sorted IDs from I.",
+)
+@click.option(
+    "--out-of-fold",
+    is_flag=True,
+    help="Each fold's model predicts only its held-out cases (splits.json): the paper's "
+    "'train set' row of Table 3.",
+)
+@click.option("--overwrite", is_flag=True, help="Predict cases whose output exists again.")
+@click.option(
+    "--save-probabilities",
+    is_flag=True,
+    help="Also write OUTPUT_DIR/probabilities/<ID>.nii.gz: 4-D class probabilities "
+    "(background, NCR/NET, ED, ET) as uint8 scaled by 1/255.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a configuration value, e.g. --set inference.overlap=0.25 (repeatable).",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+def command(
+    run_dir: Path,
+    input_dir: Path,
+    output_dir: Path,
+    folds: str | None,
+    which: str,
+    tta: str | None,
+    mode: str | None,
+    device: str | None,
+    precision: str,
+    shard: str,
+    out_of_fold: bool,
+    overwrite: bool,
+    save_probabilities: bool,
+    overrides: tuple[str, ...],
+    progress: bool,
+) -> None:
+    """Segment every case of INPUT_DIR with the fold models in RUN_DIR into OUTPUT_DIR.
+
+    RUN_DIR is a training run (config.yaml, splits.json, fold_K/checkpoints); INPUT_DIR
+    a cohort in any supported layout (BraTS 2018-2023, MSD). The fold models' label maps
+    are combined by majority vote; ET is relabeled NCR/NET when the classifier says "no
+    ET" and fewer than inference.et_min_voxels ET voxels are predicted.
+    """
+    from brats_mtl.config import apply_overrides
+    from brats_mtl.inference.predict import (
+        CSV_NAME,
+        parse_shard,
+        predict_cohort,
+        with_inference_overrides,
+    )
+    from brats_mtl.training import read_run_config
+
+    try:
+        fold_list = None if folds is None else _parse_folds(folds)
+        shard_index = parse_shard(shard)
+        config = apply_overrides(read_run_config(run_dir), overrides)
+        config = with_inference_overrides(
+            config, tta=None if tta is None else int(tta), mode=mode, device=device
+        )
+        table = predict_cohort(
+            run_dir,
+            input_dir,
+            output_dir,
+            config=config,
+            folds=fold_list,
+            which=which,
+            out_of_fold=out_of_fold,
+            shard=shard_index,
+            overwrite=overwrite,
+            save_probabilities=save_probabilities,
+            precision=precision,
+            progress=progress,
+        )
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+
+    failed = table[table["status"] == "error"]
+    click.echo(
+        f"{len(table) - len(failed)} of {len(table)} case(s) segmented into {output_dir}; "
+        f"table: {output_dir / CSV_NAME}"
+    )
+    if len(failed):
+        for _, row in failed.iterrows():
+            click.echo(f"  FAILED {row['case_id']}: {row['error']}", err=True)
+        raise click.ClickException(
+            f"{len(failed)} case(s) failed; fix them and run the same command again "
+            "(finished cases are skipped)"
+        )
+
+
+def _parse_folds(text: str) -> list[int]:
+    try:
+        folds = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ValueError(
+            f"--folds {text!r}: expected comma-separated integers, e.g. 0,1,2"
+        ) from None
+    if not folds or min(folds) < 0:
+        raise ValueError(f"--folds {text!r}: expected non-negative fold numbers, e.g. 0,1,2")
+    return folds

@@ -1,0 +1,78 @@
+"""Inference: sliding windows or whole volume, mirror TTA, fold ensemble, ET suppression.
+
+- :mod:`~brats_mtl.inference.tta`: mirror flips (0, 4 or 8 passes).
+- :mod:`~brats_mtl.inference.sliding_window`: dense prediction of one cropped case.
+- :mod:`~brats_mtl.inference.network`: predictors built from a ``MultiTaskNet``.
+- :mod:`~brats_mtl.inference.ensemble`: majority vote of the fold models.
+- :mod:`~brats_mtl.inference.postprocess`: ET suppression and its threshold.
+- :mod:`~brats_mtl.inference.predict`: cases and cohorts, files, out-of-fold prediction.
+
+Source: paper, Inference and section 5.1; DESIGN.md section 5.
+"""
+
+from brats_mtl.inference.ensemble import ENSEMBLE_METHODS, FoldEnsemble, majority_vote
+from brats_mtl.inference.network import (
+    network_predictor,
+    network_volume_predictor,
+    resolve_device,
+)
+from brats_mtl.inference.postprocess import (
+    et_dice,
+    region_volumes_ml,
+    select_et_min_voxels,
+    suppress_et,
+)
+from brats_mtl.inference.predict import (
+    CSV_COLUMNS,
+    CasePrediction,
+    Segmenter,
+    check_inference_config,
+    merge_records,
+    parse_shard,
+    predict_cases,
+    predict_cohort,
+    select_shard,
+    threshold_cases,
+    write_probabilities,
+)
+from brats_mtl.inference.sliding_window import (
+    VolumePrediction,
+    gaussian_importance_map,
+    predict_sliding_window,
+    predict_whole_volume,
+    sliding_window_boxes,
+    window_starts,
+)
+from brats_mtl.inference.tta import flip_spatial, mirror_axes
+
+__all__ = [
+    "CSV_COLUMNS",
+    "ENSEMBLE_METHODS",
+    "CasePrediction",
+    "FoldEnsemble",
+    "Segmenter",
+    "VolumePrediction",
+    "check_inference_config",
+    "et_dice",
+    "flip_spatial",
+    "gaussian_importance_map",
+    "majority_vote",
+    "merge_records",
+    "mirror_axes",
+    "network_predictor",
+    "network_volume_predictor",
+    "parse_shard",
+    "predict_cases",
+    "predict_cohort",
+    "predict_sliding_window",
+    "predict_whole_volume",
+    "region_volumes_ml",
+    "resolve_device",
+    "select_et_min_voxels",
+    "select_shard",
+    "sliding_window_boxes",
+    "suppress_et",
+    "threshold_cases",
+    "window_starts",
+    "write_probabilities",
+]

@@ -1,0 +1,238 @@
+"""Predictors built from a trained ``MultiTaskNet``: softmax outputs, VAE off, no autograd.
+
+``network_predictor`` gives the windowed mode's ``Predictor`` and
+``network_volume_predictor`` the whole-volume mode's ``VolumePredictor`` (interfaces in
+``brats_mtl.inference.sliding_window``). Both put the model in eval mode on ``device``
+(in place), run under ``torch.inference_mode``, optionally in the channels-last-3d memory
+layout and in bfloat16 autocast, and return float32 probabilities.
+
+Speed notes, measured on a 2-core Xeon (AVX-512 + AMX) with the paper's network on one
+128^3 window: 32-35 s in the default layout, 10.6-11.7 s channels-last (oneDNN
+convolutions), 3.5-5.5 s with bfloat16 autocast on top (AMX); see
+``benchmarks/bench_inference.py``. bfloat16 is only fast where the CPU has AMX or native
+bf16 instructions; elsewhere it is emulated and slower, so it is off unless asked for.
+
+Source: paper, Inference (VAE branch off; classifier output saved); DESIGN.md section 5.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from brats_mtl.inference.sliding_window import Box, Predictor, VolumePredictor
+
+logger = logging.getLogger(__name__)
+
+#: Accepted ``precision`` values: float32, or bfloat16 autocast (convolutions in bf16).
+PRECISIONS: tuple[str, ...] = ("32", "bf16")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; other names as torch reads them.
+
+    Raises:
+        ValueError: if a CUDA device is asked for and none is available, or the name is
+            not a torch device.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"inference.device={device!r} is not a device name; use auto, cpu, cuda or cuda:N"
+        ) from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"inference.device={device!r} but this torch build sees no CUDA device; "
+            "use --device cpu (or auto)"
+        )
+    return resolved
+
+
+def prepare_model(
+    model: nn.Module, device: str | torch.device, *, channels_last: bool
+) -> nn.Module:
+    """Eval mode, on ``device``, in the channels-last-3d layout if asked; in place.
+
+    Returns:
+        ``model`` itself.
+    """
+    model.eval()
+    model.to(resolve_device(device))
+    if channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    return model
+
+
+def network_predictor(
+    model: nn.Module,
+    *,
+    device: str | torch.device = "cpu",
+    channels_last: bool = True,
+    precision: str = "32",
+) -> Predictor:
+    """A windowed-mode ``Predictor`` from a ``MultiTaskNet``.
+
+    Args:
+        model: a ``brats_mtl.model.MultiTaskNet`` (or anything whose ``forward(x)`` returns
+            a record with ``seg_logits`` (B, C, P, P, P) and ``cls_logits`` (B, 2) or
+            None). Put in eval mode on ``device``, in place.
+        device: "auto", "cpu", "cuda", "cuda:1", or a ``torch.device``.
+        channels_last: run in the channels-last-3d memory layout (faster oneDNN and cuDNN
+            3-D convolutions).
+        precision: "32" (float32) or "bf16" (bfloat16 autocast).
+
+    Returns:
+        ``predictor(x) -> (seg_probs, et_prob)``: ``x`` float32 (B, 4, P, P, P);
+        ``seg_probs`` float32 (B, C, P, P, P), softmax over the classes; ``et_prob``
+        float32 (B,), softmax of ``cls_logits`` at index 1 ("ET present"), NaN when the
+        model has no classifier output.
+
+    Raises:
+        ValueError: on an unknown ``precision`` or device.
+
+    Source: paper, Inference; DESIGN.md section 5.
+    """
+    run_context = _run_context(precision, device)
+    prepare_model(model, device, channels_last=channels_last)
+    target = resolve_device(device)
+
+    def predictor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _prepare_input(x, target, channels_last)
+        with run_context():
+            out = model(x)
+            seg_probs = torch.softmax(out.seg_logits.float(), dim=1).contiguous()
+            et_prob = _et_probability(out.cls_logits, x.shape[0], x.device)
+        return seg_probs, et_prob
+
+    return predictor
+
+
+def network_volume_predictor(
+    model: nn.Module,
+    *,
+    device: str | torch.device = "cpu",
+    channels_last: bool = True,
+    precision: str = "32",
+) -> VolumePredictor:
+    """A whole-volume ``VolumePredictor`` from a ``MultiTaskNet``: one encoder pass.
+
+    The encoder runs once over the padded volume; the ET classifier runs on the
+    bottleneck tiles under the requested windows (window start / ``2**depth``), and the
+    segmentation decoder on the same features.
+
+    Args:
+        model: a ``MultiTaskNet`` (needs ``encode``, ``seg_decoder``, ``classifier`` and
+            ``depth``). Put in eval mode on ``device``, in place.
+        device, channels_last, precision: as :func:`network_predictor`.
+
+    Returns:
+        ``volume_predictor(x, boxes) -> (seg_probs, et_probs)``: ``x`` float32
+        (1, 4, X, Y, Z), X, Y, Z multiples of ``2**depth``; ``boxes`` windows of
+        ``patch_size^3`` on that grid whose starts are multiples of ``2**depth``;
+        ``seg_probs`` float32 (1, C, X, Y, Z); ``et_probs`` float32 (len(boxes),).
+
+    Raises:
+        ValueError: on an unknown ``precision`` or device; (when called) on a window not
+            on the bottleneck grid.
+
+    Source: DESIGN.md section 5 (fast mode); classifier on the bottleneck (Table 2).
+    """
+    for name in ("encode", "seg_decoder", "classifier", "depth"):
+        if not hasattr(model, name):
+            raise ValueError(
+                f"whole-volume inference needs a MultiTaskNet (model lacks {name!r}); "
+                "use inference.mode=window for other predictors"
+            )
+    run_context = _run_context(precision, device)
+    prepare_model(model, device, channels_last=channels_last)
+    target = resolve_device(device)
+    factor = 2**model.depth
+
+    def volume_predictor(
+        x: torch.Tensor, boxes: Sequence[Box]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = _prepare_input(x, target, channels_last)
+        with run_context():
+            features = model.encode(x)  # [(1, 28, X, Y, Z), ..., (1, 448, X/16, Y/16, Z/16)]
+            tiles = [_bottleneck_tile(features[-1], box, factor) for box in boxes]
+            cls_logits = model.classifier(torch.cat(tiles)) if tiles else None  # (n, 2)
+            et_probs = _et_probability(cls_logits, len(boxes), x.device)
+            del tiles
+            seg_logits = _decode_releasing_skips(model.seg_decoder, features)  # (1, C, X, Y, Z)
+            seg_probs = torch.softmax(seg_logits.float(), dim=1).contiguous()
+        return seg_probs, et_probs
+
+    return volume_predictor
+
+
+def _decode_releasing_skips(decoder: nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
+    """``SegmentationDecoder.forward`` that frees each skip feature once it is used.
+
+    ``features`` is consumed (emptied). On a whole brain crop the full-resolution skip
+    alone is 28 x 144 x 176 x 160 float32 = 454 MB; dropping it before the last stage's
+    convolutions lowered the measured peak of one fp32 pass from 3.4 GB to 2.8 GB.
+    Falls back to the decoder's own ``forward`` if it is not built as ``ups``, ``stages``,
+    ``head`` (tests check both give the same logits).
+    """
+    if not all(hasattr(decoder, name) for name in ("ups", "stages", "head")):
+        return decoder(features)
+    x = features.pop()  # bottleneck (B, 448, X/16, Y/16, Z/16)
+    for up, stage in zip(decoder.ups, decoder.stages, strict=True):
+        skip = features.pop()
+        x = torch.cat([skip, up(x)], dim=1)  # (B, 2 * widths[i], ...)
+        del skip
+        x = stage(x)  # (B, widths[i], ...)
+    return decoder.head(x)
+
+
+def _bottleneck_tile(bottleneck: torch.Tensor, box: Box, factor: int) -> torch.Tensor:
+    """The bottleneck cells under one window: (B, C, P/f, P/f, P/f)."""
+    cells = []
+    for sl in box:
+        if sl.start % factor or sl.stop % factor:
+            raise ValueError(f"window {box} is not on the {factor}-voxel bottleneck grid")
+        cells.append(slice(sl.start // factor, sl.stop // factor))
+    return bottleneck[(slice(None), slice(None), *cells)]
+
+
+def _et_probability(
+    cls_logits: torch.Tensor | None, batch: int, device: torch.device
+) -> torch.Tensor:
+    if cls_logits is None:
+        return torch.full((batch,), float("nan"), device=device)
+    return torch.softmax(cls_logits.float(), dim=1)[:, 1]
+
+
+def _prepare_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, torch.float32)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
+def _run_context(precision: str, device: str | torch.device):
+    """A factory of the context every forward pass runs in."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision={precision!r} is not one of {list(PRECISIONS)}; use 32 (float32) "
+            "or bf16 (bfloat16 autocast: fast on CPUs with AMX and on recent GPUs)"
+        )
+    device_type = resolve_device(device).type
+
+    def context() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if precision == "bf16":
+            stack.enter_context(torch.autocast(device_type, dtype=torch.bfloat16))
+        return stack
+
+    return context

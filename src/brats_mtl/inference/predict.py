@@ -1,0 +1,784 @@
+"""Predict cases and cohorts: preprocessing, fold models, ensemble, ET suppression, output.
+
+For one case (:class:`Segmenter`): crop and z-score (DESIGN.md 2); each selected fold
+model predicts the crop (sliding windows or the whole volume, mirror TTA); the fold
+ensemble votes (paper 5.1); ET suppression runs on the ensemble (paper, Inference); the
+label map is un-cropped to the input grid.
+
+For a cohort (:func:`predict_cases`, :func:`predict_cohort`), in ``OUTPUT_DIR``:
+
+- ``<ID>.nii.gz``: integer labels on the input grid, with the input's affine and header,
+  in the input's label convention (ET = 3 for BraTS 2023+ input).
+- ``records/<ID>.json``: that case's row of the cohort table, written after the label map.
+- ``predictions.csv``: all records merged (columns :data:`CSV_COLUMNS`), rewritten at the
+  end of every run under a file lock, so shards running at the same time (``--shard``)
+  and interrupted runs that are started again all end with one complete table.
+- ``probabilities/<ID>.nii.gz`` (``save_probabilities``): the fold-mean class
+  probabilities before ET suppression, 4-D (X, Y, Z, 4), channel k = class k of
+  ``conventions.CLASS_LABELS`` (background, NCR/NET, ED, ET, whatever the input's label
+  convention), stored as uint8 with NIfTI scaling ``scl_slope = 1/255`` so that nibabel,
+  ITK and FSL read probabilities in [0, 1] (quantised to 1/255; 36 MB uncompressed for a
+  240 x 240 x 155 case instead of 143 MB as float32). Outside the brain crop the
+  background channel is 1.
+
+A case whose label map exists is skipped (its record is kept, or rebuilt from the label
+map when missing), so an interrupted cohort resumes where it stopped; ``overwrite``
+predicts it again. A case that fails is logged and recorded with its error, and the others
+go on.
+
+Source: paper, Inference and section 5.1; DESIGN.md sections 2 and 5.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from brats_mtl.config import Config, InferenceConfig
+from brats_mtl.conventions import CLASS_LABELS
+from brats_mtl.data import (
+    Case,
+    CaseFiles,
+    discover_cases,
+    load_case,
+    load_label_map,
+    save_nifti,
+    write_segmentation,
+)
+from brats_mtl.inference.ensemble import ENSEMBLE_METHODS, FoldEnsemble
+from brats_mtl.inference.postprocess import region_volumes_ml, suppress_et
+from brats_mtl.inference.sliding_window import (
+    VolumePrediction,
+    predict_sliding_window,
+    predict_whole_volume,
+    window_starts,
+)
+from brats_mtl.inference.tta import mirror_axes
+from brats_mtl.preprocessing import Box, preprocess_case, uncrop
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``predictions.csv``.
+CSV_COLUMNS: tuple[str, ...] = (
+    "case_id",
+    "folds",
+    "et_probability",
+    "et_suppressed",
+    "volume_WT_ml",
+    "volume_TC_ml",
+    "volume_ET_ml",
+    "seconds",
+    "status",
+    "error",
+)
+CSV_NAME = "predictions.csv"
+RECORDS_DIR = "records"
+PROBABILITIES_DIR = "probabilities"
+MODES: tuple[str, ...] = ("window", "whole")
+
+
+def check_inference_config(config: InferenceConfig) -> None:
+    """Reject inference settings that cannot run, naming the ``inference.*`` key.
+
+    Raises:
+        ValueError: on an unknown ``tta``, ``mode`` or ``ensemble``, an ``overlap``
+            outside [0, 1), a ``window_batch_size`` below 1, an
+            ``et_probability_threshold`` outside [0, 1] or a negative ``et_min_voxels``.
+    """
+    mirror_axes(config.tta)
+    window_starts(1, 1, config.overlap)
+    if config.mode not in MODES:
+        raise ValueError(
+            f"inference.mode={config.mode!r} is not one of {list(MODES)}; use window "
+            "(sliding windows, the paper) or whole (one pass over the cropped brain, faster)"
+        )
+    if config.ensemble not in ENSEMBLE_METHODS:
+        raise ValueError(
+            f"inference.ensemble={config.ensemble!r} is not one of {list(ENSEMBLE_METHODS)}"
+        )
+    if config.window_batch_size < 1:
+        raise ValueError(f"inference.window_batch_size={config.window_batch_size} must be >= 1")
+    if not 0.0 <= config.et_probability_threshold <= 1.0:
+        raise ValueError(
+            f"inference.et_probability_threshold={config.et_probability_threshold} must be "
+            "in [0, 1]"
+        )
+    if config.et_min_voxels < 0:
+        raise ValueError(f"inference.et_min_voxels={config.et_min_voxels} must be >= 0")
+
+
+@dataclass(frozen=True, eq=False)
+class CasePrediction:
+    """The prediction of one case.
+
+    Attributes:
+        case_id: the case ID.
+        labels: uint8, (X, Y, Z) on the input grid: internal labels {0, 1, 2, 4} after
+            the ensemble and ET suppression.
+        probabilities: float32, (4, x, y, z) on the cropped grid: mean class
+            probabilities of the folds (before suppression), class order
+            ``conventions.CLASS_LABELS``.
+        box: the crop box in the input grid.
+        et_probability: the case's ET probability (mean over folds).
+        et_suppressed: True if ET suppression relabeled ET voxels as NCR/NET.
+        folds: the fold models used.
+        fold_et_probabilities: each fold's ET probability, in ``folds`` order.
+    """
+
+    case_id: str
+    labels: np.ndarray
+    probabilities: np.ndarray
+    box: Box
+    et_probability: float
+    et_suppressed: bool
+    folds: tuple[int, ...]
+    fold_et_probabilities: tuple[float, ...]
+
+
+class Segmenter:
+    """Fold models plus inference settings: segments one case at a time.
+
+    Args:
+        models: fold number -> model. A model is a ``MultiTaskNet`` (any mode) or, for
+            the windowed mode, a ``Predictor`` callable (``brats_mtl.inference.
+            sliding_window``), e.g. a toy function in tests.
+        config: the ``inference`` section (TTA, overlap, batch, ET suppression, ensemble,
+            mode, channels_last, device).
+        patch_size: window edge; default: the models' ``config.patch_size`` (required for
+            callables).
+        precision: "32" (float32) or "bf16" (bfloat16 autocast; fast only on CPUs with
+            AMX or bf16 instructions and on GPUs).
+
+    Raises:
+        ValueError: on invalid settings, no models, mixed patch sizes, or a callable in
+            whole-volume mode.
+
+    Source: paper, Inference and 5.1; DESIGN.md section 5.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[int, Any],
+        config: InferenceConfig | None = None,
+        *,
+        patch_size: int | None = None,
+        precision: str = "32",
+    ) -> None:
+        from brats_mtl.inference.network import (
+            network_predictor,
+            network_volume_predictor,
+            resolve_device,
+        )
+
+        self.config = config = config or InferenceConfig()
+        check_inference_config(config)
+        if not models:
+            raise ValueError("no fold models to predict with")
+        self.device = resolve_device(config.device)
+        sizes = {int(m.config.patch_size) for m in models.values() if hasattr(m, "config")} | (
+            {int(patch_size)} if patch_size else set()
+        )
+        if len(sizes) != 1:
+            raise ValueError(
+                f"patch sizes {sorted(sizes)}: give patch_size for callables, and use "
+                "models of one run (one patch size)"
+            )
+        self.patch_size = sizes.pop()
+        self._runners: dict[int, Callable[[np.ndarray], VolumePrediction]] = {}
+        for fold, model in sorted(models.items()):
+            is_module = hasattr(model, "encode")
+            if config.mode == "whole":
+                if not is_module:
+                    raise ValueError(
+                        f"fold {fold}: inference.mode=whole needs a MultiTaskNet, got "
+                        f"{type(model).__name__}; use inference.mode=window"
+                    )
+                volume_predictor = network_volume_predictor(
+                    model,
+                    device=self.device,
+                    channels_last=config.channels_last,
+                    precision=precision,
+                )
+                self._runners[fold] = self._whole_runner(volume_predictor, 2**model.depth)
+            else:
+                predictor = (
+                    network_predictor(
+                        model,
+                        device=self.device,
+                        channels_last=config.channels_last,
+                        precision=precision,
+                    )
+                    if is_module
+                    else model
+                )
+                self._runners[fold] = self._window_runner(predictor)
+
+    @property
+    def folds(self) -> tuple[int, ...]:
+        """The fold numbers of the models, sorted."""
+        return tuple(self._runners)
+
+    def _window_runner(self, predictor) -> Callable[[np.ndarray], VolumePrediction]:
+        cfg = self.config
+
+        def run(image: np.ndarray) -> VolumePrediction:
+            return predict_sliding_window(
+                image,
+                predictor,
+                patch_size=self.patch_size,
+                overlap=cfg.overlap,
+                tta=cfg.tta,
+                batch_size=cfg.window_batch_size,
+                device=self.device,
+            )
+
+        return run
+
+    def _whole_runner(self, volume_predictor, multiple: int):
+        cfg = self.config
+
+        def run(image: np.ndarray) -> VolumePrediction:
+            return predict_whole_volume(
+                image,
+                volume_predictor,
+                patch_size=self.patch_size,
+                multiple=multiple,
+                overlap=cfg.overlap,
+                tta=cfg.tta,
+                device=self.device,
+            )
+
+        return run
+
+    def predict_case(self, case: Case, *, folds: Sequence[int] | None = None) -> CasePrediction:
+        """Segment one loaded case.
+
+        Args:
+            case: from ``brats_mtl.data.load_case`` (labels are not used).
+            folds: the fold models to use (out-of-fold prediction: the case's own fold);
+                default all.
+
+        Returns:
+            :class:`CasePrediction` on the input grid.
+
+        Raises:
+            ValueError: if a requested fold has no model, or preprocessing fails (names
+                the case's file).
+        """
+        folds = self.folds if folds is None else tuple(folds)
+        missing = [f for f in folds if f not in self._runners]
+        if missing or not folds:
+            raise ValueError(
+                f"case {case.case_id}: folds {list(missing) or list(folds)} have no model; "
+                f"loaded folds: {list(self.folds)}"
+            )
+        pre = preprocess_case(case)
+        ensemble = FoldEnsemble()
+        for fold in folds:
+            prediction = self._runners[fold](pre.image)
+            ensemble.add(prediction.probs, prediction.et_probability)
+            logger.debug(
+                "case %s fold %d: ET probability %.3f over %d windows",
+                case.case_id,
+                fold,
+                prediction.et_probability,
+                len(prediction.windows),
+            )
+            del prediction
+        cfg = self.config
+        et_probability = ensemble.et_probability()
+        labels, suppressed = suppress_et(
+            ensemble.labels(cfg.ensemble),
+            et_probability,
+            probability_threshold=cfg.et_probability_threshold,
+            min_voxels=cfg.et_min_voxels,
+        )
+        return CasePrediction(
+            case_id=case.case_id,
+            labels=uncrop(labels, pre.box, pre.original_shape, fill=0),
+            probabilities=ensemble.mean_probabilities(),
+            box=pre.box,
+            et_probability=et_probability,
+            et_suppressed=suppressed,
+            folds=folds,
+            fold_et_probabilities=ensemble.et_probabilities,
+        )
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def segmentation_path(output_dir: str | Path, case_id: str) -> Path:
+    """``OUTPUT_DIR/<ID>.nii.gz``."""
+    return Path(output_dir) / f"{case_id}.nii.gz"
+
+
+def probabilities_path(output_dir: str | Path, case_id: str) -> Path:
+    """``OUTPUT_DIR/probabilities/<ID>.nii.gz``."""
+    return Path(output_dir) / PROBABILITIES_DIR / f"{case_id}.nii.gz"
+
+
+def write_probabilities(
+    prediction: CasePrediction, case: Case, path: str | Path, *, overwrite: bool = False
+) -> Path:
+    """Write the class probabilities on the input grid as a scaled uint8 4-D NIfTI.
+
+    Args:
+        prediction: from :meth:`Segmenter.predict_case` for ``case``.
+        case: the loaded case (affine and header of the output).
+        path: output file (``.nii.gz`` or ``.nii``).
+        overwrite: replace an existing file.
+
+    Returns:
+        ``path``. The image is (X, Y, Z, 4) uint8 with ``scl_slope = 1/255``,
+        ``scl_inter = 0``; channel k = class ``CLASS_LABELS[k]``; background channel 1
+        outside the brain crop.
+
+    Raises:
+        FileExistsError: if ``path`` exists and ``overwrite`` is False.
+    """
+    import nibabel as nib
+
+    shape = tuple(case.image.shape[1:])
+    data = np.empty((*shape, len(CLASS_LABELS)), dtype=np.uint8)
+    for k in range(len(CLASS_LABELS)):
+        full = uncrop(
+            prediction.probabilities[k], prediction.box, shape, fill=1.0 if k == 0 else 0.0
+        )
+        data[..., k] = np.rint(np.clip(full, 0.0, 1.0) * 255.0).astype(np.uint8)
+    header = case.header.copy()
+    header.set_data_dtype(np.uint8)
+    img = nib.Nifti1Image(data, case.affine, header)
+    img.header.set_slope_inter(1.0 / 255.0, 0.0)
+    img.header["cal_min"], img.header["cal_max"] = 0.0, 1.0
+    img.header["descrip"] = b"class probs: background, NCR/NET, ED, ET"
+    return save_nifti(img, path, overwrite=overwrite)
+
+
+def _write_json_atomic(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        # NaN (no value) is written as null: standard JSON, read back as NaN by pandas
+        clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in data.items()}
+        tmp.write_text(json.dumps(clean, indent=1))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _record_path(output_dir: Path, case_id: str) -> Path:
+    return output_dir / RECORDS_DIR / f"{case_id}.json"
+
+
+def _read_record(output_dir: Path, case_id: str) -> dict | None:
+    path = _record_path(output_dir, case_id)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        logger.warning("%s is unreadable; it will be rebuilt", path)
+        return None
+
+
+def _record(
+    case_id: str,
+    folds: Sequence[int],
+    *,
+    et_probability: float = float("nan"),
+    et_suppressed: bool | None = None,
+    volumes_ml: Mapping[str, float] | None = None,
+    seconds: float = float("nan"),
+    status: str = "ok",
+    error: str = "",
+) -> dict:
+    volumes_ml = volumes_ml or {}
+    return {
+        "case_id": case_id,
+        "folds": ",".join(map(str, folds)),
+        "et_probability": et_probability,
+        "et_suppressed": et_suppressed,
+        "volume_WT_ml": volumes_ml.get("WT", float("nan")),
+        "volume_TC_ml": volumes_ml.get("TC", float("nan")),
+        "volume_ET_ml": volumes_ml.get("ET", float("nan")),
+        "seconds": seconds,
+        "status": status,
+        "error": error,
+    }
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (POSIX ``flock``; no lock elsewhere)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def merge_records(output_dir: str | Path) -> pd.DataFrame:
+    """Merge every ``records/<ID>.json`` into ``predictions.csv`` (atomically, locked).
+
+    Safe to call from several processes at once (``--shard``): the last one to finish
+    writes the complete table.
+
+    Returns:
+        The table, one row per record, sorted by ``case_id``; columns :data:`CSV_COLUMNS`.
+    """
+    import pandas as pd
+
+    output_dir = Path(output_dir)
+    with _locked(output_dir / f".{CSV_NAME}.lock"):
+        rows = []
+        for path in sorted((output_dir / RECORDS_DIR).glob("*.json")):
+            try:
+                rows.append(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError):
+                logger.warning("skipping unreadable record %s", path)
+        table = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+        table = table.sort_values("case_id", kind="stable").reset_index(drop=True)
+        target = output_dir / CSV_NAME
+        tmp = target.with_name(f".{CSV_NAME}.{uuid.uuid4().hex}.tmp")
+        try:
+            table.to_csv(tmp, index=False)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return table
+
+
+# --- cohorts ----------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``.
+
+    Raises:
+        ValueError: if the text is not two integers ``I/N`` with ``0 <= I < N``.
+    """
+    try:
+        index, count = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected I/N, e.g. 0/4 (shards 0 to N-1)") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard {text!r}: need 0 <= I < N (shards are numbered 0 to N-1)")
+    return index, count
+
+
+def select_shard(case_ids: Sequence[str], index: int, count: int) -> list[str]:
+    """Every ``count``-th of the sorted IDs, starting at ``index``.
+
+    The ``count`` shards partition the cohort (each ID in exactly one shard), the same
+    way on every machine, and sizes differ by at most one.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= index < count")
+    return sorted(case_ids)[index::count]
+
+
+def predict_cases(
+    cases: Sequence[CaseFiles],
+    segmenter: Segmenter,
+    output_dir: str | Path,
+    *,
+    case_folds: Mapping[str, Sequence[int]] | None = None,
+    overwrite: bool = False,
+    save_probabilities: bool = False,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Predict cases into ``output_dir`` and merge ``predictions.csv``.
+
+    Args:
+        cases: the cases (e.g. one shard of ``discover_cases``).
+        segmenter: the fold models and settings.
+        output_dir: created if needed; layout in the module docstring.
+        case_folds: case ID -> the folds predicting it (out-of-fold prediction); cases
+            without an entry use all folds. None: all folds for every case.
+        overwrite: predict cases whose label map exists again (else they are skipped).
+        save_probabilities: also write ``probabilities/<ID>.nii.gz``.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        One row per case of ``cases`` (predicted now, skipped, or failed), columns
+        :data:`CSV_COLUMNS`; ``status`` is "ok" or "error".
+
+    Source: DESIGN.md section 5.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows, n_done, n_skipped, n_failed = [], 0, 0, 0
+    bar = tqdm(cases, desc="predict", unit="case", disable=not progress)
+    for files in bar:
+        bar.set_postfix_str(files.case_id)
+        folds = tuple((case_folds or {}).get(files.case_id, segmenter.folds))
+        seg_path = segmentation_path(output_dir, files.case_id)
+        if seg_path.exists() and not overwrite:
+            rows.append(_skip(files, folds, output_dir, save_probabilities))
+            n_skipped += 1
+            continue
+        start = time.perf_counter()
+        try:
+            case = load_case(files, load_labels=False)
+            prediction = segmenter.predict_case(case, folds=folds)
+            if save_probabilities:
+                # a probability map without its label map is what an interrupted run
+                # leaves behind: this run's own output, replaced.
+                write_probabilities(
+                    prediction,
+                    case,
+                    probabilities_path(output_dir, files.case_id),
+                    overwrite=True,
+                )
+            write_segmentation(prediction.labels, case, seg_path, overwrite=overwrite)
+            record = _record(
+                files.case_id,
+                folds,
+                et_probability=prediction.et_probability,
+                et_suppressed=prediction.et_suppressed,
+                volumes_ml=region_volumes_ml(prediction.labels, case.spacing_mm),
+                seconds=time.perf_counter() - start,
+            )
+            n_done += 1
+            logger.info(
+                "%s: ET probability %.3f%s, %.1f s",
+                files.case_id,
+                prediction.et_probability,
+                " (ET suppressed)" if prediction.et_suppressed else "",
+                record["seconds"],
+            )
+            del case, prediction
+        except Exception as exc:  # one bad case must not stop the cohort
+            n_failed += 1
+            logger.error("%s failed: %s", files.case_id, exc)
+            logger.debug("traceback of %s", files.case_id, exc_info=True)
+            record = _record(
+                files.case_id,
+                folds,
+                seconds=time.perf_counter() - start,
+                status="error",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        _write_json_atomic(record, _record_path(output_dir, files.case_id))
+        rows.append(record)
+    merge_records(output_dir)
+    logger.info(
+        "%d cases predicted, %d skipped (already written), %d failed; table in %s",
+        n_done,
+        n_skipped,
+        n_failed,
+        output_dir / CSV_NAME,
+    )
+    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def _skip(
+    files: CaseFiles, folds: Sequence[int], output_dir: Path, save_probabilities: bool
+) -> dict:
+    """The record of a case whose label map exists; rebuilt from the map if missing."""
+    logger.info(
+        "%s: %s exists, skipped", files.case_id, segmentation_path(output_dir, files.case_id)
+    )
+    if save_probabilities and not probabilities_path(output_dir, files.case_id).exists():
+        logger.warning(
+            "%s: label map exists but its probability map does not; use --overwrite to "
+            "predict it again with --save-probabilities",
+            files.case_id,
+        )
+    record = _read_record(output_dir, files.case_id)
+    if record is not None and record.get("status") == "ok":
+        return record
+    try:
+        labels, _, spacing_mm = load_label_map(segmentation_path(output_dir, files.case_id))
+        record = _record(files.case_id, folds, volumes_ml=region_volumes_ml(labels, spacing_mm))
+    except Exception as exc:
+        record = _record(
+            files.case_id,
+            folds,
+            status="error",
+            error=f"existing output unreadable ({exc}); use --overwrite",
+        )
+    _write_json_atomic(record, _record_path(output_dir, files.case_id))
+    return record
+
+
+def predict_cohort(
+    run_dir: str | Path,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    config: Config | None = None,
+    folds: Sequence[int] | None = None,
+    which: str = "best",
+    out_of_fold: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    overwrite: bool = False,
+    save_probabilities: bool = False,
+    precision: str = "32",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Segment every case of ``input_dir`` with the fold models of a training run.
+
+    Args:
+        run_dir: the training run (``config.yaml``, ``splits.json``,
+            ``fold_K/checkpoints/{best,last}.ckpt``).
+        input_dir: a dataset folder in any supported layout (``data.discover_cases``).
+        output_dir: where the label maps, records and ``predictions.csv`` go.
+        config: settings (the ``inference`` section is used); default: the run's
+            ``config.yaml``.
+        folds: fold models to use; default: every fold with a ``which`` checkpoint.
+        which: "best" or "last" checkpoint.
+        out_of_fold: predict each case held out by a fold with that fold's model only
+            (the paper's Table 3 "train set" row, DESIGN.md 4); cases held out by no
+            selected fold are skipped with a warning.
+        shard: ``(I, N)``: predict only shard I of N (:func:`select_shard`).
+        overwrite: predict cases whose label map exists again.
+        save_probabilities: also write probability maps.
+        precision: "32" or "bf16" (see :class:`Segmenter`).
+        progress: show a progress bar.
+
+    Returns:
+        This shard's rows (see :func:`predict_cases`).
+
+    Raises:
+        FileNotFoundError: if the run or the input folder is missing, or a requested fold
+            has no checkpoint.
+        ValueError: on invalid settings or when no fold has a checkpoint.
+
+    Source: paper, Inference, 5.1 and Table 3; DESIGN.md sections 4 and 5.
+    """
+    from brats_mtl import training
+
+    config = config or training.read_run_config(run_dir)
+    check_inference_config(config.inference)
+    if folds is None:
+        folds = training.available_folds(run_dir, which)
+        if not folds:
+            raise ValueError(
+                f"no fold of {run_dir} has a {which} checkpoint; train first or use --which last"
+            )
+    folds = sorted(set(int(f) for f in folds))
+    cases = discover_cases(input_dir)
+    by_id = {c.case_id: c for c in cases}
+    case_folds: dict[str, list[int]] | None = None
+    if out_of_fold:
+        splits = training.read_splits(run_dir)
+        case_folds = {cid: [k] for k in folds for cid in splits.val_ids(k)}
+        absent = sorted(set(case_folds) - set(by_id))
+        if absent:
+            logger.warning(
+                "%d held-out cases are not in %s: %s", len(absent), input_dir, absent[:10]
+            )
+        unassigned = sorted(set(by_id) - set(case_folds))
+        if unassigned:
+            logger.warning(
+                "%d cases of %s are held out by none of folds %s and are skipped: %s",
+                len(unassigned),
+                input_dir,
+                folds,
+                unassigned[:10],
+            )
+        ids = [cid for cid in by_id if cid in case_folds]
+    else:
+        ids = list(by_id)
+    selected = [by_id[cid] for cid in select_shard(ids, *shard)]
+    logger.info(
+        "shard %d/%d: %d of %d cases; folds %s; mode %s, TTA %d",
+        shard[0],
+        shard[1],
+        len(selected),
+        len(ids),
+        folds,
+        config.inference.mode,
+        config.inference.tta,
+    )
+    models = {k: training.load_fold_model(run_dir, k, which) for k in folds}
+    segmenter = Segmenter(models, config.inference, precision=precision)
+    return predict_cases(
+        selected,
+        segmenter,
+        output_dir,
+        case_folds=case_folds,
+        overwrite=overwrite,
+        save_probabilities=save_probabilities,
+        progress=progress,
+    )
+
+
+def with_inference_overrides(config: Config, **values: Any) -> Config:
+    """``config`` with ``inference`` fields replaced (None values are ignored)."""
+    changes = {k: v for k, v in values.items() if v is not None}
+    if not changes:
+        return config
+    return dataclasses.replace(config, inference=dataclasses.replace(config.inference, **changes))
+
+
+def threshold_cases(
+    pred_dir: str | Path, ref_dir: str | Path
+) -> Iterator[tuple[np.ndarray, float, np.ndarray]]:
+    """Out-of-fold predictions paired with references, for ``select_et_min_voxels``.
+
+    The predictions must be made **without** ET suppression, e.g.
+    ``brats-mtl predict RUN DATA OOF --out-of-fold --set inference.et_min_voxels=0``.
+    Cases are yielded one at a time, so a cohort of any size fits in memory.
+
+    Args:
+        pred_dir: a prediction folder (``<ID>.nii.gz`` and ``predictions.csv``).
+        ref_dir: the labeled cohort (any layout).
+
+    Yields:
+        ``(labels, et_probability, reference_labels)`` per case present on both sides
+        with an ET probability: uint8 (X, Y, Z) internal labels, float, uint8 (X, Y, Z).
+
+    Raises:
+        FileNotFoundError: if ``pred_dir`` has no ``predictions.csv``.
+        ValueError: if a case was predicted with ET suppression (``et_suppressed``).
+
+    Source: DESIGN.md section 5; nnU-Net's BraTS postprocessing.
+    """
+    import pandas as pd
+
+    pred_dir = Path(pred_dir)
+    csv = pred_dir / CSV_NAME
+    if not csv.is_file():
+        raise FileNotFoundError(f"{csv} does not exist; run brats-mtl predict into {pred_dir}")
+    table = pd.read_csv(csv).set_index("case_id")
+    references = {c.case_id: c for c in discover_cases(ref_dir) if c.labeled}
+    for case_id, row in table.iterrows():
+        if case_id not in references or row["status"] != "ok" or pd.isna(row["et_probability"]):
+            continue
+        if str(row["et_suppressed"]).lower() == "true":
+            raise ValueError(
+                f"{csv}: case {case_id} was predicted with ET suppression; predict again "
+                "with --set inference.et_min_voxels=0 to choose the threshold"
+            )
+        labels, _, _ = load_label_map(segmentation_path(pred_dir, str(case_id)))
+        ref = references[case_id]
+        reference, _, _ = load_label_map(ref.seg, ref.label_convention)
+        yield labels, float(row["et_probability"]), reference

@@ -1,0 +1,316 @@
+"""Cases and cohorts on disk: output geometry and label convention, resume, failures,
+shards, probability maps, out-of-fold prediction and the ``brats-mtl predict`` command.
+
+Phantom cases are written to ``tmp_path``; models are toy predictors or a tiny random
+``MultiTaskNet`` saved in a run folder as the training code saves one.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from brats_mtl.cli.main import cli
+from brats_mtl.config import InferenceConfig, save_config, tiny_config
+from brats_mtl.conventions import BRATS_2019, BRATS_2023, classes_to_labels
+from brats_mtl.data import load_case, write_phantom_case
+from brats_mtl.inference import (
+    CSV_COLUMNS,
+    Segmenter,
+    parse_shard,
+    predict_cases,
+    select_shard,
+)
+from brats_mtl.model import MultiTaskNet
+from brats_mtl.preprocessing import preprocess_case, uncrop
+
+SHAPE = (36, 30, 26)
+CONFIG = InferenceConfig(tta=4, overlap=0.5, window_batch_size=4, device="cpu")
+
+
+class ChannelArgmax:
+    """Pointwise toy model: class probabilities = softmax(3 * channels); counts its calls.
+
+    The argmax of the z-scored channels picks all four classes somewhere in a phantom,
+    so ET is present and the label convention on output is visible.
+    """
+
+    def __init__(self, et_probability: float = 0.9) -> None:
+        self.calls = 0
+        self.et_probability = et_probability
+
+    def __call__(self, x: torch.Tensor):
+        self.calls += 1
+        return torch.softmax(3.0 * x, 1), torch.full((x.shape[0],), self.et_probability)
+
+
+def expected_labels(case) -> np.ndarray:
+    pre = preprocess_case(case)
+    classes = torch.softmax(3.0 * torch.from_numpy(pre.image), 0).argmax(0).numpy()
+    return uncrop(classes_to_labels(classes), pre.box, pre.original_shape)
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    root = tmp_path / "input"
+    files = [write_phantom_case(root, f"BraTS2021_0000{i}", shape=SHAPE, seed=i) for i in range(3)]
+    return root, files
+
+
+@pytest.mark.parametrize(
+    ("layout", "case_id", "convention"),
+    [
+        ("brats2021", "BraTS2021_00007", BRATS_2019),
+        ("brats2023", "BraTS-GLI-00007-000", BRATS_2023),
+    ],
+)
+def test_output_keeps_grid_header_and_label_convention(tmp_path, layout, case_id, convention):
+    files = write_phantom_case(tmp_path / "in", case_id, layout=layout, shape=SHAPE, seed=3)
+    out = tmp_path / "out"
+    table = predict_cases([files], Segmenter({0: ChannelArgmax()}, CONFIG, patch_size=16), out)
+    assert table["status"].tolist() == ["ok"]
+    written = nib.load(out / f"{case_id}.nii.gz")
+    source = nib.load(files.images["t1"])
+    assert written.shape == source.shape == SHAPE
+    np.testing.assert_allclose(written.affine, source.affine)
+    assert written.get_data_dtype() == np.uint8
+    raw = np.asarray(written.dataobj)
+    expected = expected_labels(load_case(files, load_labels=False))
+    assert set(np.unique(expected)) == {0, 1, 2, 4}
+    np.testing.assert_array_equal(raw, convention.from_internal(expected))
+    row = pd.read_csv(out / "predictions.csv").iloc[0]
+    assert list(pd.read_csv(out / "predictions.csv").columns) == list(CSV_COLUMNS)
+    assert row["et_probability"] == pytest.approx(0.9)
+    assert not row["et_suppressed"]
+    spacing = np.prod(source.header.get_zooms()[:3])
+    assert row["volume_ET_ml"] == pytest.approx(np.count_nonzero(expected == 4) * spacing / 1000)
+    assert row["volume_WT_ml"] == pytest.approx(np.count_nonzero(expected > 0) * spacing / 1000)
+
+
+def test_low_et_probability_suppresses_small_et(tmp_path, cohort):
+    _, files = cohort
+    config = InferenceConfig(tta=0, et_probability_threshold=0.5, et_min_voxels=10**6, device="cpu")
+    out = tmp_path / "out"
+    predict_cases(files[:1], Segmenter({0: ChannelArgmax(0.1)}, config, patch_size=16), out)
+    labels = np.asarray(nib.load(out / f"{files[0].case_id}.nii.gz").dataobj)
+    expected = expected_labels(load_case(files[0], load_labels=False))
+    assert not (labels == 4).any()
+    np.testing.assert_array_equal(labels > 0, expected > 0)  # WT unchanged
+    row = pd.read_csv(out / "predictions.csv").iloc[0]
+    assert row["et_suppressed"] and row["volume_ET_ml"] == 0
+
+
+def test_rerun_skips_finished_cases_and_keeps_their_rows(tmp_path, cohort):
+    _, files = cohort
+    out = tmp_path / "out"
+    model = ChannelArgmax()
+    predict_cases(files[:2], Segmenter({0: model}, CONFIG, patch_size=16), out)
+    calls, first = model.calls, pd.read_csv(out / "predictions.csv")
+    mtime = (out / f"{files[0].case_id}.nii.gz").stat().st_mtime_ns
+    (out / "records" / f"{files[1].case_id}.json").unlink()  # as if interrupted before it
+    table = predict_cases(files, Segmenter({0: model}, CONFIG, patch_size=16), out)
+    assert (out / f"{files[0].case_id}.nii.gz").stat().st_mtime_ns == mtime
+    assert model.calls - calls == calls // 2  # only the third case was predicted
+    merged = pd.read_csv(out / "predictions.csv")
+    assert merged["case_id"].tolist() == [f.case_id for f in files]
+    assert (table["status"] == "ok").all()
+    kept = merged.set_index("case_id").loc[files[0].case_id]
+    assert kept["seconds"] == pytest.approx(
+        first.set_index("case_id").loc[files[0].case_id, "seconds"]
+    )
+    rebuilt = merged.set_index("case_id").loc[files[1].case_id]
+    assert np.isnan(rebuilt["et_probability"]) and rebuilt["volume_WT_ml"] > 0
+    again = predict_cases(
+        files[:1], Segmenter({0: model}, CONFIG, patch_size=16), out, overwrite=True
+    )
+    assert again["status"].tolist() == ["ok"]
+    assert (out / f"{files[0].case_id}.nii.gz").stat().st_mtime_ns != mtime
+
+
+def test_a_bad_case_is_reported_and_the_others_go_on(tmp_path, cohort):
+    _, files = cohort
+    t1 = files[1].images["t1"]
+    t1.write_bytes(t1.read_bytes()[:200])  # truncated file
+    out = tmp_path / "out"
+    table = predict_cases(files, Segmenter({0: ChannelArgmax()}, CONFIG, patch_size=16), out)
+    assert table["status"].tolist() == ["ok", "error", "ok"]
+    assert str(t1.name) in table.loc[1, "error"]
+    assert not (out / f"{files[1].case_id}.nii.gz").exists()
+    csv = pd.read_csv(out / "predictions.csv")
+    assert csv["status"].tolist() == ["ok", "error", "ok"]
+
+
+def test_shards_partition_the_cohort(tmp_path, cohort):
+    ids = [f"case_{i:02d}" for i in range(11)]
+    shards = [select_shard(ids[::-1], i, 3) for i in range(3)]
+    assert sorted(sum(shards, [])) == ids
+    assert [len(s) for s in shards] == [4, 4, 3]
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+    # two shards into one folder end with one complete table
+    _, files = cohort
+    out = tmp_path / "out"
+    by_id = {f.case_id: f for f in files}
+    for index in range(2):
+        part = [by_id[c] for c in select_shard(list(by_id), index, 2)]
+        predict_cases(part, Segmenter({0: ChannelArgmax()}, CONFIG, patch_size=16), out)
+    assert pd.read_csv(out / "predictions.csv")["case_id"].tolist() == sorted(by_id)
+
+
+def test_probability_maps_and_fold_ensemble(tmp_path, cohort):
+    _, files = cohort
+    out = tmp_path / "out"
+    models = {0: ChannelArgmax(0.2), 3: ChannelArgmax(0.6)}
+    table = predict_cases(
+        files[:1], Segmenter(models, CONFIG, patch_size=16), out, save_probabilities=True
+    )
+    assert table.loc[0, "folds"] == "0,3"
+    assert table.loc[0, "et_probability"] == pytest.approx(0.4)
+    img = nib.load(out / "probabilities" / f"{files[0].case_id}.nii.gz")
+    assert img.shape == (*SHAPE, 4) and img.get_data_dtype() == np.uint8
+    probs = img.get_fdata()
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=4 / 255)
+    case = load_case(files[0], load_labels=False)
+    pre = preprocess_case(case)
+    expected = torch.softmax(3.0 * torch.from_numpy(pre.image), 0).numpy()
+    np.testing.assert_allclose(
+        np.moveaxis(probs, -1, 0)[(slice(None), *pre.box)], expected, atol=0.5 / 255 + 1e-6
+    )
+    outside = np.ones(SHAPE, bool)
+    outside[pre.box] = False
+    np.testing.assert_allclose(probs[outside, 0], 1.0, atol=1e-6)
+
+
+
+def test_threshold_cases_pair_unsuppressed_predictions_with_references(tmp_path, cohort):
+    from brats_mtl.inference import select_et_min_voxels, threshold_cases
+
+    root, files = cohort
+    out = tmp_path / "out"
+    config = InferenceConfig(tta=0, et_min_voxels=0, device="cpu")
+    predict_cases(files, Segmenter({0: ChannelArgmax(0.1)}, config, patch_size=16), out)
+    pairs = list(threshold_cases(out, root))
+    assert len(pairs) == 3
+    for (labels, probability, reference), files_ in zip(pairs, files, strict=True):
+        case = load_case(files_)
+        np.testing.assert_array_equal(labels, expected_labels(case))
+        np.testing.assert_array_equal(reference, case.labels)
+        assert probability == pytest.approx(0.1)
+    best, table = select_et_min_voxels(pairs, [0, 10**7])
+    assert len(table) == 2 and best in (0, 10**7)
+    suppressed = tmp_path / "suppressed"
+    config = InferenceConfig(tta=0, et_min_voxels=10**7, device="cpu")
+    predict_cases(files[:1], Segmenter({0: ChannelArgmax(0.1)}, config, patch_size=16), suppressed)
+    with pytest.raises(ValueError, match="et_min_voxels=0"):
+        list(threshold_cases(suppressed, root))
+
+# --- run folders and the command line ---------------------------------------------------
+
+
+def make_run(run_dir, case_ids, n_folds=2):
+    """A run folder as the training code writes it, with random tiny fold models."""
+    from brats_mtl.training.splits import stratified_folds, write_splits
+
+    config = tiny_config(patch_size=16)
+    run_dir.mkdir(parents=True)
+    save_config(config, run_dir / "config.yaml")
+    write_splits(stratified_folds({c: "ET" for c in case_ids}, n_folds, seed=0), run_dir)
+    for fold in range(n_folds):
+        torch.manual_seed(fold)
+        net = MultiTaskNet(config.model)
+        state = {f"net.{k}": v for k, v in net.state_dict().items()}
+        path = run_dir / f"fold_{fold}" / "checkpoints" / "best.ckpt"
+        path.parent.mkdir(parents=True)
+        torch.save({"state_dict": state}, path)
+    return run_dir
+
+
+def test_cli_predicts_resumes_and_fails_loudly(tmp_path, cohort):
+    root, files = cohort
+    run = make_run(tmp_path / "run", [f.case_id for f in files])
+    out = tmp_path / "out"
+    runner = CliRunner()
+    args = [
+        "predict",
+        str(run),
+        str(root),
+        str(out),
+        "--tta",
+        "0",
+        "--no-progress",
+        "--set",
+        "inference.device=cpu",
+    ]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "predictions.csv")
+    assert table["status"].tolist() == ["ok"] * 3 and set(table["folds"]) == {"0,1"}
+    assert all(0 <= p <= 1 for p in table["et_probability"])
+    # whole-volume mode on the same run, into another folder
+    whole = runner.invoke(
+        cli, [*args[:3], str(tmp_path / "whole"), "--tta", "4", "--mode", "whole", "--no-progress"]
+    )
+    assert whole.exit_code == 0, whole.output
+    # one bad case: non-zero exit, the others still written
+    bad = root / files[2].case_id / files[2].images["t2"].name
+    bad.write_bytes(b"not a nifti")
+    result = runner.invoke(cli, [*args[:3], str(tmp_path / "out2"), "--tta", "0", "--no-progress"])
+    assert result.exit_code != 0
+    assert files[2].case_id in result.output
+    assert (tmp_path / "out2" / f"{files[0].case_id}.nii.gz").exists()
+
+
+def test_out_of_fold_uses_each_case_s_own_fold(tmp_path, cohort):
+    from brats_mtl.inference import predict_cohort
+    from brats_mtl.training import read_splits
+
+    root, files = cohort
+    run = make_run(tmp_path / "run", [f.case_id for f in files])
+    out = tmp_path / "oof"
+    table = predict_cohort(
+        run,
+        root,
+        out,
+        config=None,
+        out_of_fold=True,
+    )
+    splits = read_splits(run)
+    own = {c: str(k) for k in range(splits.n_folds) for c in splits.val_ids(k)}
+    assert dict(zip(table["case_id"], table["folds"].astype(str), strict=True)) == own
+    record = json.loads((out / "records" / f"{files[0].case_id}.json").read_text())
+    assert record["status"] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_real_case_in_2023_naming_keeps_geometry(tmp_path, shared_data):
+    """A real 240 x 240 x 155 case, renamed to the BraTS 2023 layout, round trips."""
+    source = shared_data / "brats" / "BraTS2021_00000"
+    case_dir = tmp_path / "in" / "BraTS-GLI-00000-000"
+    case_dir.mkdir(parents=True)
+    names = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
+    for old, new in names.items():
+        (case_dir / f"BraTS-GLI-00000-000-{new}.nii.gz").symlink_to(
+            source / f"BraTS2021_00000_{old}.nii.gz"
+        )
+    torch.manual_seed(0)
+    net = MultiTaskNet(tiny_config(patch_size=128).model)
+    config = InferenceConfig(tta=0, mode="whole", device="cpu", et_min_voxels=0)
+    out = tmp_path / "out"
+    from brats_mtl.data import discover_cases
+
+    table = predict_cases(discover_cases(tmp_path / "in"), Segmenter({0: net}, config), out)
+    assert table["status"].tolist() == ["ok"]
+    written = nib.load(out / "BraTS-GLI-00000-000.nii.gz")
+    reference = nib.load(source / "BraTS2021_00000_t1.nii.gz")
+    assert written.shape == reference.shape == (240, 240, 155)
+    np.testing.assert_allclose(written.affine, reference.affine)
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 3}

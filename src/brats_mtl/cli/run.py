@@ -1,0 +1,51 @@
+"""``brats-mtl run``: the whole chain on a user's BraTS folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("run")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Output folder (run, predictions, tables, figures, report.md).")
+@click.option("--unlabeled", "unlabeled_dirs", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of unlabeled cases for the VAE branch (repeatable).")
+@click.option("--test", "test_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Cohort to segment with the fold ensemble (evaluated when labeled).")
+@click.option("--survival", "survival_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="BraTS survival table (CSV) for the age regression.")
+@click.option("--preset", type=click.Choice(["paper", "cpu"]), default="paper", show_default=True,
+              help="paper: the paper's network (GPU); cpu: a quarter-width network on 64^3 "
+                   "patches that trains on a CPU in minutes.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML configuration file applied over the preset.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one setting, e.g. --set train.max_steps=500 (repeatable).")
+@click.option("--folds", default=None, help="Comma-separated folds to train and use (default all).")
+@click.option("--resume", is_flag=True, help="Continue in an existing output folder.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing output folder first.")
+def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, preset, config_file,
+            overrides, folds, resume, overwrite):
+    """Train, predict out-of-fold, evaluate, fit survival and write a report for DATA_DIR."""
+    from brats_mtl.config import Config, load_config
+    from brats_mtl.pipeline import cpu_config, run_pipeline
+
+    try:
+        preset_config = cpu_config() if preset == "cpu" else Config()
+        config = load_config(config_file, overrides, base=preset_config)
+        fold_list = tuple(int(f) for f in folds.split(",")) if folds else None
+        result = run_pipeline(
+            data_dir, out_dir, config=config, unlabeled_dirs=tuple(unlabeled_dirs),
+            test_dir=test_dir, survival_csv=survival_csv, folds=fold_list, resume=resume,
+            overwrite=overwrite,
+        )
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(result.table3.round(3).to_string())
+    if result.table4 is not None:
+        click.echo(result.table4.round(3).to_string())
+    click.echo(f"report: {result.report}")

@@ -398,3 +398,21 @@ def test_cli_trains_one_fold_with_two_process_ddp_on_cpu(cohort, tmp_path):
     assert sorted(r.split(",")[2] for r in rows) == read_splits(out).val_ids(1)
     again = _run_cli([str(cohort), "--out", str(out), "--fold", "1"])
     assert again.returncode != 0 and "--resume" in again.stderr
+
+
+def test_cli_reports_user_errors(cohort, tmp_path):
+    from click.testing import CliRunner
+
+    from brats_mtl.cli.main import cli
+
+    runner = CliRunner()
+    out = str(tmp_path / "run")
+    result = runner.invoke(cli, ["train", str(cohort), "--out", out, "--fold", "0", "--all-folds"])
+    assert result.exit_code == 2 and "exclude each other" in result.output
+    result = runner.invoke(cli, ["train", str(cohort), "--out", out, "--set", "train.lr=fast"])
+    assert result.exit_code == 2 and "train.lr" in result.output
+    # the paper's five folds need five labeled cases; the phantom cohort has four
+    result = runner.invoke(cli, ["train", str(cohort), "--out", out, "--fold", "0"])
+    assert result.exit_code == 1
+    assert "4 labeled cases cannot be split into 5 folds" in result.output
+    assert "train.n_folds=4" in result.output

@@ -116,6 +116,10 @@ class MultiTaskModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": to_dict(config)})
         self.net = MultiTaskNet(config.model)
+        self._memory_format = (
+            torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
+        )
+        self.net = self.net.to(memory_format=self._memory_format)
         self.val_case_ids = list(val_case_ids)
         self.validation_rows: list[dict[str, Any]] = []
         self._epoch_rows: list[dict[str, Any]] = []
@@ -126,7 +130,7 @@ class MultiTaskModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One step on a batch of patches (VAE branch on); logs every loss term."""
-        image = batch["image"]  # (B, 4, P, P, P)
+        image = batch["image"].contiguous(memory_format=self._memory_format)  # (B, 4, P, P, P)
         labeled = batch["labeled"]  # (B,)
         output = self.net(image, with_vae=True)
         terms = multitask_loss(
@@ -141,11 +145,16 @@ class MultiTaskModule(L.LightningModule):
                 batch_size=image.shape[0],
                 prog_bar=name == "loss",
             )
-        n_labeled = labeled.sum()
         if self.trainer.world_size > 1:
-            n_labeled = self.trainer.strategy.reduce(n_labeled.float(), reduce_op="sum")
-        self._batch_has_labels = bool(n_labeled > 0)
+            flag = torch.tensor(float(self._batch_has_labels), device=self.device)
+            self._batch_has_labels = bool(self.trainer.strategy.reduce(flag, reduce_op="sum") > 0)
         return terms["loss"]
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Note whether a training batch holds a labeled patch (on the CPU: no device sync)."""
+        if self.trainer.training and isinstance(batch, dict) and "labeled" in batch:
+            self._batch_has_labels = bool(batch["labeled"].any())
+        return batch
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Drop the segmentation decoder's and classifier's gradients on unlabeled batches."""
@@ -217,7 +226,9 @@ class MultiTaskModule(L.LightningModule):
             image,
             roi_size=(p, p, p),
             sw_batch_size=self.config.inference.window_batch_size,
-            predictor=self.net.forward_segmentation,
+            predictor=lambda x: self.net.forward_segmentation(
+                x.contiguous(memory_format=self._memory_format)
+            ),
             overlap=self.config.inference.overlap,
         )
         return logits.argmax(1)

@@ -43,3 +43,19 @@ def test_file_merges_over_base(tmp_path):
     c = load_config(p, ["train.lr=0.5"], base=tiny_config(16))
     assert c.model == tiny_config(16).model
     assert (c.train.max_steps, c.train.lr) == (9, 0.5)
+
+
+def test_atomic_output_has_usual_permissions(tmp_path):
+    import os
+
+    from brats_mtl.atomic import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "x.txt", "a")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(FileExistsError):
+        write_text_atomic(path, "b")
+    assert path.read_text() == "a"

@@ -48,7 +48,7 @@ TABLE4_COLUMNS = ("Accuracy", "MSE", "medianSE", "stdSE", "SpearmanR")
 def cpu_config(base: Config | None = None) -> Config:
     """The CPU-sized preset for real BraTS data on a machine without a GPU.
 
-    The paper's architecture with a quarter of its widths (7, 14, 28, 56, 112), 64^3
+    The paper's architecture with widths (8, 16, 32, 64, 128) instead of (28, ..., 448), 64^3
     patches taken at random from each case, and a fixed step budget. Fits a 2-core laptop:
     one fold of a few cases trains in minutes. Not the paper's network: its numbers are not
     the paper's. Inference uses 4 mirror passes, as the paper.
@@ -77,7 +77,7 @@ def cpu_config(base: Config | None = None) -> Config:
 
 
 def demo_config() -> Config:
-    """The demo's preset: a tiny network (widths 4..64) on 32^3 patches, a short schedule.
+    """The demo's preset: a tiny network (widths 8..32) on 32^3 patches, a short schedule.
 
     Sized so that the whole demo (5 folds) trains, predicts and reports in a few minutes
     on 2 CPU cores.

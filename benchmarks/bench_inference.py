@@ -152,6 +152,8 @@ def worker(args: argparse.Namespace) -> None:
     from brats_mtl.config import InferenceConfig
     from brats_mtl.data import discover_cases, load_case
     from brats_mtl.inference import Segmenter
+    from brats_mtl.inference.predict import release_image
+    from brats_mtl.preprocessing import preprocess_case
 
     torch.set_num_threads(args.threads)
     spec = SPECS[args.worker]
@@ -167,7 +169,9 @@ def worker(args: argparse.Namespace) -> None:
             mode=spec.mode, channels_last=spec.channels_last, device="cpu",
         )
         segmenter = Segmenter(models, config, precision=spec.precision)
-        prediction = segmenter.predict_case(case)
+        pre = preprocess_case(case)  # as predict_cases: the raw image is released first
+        case = release_image(case)
+        prediction = segmenter.predict_preprocessed(pre)
         labels, et_probability = prediction.labels, prediction.et_probability
     seconds = time.perf_counter() - start
     np.save(args.labels_out, labels)

@@ -7,9 +7,12 @@ patches, drawn by the same ``PatchDataset``/``PatchSampler``/``ResumableLoader``
 - patches per second (batch size x measured steps / wall time of those steps);
 - the share of the step time spent waiting for data: time inside the DataLoader
   iterator's ``next()`` over the wall time of the measured steps;
-- the ratio Lightning / plain (target: >= 0.95) and the data-wait shares (target < 5 %).
+- patches per CPU second of the process, which a busy shared machine disturbs far less
+  than wall time (use ``--threads 1`` for a clean figure: two spinning OpenMP threads on
+  a loaded two-core machine waste CPU time);
+- the ratios Lightning / plain (target: >= 0.95) and the data-wait shares (target < 5 %).
 
-The loops alternate (plain, Lightning, plain, Lightning, ...) so that load changes on a
+The loops alternate (plain, Lightning, Lightning, plain, ...) so that load changes on a
 shared machine hit both; each figure is the median over the rounds. The first
 ``--warmup`` steps of every round are not measured.
 
@@ -87,12 +90,14 @@ def make_loader(dataset: PatchDataset, config, workers: int) -> TimedLoader:
     )
 
 
-def plain_loop(config, dataset, steps: int, warmup: int, workers: int) -> tuple[float, float]:
-    """Patches/s and data-wait share of a hand-written loop."""
+def plain_loop(config, dataset, steps: int, warmup: int, workers: int) -> tuple[float, ...]:
+    """Patches per wall second, data-wait share, patches per CPU second: a plain loop."""
     from brats_mtl.model import MultiTaskNet
 
     torch.manual_seed(config.train.seed)
-    net = MultiTaskNet(config.model).train()
+    # the activation layout of MultiTaskModule (train.channels_last)
+    memory_format = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
+    net = MultiTaskNet(config.model).train().to(memory_format=memory_format)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.train.lr,
                                  weight_decay=config.train.weight_decay)
     loader = make_loader(dataset, config, workers)
@@ -103,38 +108,41 @@ def plain_loop(config, dataset, steps: int, warmup: int, workers: int) -> tuple[
         for batch in loader:
             if done == warmup:
                 TimedLoader.wait_s = 0.0
-                start = time.perf_counter()
-            output = net(batch["image"], with_vae=True)
-            terms = multitask_loss(output, batch["image"], batch["class_targets"],
+                start, cpu_start = time.perf_counter(), time.process_time()
+            optimizer.zero_grad(set_to_none=True)  # as Lightning: before the forward pass
+            image = batch["image"].contiguous(memory_format=memory_format)
+            output = net(image, with_vae=True)
+            terms = multitask_loss(output, image, batch["class_targets"],
                                    batch["et_target"], batch["labeled"], config.loss)
-            optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
+            del output, terms  # nothing of this step outlives it, as in Lightning
             done += 1
             if done == steps + warmup:
                 break
         epoch += 1
-    wall = time.perf_counter() - start
-    return steps * config.train.batch_size / wall, TimedLoader.wait_s / wall
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    patches = steps * config.train.batch_size
+    return patches / wall, TimedLoader.wait_s / wall, patches / cpu
 
 
-def lightning_loop(config, dataset, steps: int, warmup: int, workers: int) -> tuple[float, float]:
-    """Patches/s and data-wait share of ``MultiTaskModule`` under ``lightning.Trainer``."""
+def lightning_loop(config, dataset, steps: int, warmup: int, workers: int) -> tuple[float, ...]:
+    """The same figures for ``MultiTaskModule`` under ``lightning.Trainer``."""
     import lightning as L
 
     from brats_mtl.training.module import MultiTaskModule
 
     class Clock(L.Callback):
-        start = stop = 0.0
+        start = stop = cpu_start = cpu_stop = wait_s = 0.0
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             if trainer.global_step == warmup:
                 TimedLoader.wait_s = 0.0
-                Clock.start = time.perf_counter()
+                Clock.start, Clock.cpu_start = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             if trainer.global_step == steps + warmup:
-                Clock.stop = time.perf_counter()
+                Clock.stop, Clock.cpu_stop = time.perf_counter(), time.process_time()
                 Clock.wait_s = TimedLoader.wait_s
 
     class Data(L.LightningDataModule):
@@ -150,8 +158,9 @@ def lightning_loop(config, dataset, steps: int, warmup: int, workers: int) -> tu
         use_distributed_sampler=False,
     )
     trainer.fit(module, datamodule=Data())
-    wall = Clock.stop - Clock.start
-    return steps * config.train.batch_size / wall, Clock.wait_s / wall
+    wall, cpu = Clock.stop - Clock.start, Clock.cpu_stop - Clock.cpu_start
+    patches = steps * config.train.batch_size
+    return patches / wall, Clock.wait_s / wall, patches / cpu
 
 
 def main() -> None:
@@ -180,19 +189,21 @@ def main() -> None:
         print(f"data: {data} ({len(cases)} cases, {len(dataset)} grid patches of 64^3; "
               f"cache built in {cache_s:.1f} s); torch threads {torch.get_num_threads()}, "
               f"DataLoader workers {args.workers}")
-        results: dict[str, list[tuple[float, float]]] = {"plain": [], "lightning": []}
+        results: dict[str, list[tuple[float, ...]]] = {"plain": [], "lightning": []}
+        loops = [("plain", plain_loop), ("lightning", lightning_loop)]
         for r in range(args.rounds):
-            for name, loop in (("plain", plain_loop), ("lightning", lightning_loop)):
+            for name, loop in loops if r % 2 == 0 else loops[::-1]:
                 results[name].append(loop(config, dataset, args.steps, args.warmup, args.workers))
-                rate, wait = results[name][-1]
-                print(f"round {r}: {name:9s} {rate:6.2f} patches/s, data wait {100 * wait:4.1f} %")
-    med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v))
-           for k, v in results.items()}
-    print(f"plain loop : {med['plain'][0]:6.2f} patches/s, data wait {100 * med['plain'][1]:.1f} %")
-    print(f"Lightning  : {med['lightning'][0]:6.2f} patches/s, data wait "
-          f"{100 * med['lightning'][1]:.1f} %")
-    print(f"Lightning / plain throughput: {med['lightning'][0] / med['plain'][0]:.3f} "
-          "(target >= 0.95)")
+                rate, wait, cpu_rate = results[name][-1]
+                print(f"round {r}: {name:9s} {rate:6.3f} patches/s (wall), {cpu_rate:6.3f} "
+                      f"patches per CPU second, data wait {100 * wait:4.1f} %", flush=True)
+    med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in results.items()}
+    for name, label in (("plain", "plain loop"), ("lightning", "Lightning ")):
+        rate, wait, cpu_rate = med[name]
+        print(f"{label}: {rate:6.3f} patches/s (wall), {cpu_rate:6.3f} patches per CPU second, "
+              f"data wait {100 * wait:.1f} % of the step time (median of {args.rounds} rounds)")
+    print(f"Lightning / plain: {med['lightning'][0] / med['plain'][0]:.3f} (wall), "
+          f"{med['lightning'][2] / med['plain'][2]:.3f} (CPU time); target >= 0.95")
 
 
 if __name__ == "__main__":

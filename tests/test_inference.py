@@ -247,11 +247,14 @@ def test_network_predictor_gives_softmax_outputs(tiny_net):
     torch.testing.assert_close(et_cl, et, rtol=1e-4, atol=1e-5)
 
 
-def test_volume_predictor_on_one_patch_equals_the_forward_pass(tiny_net):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_volume_predictor_on_one_patch_equals_the_forward_pass(tiny_net, channels_last):
+    """Also checks the memory-lean decoder against the model's own forward."""
     x = torch.randn(1, 4, 16, 16, 16)
     seg, et = network_predictor(tiny_net, channels_last=False)(x)
     box = (slice(0, 16),) * 3
-    seg_v, et_v = network_volume_predictor(tiny_net, channels_last=False)(x, [box, box])
+    predictor = network_volume_predictor(tiny_net, channels_last=channels_last)
+    seg_v, et_v = predictor(x, [box, box])
     torch.testing.assert_close(seg_v, seg, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(et_v, et.repeat(2), rtol=1e-4, atol=1e-5)
 

@@ -54,7 +54,7 @@ def soft_dice_loss(
         close to 1 when prediction and target are disjoint.
 
     Raises:
-        ValueError: if the shapes do not match or a target is not in 0..C-1.
+        ValueError: if the shapes do not match, or (CPU tensors) a target is not in 0..C-1.
 
     Source: Milletari et al. 2016 (V-Net), eq. 1; paper 4.2.
     """
@@ -65,7 +65,10 @@ def soft_dice_loss(
         )
     n_classes = probs.shape[1]
     index = class_targets.long().unsqueeze(1)  # (B, 1, X, Y, Z)
-    if index.numel() and not index.is_meta and (index.min() < 0 or index.max() >= n_classes):
+    # checked on CPU only: on an accelerator the check would wait for the device every step
+    # (targets from conventions.labels_to_classes are valid by construction)
+    on_cpu = index.device.type == "cpu"
+    if on_cpu and index.numel() and (index.min() < 0 or index.max() >= n_classes):
         raise ValueError(
             f"soft_dice_loss: class_targets must hold class indices 0..{n_classes - 1}, "
             f"found {index.min().item()}..{index.max().item()}; map labels with "

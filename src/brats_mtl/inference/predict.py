@@ -66,7 +66,7 @@ from brats_mtl.inference.sliding_window import (
     window_starts,
 )
 from brats_mtl.inference.tta import mirror_axes
-from brats_mtl.preprocessing import Box, preprocess_case, uncrop
+from brats_mtl.preprocessing import Box, Preprocessed, preprocess_case, uncrop
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -266,7 +266,7 @@ class Segmenter:
         return run
 
     def predict_case(self, case: Case, *, folds: Sequence[int] | None = None) -> CasePrediction:
-        """Segment one loaded case.
+        """Segment one loaded case: crop and z-score, then :meth:`predict_preprocessed`.
 
         Args:
             case: from ``brats_mtl.data.load_case`` (labels are not used).
@@ -280,21 +280,37 @@ class Segmenter:
             ValueError: if a requested fold has no model, or preprocessing fails (names
                 the case's file).
         """
+        return self.predict_preprocessed(preprocess_case(case), folds=folds)
+
+    def predict_preprocessed(
+        self, pre: Preprocessed, *, folds: Sequence[int] | None = None
+    ) -> CasePrediction:
+        """Segment one preprocessed case (``preprocessing.preprocess_case``).
+
+        Args:
+            pre: the cropped, z-scored case.
+            folds: the fold models to use; default all.
+
+        Returns:
+            :class:`CasePrediction` on the input grid (``pre.original_shape``).
+
+        Raises:
+            ValueError: if a requested fold has no model.
+        """
         folds = self.folds if folds is None else tuple(folds)
         missing = [f for f in folds if f not in self._runners]
         if missing or not folds:
             raise ValueError(
-                f"case {case.case_id}: folds {list(missing) or list(folds)} have no model; "
+                f"case {pre.case_id}: folds {list(missing) or list(folds)} have no model; "
                 f"loaded folds: {list(self.folds)}"
             )
-        pre = preprocess_case(case)
         ensemble = FoldEnsemble()
         for fold in folds:
             prediction = self._runners[fold](pre.image)
             ensemble.add(prediction.probs, prediction.et_probability)
             logger.debug(
                 "case %s fold %d: ET probability %.3f over %d windows",
-                case.case_id,
+                pre.case_id,
                 fold,
                 prediction.et_probability,
                 len(prediction.windows),
@@ -309,7 +325,7 @@ class Segmenter:
             min_voxels=cfg.et_min_voxels,
         )
         return CasePrediction(
-            case_id=case.case_id,
+            case_id=pre.case_id,
             labels=uncrop(labels, pre.box, pre.original_shape, fill=0),
             probabilities=ensemble.mean_probabilities(),
             box=pre.box,
@@ -318,6 +334,17 @@ class Segmenter:
             folds=folds,
             fold_et_probabilities=ensemble.et_probabilities,
         )
+
+
+def release_image(case: Case) -> Case:
+    """The case with its raw image replaced by a zero-stride placeholder of the same shape.
+
+    Writing results needs only the image's shape, affine and header; once the case is
+    preprocessed, dropping the raw (4, 240, 240, 155) float32 array frees 143 MB for the
+    network's peak. The placeholder reads as zeros and cannot be written to.
+    """
+    placeholder = np.broadcast_to(np.zeros((), dtype=case.image.dtype), case.image.shape)
+    return dataclasses.replace(case, image=placeholder)
 
 
 # --- files ------------------------------------------------------------------------------
@@ -546,7 +573,10 @@ def predict_cases(
         start = time.perf_counter()
         try:
             case = load_case(files, load_labels=False)
-            prediction = segmenter.predict_case(case, folds=folds)
+            pre = preprocess_case(case)
+            case = release_image(case)
+            prediction = segmenter.predict_preprocessed(pre, folds=folds)
+            del pre
             if save_probabilities:
                 # a probability map without its label map is what an interrupted run
                 # leaves behind: this run's own output, replaced.

@@ -137,7 +137,12 @@ def monai_labels(case, net, spec: Spec) -> tuple[np.ndarray, float]:
             dims = [2 + a for a in axes]
             flipped = torch.flip(x, dims) if dims else x
             out = sliding_window_inference(
-                flipped, (size,) * 3, 1, seg_probs, overlap=0.5, mode="gaussian",
+                flipped,
+                (size,) * 3,
+                1,
+                seg_probs,
+                overlap=0.5,
+                mode="gaussian",
                 sigma_scale=0.125,
             )
             out = torch.flip(out, dims) if dims else out
@@ -165,8 +170,13 @@ def worker(args: argparse.Namespace) -> None:
         labels, et_probability = monai_labels(case, models[0], spec)
     else:
         config = InferenceConfig(
-            tta=spec.tta, overlap=0.5, window_batch_size=1, et_min_voxels=0,
-            mode=spec.mode, channels_last=spec.channels_last, device="cpu",
+            tta=spec.tta,
+            overlap=0.5,
+            window_batch_size=1,
+            et_min_voxels=0,
+            mode=spec.mode,
+            channels_last=spec.channels_last,
+            device="cpu",
         )
         segmenter = Segmenter(models, config, precision=spec.precision)
         pre = preprocess_case(case)  # as predict_cases: the raw image is released first
@@ -224,15 +234,28 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown configs {unknown}; known: {sorted(SPECS)}")
     weights = f"trained run {args.run_dir}" if args.run_dir else f"seeded random {args.model}"
-    print(f"# case {args.case.name}; {weights} weights; {args.threads} threads; "
-          f"{platform.processor() or platform.machine()}; load {os.getloadavg()[0]:.2f}")
+    print(
+        f"# case {args.case.name}; {weights} weights; {args.threads} threads; "
+        f"{platform.processor() or platform.machine()}; load {os.getloadavg()[0]:.2f}"
+    )
     results, labels = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             out = Path(tmp) / f"{name}.npy"
-            cmd = [sys.executable, __file__, "--worker", name, "--case", str(args.case),
-                   "--labels-out", str(out), "--threads", str(args.threads),
-                   "--model", args.model]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                name,
+                "--case",
+                str(args.case),
+                "--labels-out",
+                str(out),
+                "--threads",
+                str(args.threads),
+                "--model",
+                args.model,
+            ]
             if args.run_dir:
                 cmd += ["--run-dir", args.run_dir]
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -242,8 +265,11 @@ def main() -> None:
             results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
             labels[name] = np.load(out)
             r = results[name]
-            print(f"  ran {name:<18} {r['seconds']:8.1f} s  {r['maxrss_gb']:5.2f} GB  "
-                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
+            print(
+                f"  ran {name:<18} {r['seconds']:8.1f} s  {r['maxrss_gb']:5.2f} GB  "
+                f"(load {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
 
     est = {}
     if "monai_plain_tta0" in results:
@@ -254,8 +280,10 @@ def main() -> None:
         est["window_5x4 (x5 extrapolated)"] = 5 * results["window_tta4"]["seconds"]
     baseline = est.get("monai_plain_tta4 (x4 extrapolated)")
 
-    print(f"\n{'config':<20}{'seconds':>9}{'vs MONAI':>10}{'peak GB':>9}{'ET prob':>9}"
-          f"{'ref':>14}{'Dice WT':>9}{'TC':>7}{'ET':>7}{'same':>8}")
+    print(
+        f"\n{'config':<20}{'seconds':>9}{'vs MONAI':>10}{'peak GB':>9}{'ET prob':>9}"
+        f"{'ref':>14}{'Dice WT':>9}{'TC':>7}{'ET':>7}{'same':>8}"
+    )
     for name, r in results.items():
         ref = SPECS[name].reference
         scores = ("", "", "", "")
@@ -266,9 +294,11 @@ def main() -> None:
             ref = "-"
         passes = max(1, SPECS[name].tta) * SPECS[name].folds
         ratio = f"{baseline / 4 * passes / r['seconds']:.1f}x" if baseline else ""
-        print(f"{name:<20}{r['seconds']:9.1f}{ratio:>10}{r['maxrss_gb']:9.2f}"
-              f"{r['et_probability']:9.3f}{ref:>14}{scores[0]:>9}{scores[1]:>7}{scores[2]:>7}"
-              f"{scores[3]:>8}")
+        print(
+            f"{name:<20}{r['seconds']:9.1f}{ratio:>10}{r['maxrss_gb']:9.2f}"
+            f"{r['et_probability']:9.3f}{ref:>14}{scores[0]:>9}{scores[1]:>7}{scores[2]:>7}"
+            f"{scores[3]:>8}"
+        )
     for name, seconds in est.items():
         print(f"{name:<20}{seconds:9.1f}")
     print(f"# load at the end {os.getloadavg()[0]:.2f}")
@@ -276,22 +306,29 @@ def main() -> None:
     def seconds_of(name):
         return results[name]["seconds"] if name in results else None
 
-    print("\ntargets (2 cores): one model x 4 passes <= 55 s; 5 folds x 4 <= 300 s; "
-          "peak <= 3 GB; fast mode Dice >= 0.99 vs windows")
+    print(
+        "\ntargets (2 cores): one model x 4 passes <= 55 s; 5 folds x 4 <= 300 s; "
+        "peak <= 3 GB; fast mode Dice >= 0.99 vs windows"
+    )
     for name in ("window_tta4", "whole_tta4", "whole_bf16_tta4", "window_bf16_tta4"):
         if seconds_of(name) is not None:
-            print(f"  1 x 4  {name:<18} {seconds_of(name):7.1f} s  "
-                  f"{'met' if seconds_of(name) <= 55 else 'NOT met'}")
+            print(
+                f"  1 x 4  {name:<18} {seconds_of(name):7.1f} s  "
+                f"{'met' if seconds_of(name) <= 55 else 'NOT met'}"
+            )
     for name in ("window_5x4", "whole_5x4", "whole_bf16_5x4"):
         if seconds_of(name) is not None:
-            print(f"  5 x 4  {name:<18} {seconds_of(name):7.1f} s  "
-                  f"{'met' if seconds_of(name) <= 300 else 'NOT met'}")
+            print(
+                f"  5 x 4  {name:<18} {seconds_of(name):7.1f} s  "
+                f"{'met' if seconds_of(name) <= 300 else 'NOT met'}"
+            )
     for name, seconds in est.items():
         print(f"  {name:<25} {seconds:7.1f} s  (extrapolated)")
     worst = max((r["maxrss_gb"], n) for n, r in results.items()) if results else None
     if worst:
-        print(f"  largest peak: {worst[1]} {worst[0]:.2f} GB "
-              f"{'met' if worst[0] <= 3 else 'NOT met'}")
+        print(
+            f"  largest peak: {worst[1]} {worst[0]:.2f} GB {'met' if worst[0] <= 3 else 'NOT met'}"
+        )
     if args.json:
         args.json.write_text(json.dumps({"results": results, "extrapolated": est}, indent=1))
 

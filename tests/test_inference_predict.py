@@ -189,7 +189,6 @@ def test_probability_maps_and_fold_ensemble(tmp_path, cohort):
     np.testing.assert_allclose(probs[outside, 0], 1.0, atol=1e-6)
 
 
-
 def test_threshold_cases_pair_unsuppressed_predictions_with_references(tmp_path, cohort):
     from brats_mtl.inference import select_et_min_voxels, threshold_cases
 
@@ -211,6 +210,7 @@ def test_threshold_cases_pair_unsuppressed_predictions_with_references(tmp_path,
     predict_cases(files[:1], Segmenter({0: ChannelArgmax(0.1)}, config, patch_size=16), suppressed)
     with pytest.raises(ValueError, match="et_min_voxels=0"):
         list(threshold_cases(suppressed, root))
+
 
 # --- run folders and the command line ---------------------------------------------------
 

@@ -6,11 +6,12 @@
 (in place), run under ``torch.inference_mode``, optionally in the channels-last-3d memory
 layout and in bfloat16 autocast, and return float32 probabilities.
 
-Speed notes, measured on a 2-core Xeon (AVX-512 + AMX) with the paper's network on one
-128^3 window: 32-35 s in the default layout, 10.6-11.7 s channels-last (oneDNN
-convolutions), 3.5-5.5 s with bfloat16 autocast on top (AMX); see
-``benchmarks/bench_inference.py``. bfloat16 is only fast where the CPU has AMX or native
-bf16 instructions; elsewhere it is emulated and slower, so it is off unless asked for.
+Speed notes, measured with ``benchmarks/bench_inference.py`` on a 2-core Xeon (AVX-512 +
+AMX) with the paper's network: one 128^3 window takes about 11.8 s in the default memory
+layout, 8.4 s channels-last (oneDNN convolutions) and 3.4 s with bfloat16 autocast on top
+(AMX). bfloat16 is only fast where the CPU has AMX or native bf16 instructions; elsewhere
+it is emulated and slower, so it is off unless asked for. On the CPU a batch of 2 windows
+is no faster per window than 1 and costs 1.5 GB more.
 
 Source: paper, Inference (VAE branch off; classifier output saved); DESIGN.md section 5.
 """

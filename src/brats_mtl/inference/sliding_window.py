@@ -11,7 +11,7 @@ Two ways to cover the cropped brain (DESIGN.md 5):
   of flipped copies is alive at any time.
 - ``predict_whole_volume`` (``inference.mode="whole"``): the segmentation path is fully
   convolutional, so it runs once per mirror over the whole crop padded to a multiple of
-  ``2**depth``: about 5x fewer voxels than 8 overlapping 128^3 windows. The ET classifier
+  ``2**depth``: about 4x fewer voxels than 8 overlapping 128^3 windows. The ET classifier
   needs a ``patch_size^3`` receptive field; it runs on ``(patch_size / 2**depth)^3`` tiles
   of the whole-volume bottleneck at the window positions (snapped to the bottleneck
   grid), reusing the encoder pass. GroupNorm statistics are then taken over the whole

@@ -124,3 +124,19 @@ def labels_to_classes(labels: np.ndarray) -> np.ndarray:
 def classes_to_labels(classes: np.ndarray) -> np.ndarray:
     """Class indices {0, 1, 2, 3} -> internal labels {0, 1, 2, 4} (uint8, same shape)."""
     return np.asarray(CLASS_LABELS, dtype=np.uint8)[np.asarray(classes)]
+
+
+def get_label_convention(convention: LabelConvention | str) -> LabelConvention:
+    """A ``LabelConvention`` from itself or its name (``"brats2019"``, ``"brats2023"``, ``"msd"``).
+
+    Raises:
+        ValueError: on an unknown name (lists the known ones).
+    """
+    if isinstance(convention, LabelConvention):
+        return convention
+    try:
+        return LABEL_CONVENTIONS[convention]
+    except KeyError:
+        raise ValueError(
+            f"unknown label convention {convention!r}; choose one of {sorted(LABEL_CONVENTIONS)}"
+        ) from None

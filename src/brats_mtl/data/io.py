@@ -20,9 +20,9 @@ from brats_mtl.conventions import (
     BRATS_2019,
     BRATS_2023,
     INTERNAL_LABELS,
-    LABEL_CONVENTIONS,
     MODALITIES,
     LabelConvention,
+    get_label_convention,
 )
 from brats_mtl.data.discovery import MSD_CHANNELS, CaseFiles
 
@@ -402,16 +402,7 @@ def _infer_convention(present: list[int], path: Path) -> LabelConvention:
 def _resolve_convention(
     convention: LabelConvention | str | None, default: LabelConvention
 ) -> LabelConvention:
-    if convention is None:
-        return default
-    if isinstance(convention, LabelConvention):
-        return convention
-    try:
-        return LABEL_CONVENTIONS[convention]
-    except KeyError:
-        raise ValueError(
-            f"unknown label convention {convention!r}; choose one of {sorted(LABEL_CONVENTIONS)}"
-        ) from None
+    return default if convention is None else get_label_convention(convention)
 
 
 def _same_affine(a: np.ndarray, b: np.ndarray) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from brats_mtl.atomic import atomic_output
-from brats_mtl.conventions import LABEL_CONVENTIONS, MSD, LabelConvention
+from brats_mtl.conventions import MSD, LabelConvention, get_label_convention
 from brats_mtl.evaluation.metrics import METRIC_COLUMNS, evaluate_labels
 
 logger = logging.getLogger(__name__)
@@ -361,14 +361,7 @@ def _evaluate_task(task: Sequence) -> dict[str, str | float]:
 
 
 def _convention(convention: LabelConvention | str | None) -> LabelConvention | None:
-    if convention is None or isinstance(convention, LabelConvention):
-        return convention
-    try:
-        return LABEL_CONVENTIONS[convention]
-    except KeyError:
-        raise ValueError(
-            f"unknown label convention {convention!r}; choose one of {sorted(LABEL_CONVENTIONS)}"
-        ) from None
+    return None if convention is None else get_label_convention(convention)
 
 
 def _strip_nifti_suffix(name: str) -> str:

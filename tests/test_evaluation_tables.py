@@ -250,3 +250,94 @@ def test_layouts_scored_against_their_own_labels(tmp_path, layout):
     for region in REGION_ORDER:
         assert (per_case[f"Dice_{region}"] == 1.0).all()
         assert (per_case[f"Hausdorff95_{region}"] == 0.0).all()
+
+
+# --- label values outside the convention ----------------------------------------------
+
+
+def _copy_as_prediction(case, pred_dir: Path, convention=None, poke: int | None = None) -> Path:
+    """The case's reference as a prediction file (in ``convention``; one voxel = ``poke``)."""
+    labels, affine, _ = load_label_map(case.seg, case.label_convention)
+    if convention is not None:
+        labels = convention.from_internal(labels)
+    if poke is not None:
+        labels[0, 0, 0] = poke
+    return _save(labels, affine, pred_dir / f"{case.case_id}.nii.gz")
+
+
+def _invoke(pred_dir: Path, ref_dir: Path, out: Path, *extra: str):
+    return CliRunner().invoke(command, [str(pred_dir), str(ref_dir), "--out", str(out), *extra])
+
+
+def test_invalid_prediction_value_names_file_values_and_allowed_sets(tmp_path):
+    """A 7 in a prediction for a BraTS 2021 cohort: no convention would fit, so no
+    --pred-convention hint; the message names the file, the 7 and both inferred sets."""
+    ref_dir, pred_dir = tmp_path / "refs", tmp_path / "preds"
+    pred_dir.mkdir()
+    (case,) = write_phantom_cohort(ref_dir, n_labeled=1, n_unlabeled=0, shape=(16, 16, 16))
+    pred = _copy_as_prediction(case, pred_dir, poke=7)
+    result = _invoke(pred_dir, ref_dir, tmp_path / "r.csv")
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert str(pred) in message
+    assert "label values [7]" in message
+    assert "brats2019 (BraTS 2017-2021) allows [0, 1, 2, 4]" in message
+    assert "brats2023 (BraTS 2023+) allows [0, 1, 2, 3]" in message
+    assert "--pred-convention" not in message
+    assert not (tmp_path / "r.csv").exists()
+    # stated convention: only its set is listed, still no hint
+    result = _invoke(pred_dir, ref_dir, tmp_path / "r.csv", "--pred-convention", "brats2019")
+    message = " ".join(result.output.split())
+    assert result.exit_code == 1 and "label values [7]" in message
+    assert "allows [0, 1, 2, 4]" in message and "brats2023" not in message
+    assert "--pred-convention" not in message
+
+
+def test_prediction_in_another_convention_suggests_it_and_the_hint_works(tmp_path):
+    """BraTS 2019 values {0, 1, 2, 4} for an MSD cohort (read as MSD by default): the
+    message suggests --pred-convention brats2019, and passing it scores perfectly."""
+    ref_dir, pred_dir = tmp_path / "refs", tmp_path / "preds"
+    pred_dir.mkdir()
+    cases = write_phantom_cohort(
+        ref_dir, n_labeled=1, n_unlabeled=0, layout="msd", shape=(24, 24, 20)
+    )
+    pred = _copy_as_prediction(cases[0], pred_dir)  # internal = BraTS 2019 values
+    assert 4 in np.unique(np.asanyarray(nib.load(pred).dataobj))
+    result = _invoke(pred_dir, ref_dir, tmp_path / "r.csv")
+    message = " ".join(result.output.split())
+    assert result.exit_code == 1 and str(pred) in message
+    assert "label values [4]" in message and "msd (MSD Task01) allows [0, 1, 2, 3]" in message
+    assert "--pred-convention brats2019" in message
+    result = _invoke(pred_dir, ref_dir, tmp_path / "r.csv", "--pred-convention", "brats2019")
+    assert result.exit_code == 0, result.output
+    assert (pd.read_csv(tmp_path / "r.csv").iloc[0][[f"Dice_{r}" for r in REGION_ORDER]] == 1).all()
+
+
+def test_label_value_messages_for_mixed_values_references_and_other_errors(tmp_path):
+    (case,) = write_phantom_cohort(tmp_path / "refs", n_labeled=1, n_unlabeled=0, shape=(16, 16, 16))
+    labels, affine, _ = load_label_map(case.seg)
+    # 3 and 4 together: each fits one inferred convention, none holds both; no hint
+    mixed = labels.copy()
+    mixed[0, 0, 0], mixed[0, 0, 1] = 3, 4
+    pred = _save(mixed, affine, tmp_path / "mixed.nii.gz")
+    with pytest.raises(ValueError) as info:
+        evaluate_case(pred, case.seg, pred_convention=None)
+    assert "label values [3, 4] together" in str(info.value) and str(pred) in str(info.value)
+    assert "--pred-convention" not in str(info.value)
+    # stated brats2019 but BraTS 2023 values: both brats2023 and msd would fit
+    pred = _save(BRATS_2023.from_internal(labels), affine, tmp_path / "b23.nii.gz")
+    with pytest.raises(ValueError, match=r"fit the brats2023 or msd convention: .*"
+                       r"--pred-convention brats2023"):
+        evaluate_case(pred, case.seg, pred_convention="brats2019")
+    # a bad reference is not blamed on --pred-convention
+    bad_ref = labels.copy()
+    bad_ref[0, 0, 0] = 9
+    ref = _save(bad_ref, affine, tmp_path / "ref.nii.gz")
+    with pytest.raises(ValueError) as info:
+        evaluate_case(None, ref, ref_convention="brats2019")
+    assert f"reference {ref} holds label values [9]" in str(info.value)
+    assert "--pred-convention" not in str(info.value) and "layout" in str(info.value)
+    # not a value problem: the loader's own message stays
+    stack = _save(np.stack([labels, labels], axis=-1), affine, tmp_path / "stack.nii.gz")
+    with pytest.raises(ValueError, match="stack of 2 volumes"):
+        evaluate_case(stack, case.seg)

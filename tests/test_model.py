@@ -183,6 +183,18 @@ def test_tiny_parameter_counts_follow_the_formulas():
     assert {name: _params(m) for name, m in net.named_children()} == _hand_counts(TINY)
 
 
+def test_classifier_kernel_size_comes_from_the_config():
+    three = dataclasses.replace(TINY, classifier_kernel_size=3)
+    net = MultiTaskNet(three)
+    cc = TINY.classifier_channels
+    extra = (TINY.widths[-1] * cc[0] + cc[0] * cc[1]) * (27 - 1)  # conv weights only
+    assert _params(net.classifier) == _params(MultiTaskNet(TINY).classifier) + extra
+    # the constructor argument still wins over the config
+    assert _params(MultiTaskNet(three, classifier_kernel_size=1)) == _params(MultiTaskNet(TINY))
+    with pytest.raises(ValueError, match="classifier_kernel_size=2"):
+        MultiTaskNet(dataclasses.replace(TINY, classifier_kernel_size=2))
+
+
 def test_vae_has_its_own_weights():
     net = MultiTaskNet(TINY)
     seg = {id(p) for p in net.seg_decoder.parameters()}

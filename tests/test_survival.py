@@ -417,3 +417,22 @@ def test_real_2020_table_reads(shared_data):
     table = read_survival_csv(shared_data / "survival" / "brats2020" / "survival_info.csv")
     assert table.columns["case_id"] == "Brats20ID" and table.warnings == ()
     assert fit_age_model(table).n == int((table.rows["resection"] == "GTR").sum())
+
+
+def test_age_column_optional_when_not_required(tmp_path):
+    path = write(tmp_path, "BraTS19ID,Survival\nA,800\nB,ALIVE (100 days later)\n")
+    with pytest.raises(SurvivalTableError, match="no age column"):
+        read_survival_csv(path)
+    table = read_survival_csv(path, require=("case_id", "survival"))
+    assert not table.has_age and table.has_survival
+    assert table.rows["age_years"].isna().all()
+    assert table.rows["survival_days"].tolist() == [800.0, 100.0]
+    assert table.rows["censored"].tolist() == [False, True]
+    # fitting and predicting still need the age, and say so
+    with pytest.raises(ValueError, match=r"no age column .*a fit needs"):
+        fit_age_model(table)
+    model = fit_age_model(read_survival_csv(write(tmp_path, TABLE_2019, "fit.csv")))
+    with pytest.raises(ValueError, match=r"no age column .*a prediction needs"):
+        predict_table(model, table, all_rows=True)
+    with pytest.raises(ValueError, match="unknown column roles"):
+        read_survival_csv(path, require=("case_id", "weight"))

@@ -183,3 +183,33 @@ def test_predictions_cover_validation_format(tmp_path, table_csv):
     )
     pred = predict_table(model, read_survival_csv(validation))
     assert list(pred["case_id"]) == ["V_001"]
+
+
+def test_evaluate_truth_needs_id_and_survival_only(tmp_path):
+    """A truth table without Age scores (its metrics equal the hand-computed ones); a
+    truth table without survival or ID fails with a message naming the file and column."""
+    truth = tmp_path / "truth.csv"
+    truth.write_text("Brats20ID,Survival_days\nA,100\nB,500\nC,350\nD,ALIVE (90 days later)\n")
+    pred = tmp_path / "pred.csv"
+    pred.write_text("A,120\nB,400\nC,300\nD,50\n")
+    out = tmp_path / "metrics.csv"
+    output = run("evaluate", pred, truth, "--out", out)
+    assert "scored 3 of 4" in output  # D is censored
+    got = pd.read_csv(out).iloc[0]
+    squared = np.array([20.0, 100.0, 50.0]) ** 2
+    assert got["MSE"] == pytest.approx(squared.mean())
+    assert got["medianSE"] == pytest.approx(2500.0)
+    # true classes short, long, mid; predicted short (120), mid (400), mid (300 is not
+    # < 300) -> A and C right
+    assert got["Accuracy"] == pytest.approx(2 / 3)
+    assert got["SpearmanR"] == pytest.approx(1.0)
+
+    for header, missing in (("Brats20ID,Age", "no survival column"), ("Name,Survival", "no case id")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text(f"{header}\nA,100\n")
+        result = CliRunner().invoke(
+            cli, ["survival", "evaluate", str(pred), str(bad), "--out", str(tmp_path / "x.csv")]
+        )
+        assert result.exit_code == 1, result.output
+        assert missing in result.output and str(bad) in result.output
+        assert not (tmp_path / "x.csv").exists()

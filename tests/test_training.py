@@ -287,6 +287,7 @@ def test_interrupted_and_resumed_fold_equals_uninterrupted(cohort, tmp_path):
         available_folds,
         checkpoint_path,
         load_fold_model,
+        read_run_config,
         train_fold,
     )
 
@@ -311,6 +312,8 @@ def test_interrupted_and_resumed_fold_equals_uninterrupted(cohort, tmp_path):
     # run folder: config, splits, merged metrics, per-case validation rows, curves
     run_dir = tmp_path / "cut"
     assert (run_dir / "config.yaml").is_file()
+    # the keyword argument is saved with the run
+    assert read_run_config(run_dir).train.checkpoint_every_n_steps == 1000
     assert read_splits(run_dir).n_folds == 2
     metrics = pd.read_csv(run_dir / "fold_0" / "metrics.csv")
     steps = metrics.dropna(subset=["train/loss"])["step"].tolist()
@@ -416,3 +419,97 @@ def test_cli_reports_user_errors(cohort, tmp_path):
     assert result.exit_code == 1
     assert "4 labeled cases cannot be split into 5 folds" in result.output
     assert "train.n_folds=4" in result.output
+
+
+# --- run folder rules ------------------------------------------------------------------
+
+
+def test_failed_attempt_is_retried_without_overwrite(cohort, tmp_path):
+    """A fold that failed after config.yaml and splits.json were written (here on a bad
+    device setting, as it would on a bad case) leaves no checkpoint: the retry may change
+    the network and the folds without --overwrite."""
+    import yaml
+    from click.testing import CliRunner
+
+    from brats_mtl.cli.main import cli
+
+    out = tmp_path / "run"
+    base = [str(cohort), "--out", str(out), "--fold", "0", "--cache-dir", str(tmp_path / "c"),
+            "--set", "model.widths=[4,8,16,32,64]", "--set", "train.n_folds=2",
+            "--set", "train.devices=two"]
+    first = CliRunner().invoke(cli, ["train", *base])
+    assert first.exit_code == 1 and "train.devices='two'" in first.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["norm_groups"] == 4
+    assert read_splits(out).n_folds == 2
+    # the retry with another network and fold count gets past the run-folder checks to
+    # the same device error, and its configuration and folds are the ones saved
+    other = ["--set", "model.norm_groups=2", "--set", "train.n_folds=3"]
+    retry = CliRunner().invoke(cli, ["train", *base, *other])
+    assert retry.exit_code == 1 and "train.devices='two'" in retry.output, retry.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["model"]["norm_groups"] == 2 and saved["train"]["n_folds"] == 3
+    assert read_splits(out).n_folds == 3
+
+
+def test_run_config_rule_protects_runs_with_checkpoints(cohort, tmp_path):
+    from brats_mtl.config import load_config
+    from brats_mtl.training.runner import prepare_run, run_checkpoints
+
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+
+    def prepare(config):
+        return prepare_run(cohort, run_dir, config, cache_dir=cache)
+
+    prepare(_config())
+    assert read_splits(run_dir).n_folds == 2
+    # no checkpoint yet: another network, fold count and seed replace config and splits
+    second = _config("model.norm_groups=2", "train.n_folds=3", "train.seed=5")
+    run = prepare(second)
+    assert load_config(run_dir / "config.yaml") == second
+    assert run.splits.n_folds == 3 and read_splits(run_dir).seed == 5
+    # a checkpoint makes it a run with results
+    ckpt = run_dir / "fold_1" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    assert run_checkpoints(run_dir) == [ckpt]
+    with pytest.raises(ValueError, match=r"model configuration \(changed: model.norm_groups\)"):
+        prepare(_config("train.n_folds=3", "train.seed=5"))
+    with pytest.raises(ValueError, match=r"loss configuration \(changed: loss.w_kl\)"):
+        prepare(apply_overrides(second, ["loss.w_kl=0.5"]))
+    with pytest.raises(ValueError, match="holds 3 folds but train.n_folds is 2"):
+        prepare(apply_overrides(second, ["train.n_folds=2"]))
+    assert load_config(run_dir / "config.yaml") == second  # refused changes are not saved
+    longer = apply_overrides(second, ["train.max_steps=50"])  # train settings may change
+    prepare(longer)
+    assert load_config(run_dir / "config.yaml") == longer
+    assert read_splits(run_dir).n_folds == 3
+
+
+def test_train_flags_override_the_config_and_are_saved_with_the_run(cohort, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from brats_mtl.cli.main import cli
+    from brats_mtl.training.runner import with_train_settings
+
+    out = tmp_path / "run"
+    base = [str(cohort), "--out", str(out), "--fold", "0", "--cache-dir", str(tmp_path / "c"),
+            "--set", "model.widths=[4,8,16,32,64]", "--set", "train.n_folds=2",
+            "--set", "train.devices=two"]  # fails after the run folder is set up
+    flags = ["--set", "train.cache_workers=3", "--cache-workers", "1", "--checkpoint-every",
+             "7", "--set", "train.deterministic=true"]
+    result = CliRunner().invoke(cli, ["train", *base, *flags])
+    assert "train.devices='two'" in result.output, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert saved["cache_workers"] == 1  # the flag wins over --set
+    assert saved["checkpoint_every_n_steps"] == 7 and saved["deterministic"] is True
+    # the next attempt without flags reads them back from the run's config.yaml
+    CliRunner().invoke(cli, ["train", *base])
+    again = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert again["cache_workers"] == 1 and again["checkpoint_every_n_steps"] == 7
+
+    config = _config()
+    assert with_train_settings(config, cache_workers=None, deterministic=None) is config
+    assert with_train_settings(config, deterministic=False).train.deterministic is False
+    with pytest.raises(TypeError):
+        with_train_settings(config, not_a_setting=1)

@@ -36,6 +36,7 @@ class ModelConfig:
     classifier_channels: tuple[int, ...] = (256, 128)  # Bottleneck, Reduced convs (Table 2)
     classifier_hidden: int = 32  # Dense1 output (Table 2)
     dropout: float = 0.5  # dropout after Dense1 (Table 2, paper 4.2)
+    classifier_kernel_size: int = 1  # Bottleneck/Reduced conv kernel; Table 2 gives none
     patch_size: int = 128  # 128^3 patches (paper 4.1)
 
 
@@ -74,6 +75,11 @@ class TrainConfig:
     # (oneDNN's default-layout backward is slow); cuDNN supports the layout too.
     channels_last: bool = True
     log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 100  # last.ckpt every N steps too (0: validations, end)
+    cache_workers: int = 0  # processes preprocessing cases into the cache; 0: this process
+    # deterministic algorithms; None: on the CPU only (some CUDA kernels of 3-D upsampling
+    # have no deterministic backward pass)
+    deterministic: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ class InferenceConfig:
     mode: str = "window"  # "window": sliding windows; "whole": one pass over the padded crop
     channels_last: bool = True  # measured faster for 3-D convs on CPU
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
+    precision: str = "32"  # "32" float32; "bf16" bfloat16 autocast (fast with AMX or on GPUs)
+    mask_outside_brain: bool = True  # 0 outside the brain: nnU-Net convention, not in the paper
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,11 @@ import click
               help="Override one setting of the demo preset (repeatable).")
 def command(out_dir, overwrite, resume, overrides):
     """Generate a synthetic cohort, train 5 folds, predict, evaluate, report."""
-    import logging
     import time
 
     from brats_mtl.config import apply_overrides
     from brats_mtl.pipeline import demo_config, make_demo_cohort, run_pipeline
 
-    logging.getLogger("brats_mtl").setLevel(logging.INFO)
     start = time.perf_counter()
     try:
         config = apply_overrides(demo_config(), overrides)

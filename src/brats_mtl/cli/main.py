@@ -41,13 +41,41 @@ class _LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def configure_logging(verbose: int) -> None:
+    """Log levels of a ``brats-mtl`` run: the package's own loggers apart from the rest.
+
+    ======  ===========================  =====================================
+    flag    ``brats_mtl.*`` loggers      every other logger (root level)
+    ======  ===========================  =====================================
+    none    INFO                         WARNING
+    ``-v``  DEBUG                        WARNING (no fsspec / matplotlib / PIL
+                                         debug lines)
+    ``-vv`` DEBUG                        DEBUG
+    ======  ===========================  =====================================
+
+    Libraries that set their own level (Lightning sets INFO on ``lightning.pytorch``)
+    keep it. One stderr handler on the root logger prints ``LEVEL logger: message``; a
+    handler already installed there (by an embedding program) is kept.
+
+    Args:
+        verbose: how many times ``-v`` was given.
+    """
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    logging.getLogger("brats_mtl").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+
+
 @click.group(cls=_LazyGroup)
 @click.version_option(__version__, prog_name="brats-mtl")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="-v: debug output of brats-mtl; -vv: debug output of every library too.",
+)
 def cli(verbose: int) -> None:
     """Multi-task brain-tumor segmentation on BraTS MRI (BraTS 2019 paper)."""
-    level = logging.WARNING - 10 * min(verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

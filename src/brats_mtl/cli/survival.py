@@ -167,14 +167,17 @@ def predict(
 def evaluate(
     pred_csv: Path, truth_csv: Path, out: Path, per_case: Path | None, overwrite: bool, config
 ) -> None:
-    """Score a submission against a training table (BraTS online metrics)."""
+    """Score a submission against a training table (BraTS online metrics).
+
+    TRUTH_CSV needs an ID and a survival column (age and resection are not used).
+    """
     import pandas as pd
 
     from brats_mtl.survival import evaluate_predictions, read_predictions, read_survival_csv
 
     _check_free(overwrite, out, per_case)
     predictions = read_predictions(pred_csv)
-    truth = read_survival_csv(truth_csv)
+    truth = read_survival_csv(truth_csv, require=("case_id", "survival"))
     metrics, cases = evaluate_predictions(predictions, truth, config)
     _write_csv(pd.DataFrame([metrics.as_row()]), out, overwrite)
     if per_case is not None:

@@ -48,12 +48,14 @@ import click
     help="Folder of preprocessed cases (default RUN_DIR/cache); can be shared by runs.",
 )
 @click.option(
-    "--cache-workers", type=int, default=0, show_default=True,
-    help="Processes preprocessing cases in parallel when the cache is built.",
+    "--cache-workers", type=click.IntRange(min=0), default=None,
+    help="Processes preprocessing cases in parallel when the cache is built "
+    "[train.cache_workers: 0].",
 )
 @click.option(
-    "--checkpoint-every", type=int, default=100, show_default=True,
-    help="Also save last.ckpt every this many steps.",
+    "--checkpoint-every", type=click.IntRange(min=0), default=None,
+    help="Also save last.ckpt every this many steps (0: only at validations and the end) "
+    "[train.checkpoint_every_n_steps: 100].",
 )
 def command(
     data_dir: Path,
@@ -66,8 +68,8 @@ def command(
     resume: bool,
     overwrite: bool,
     cache_dir: Path | None,
-    cache_workers: int,
-    checkpoint_every: int,
+    cache_workers: int | None,
+    checkpoint_every: int | None,
 ) -> None:
     """Train fold models on DATA_DIR with stratified k-fold cross-validation.
 
@@ -75,6 +77,12 @@ def command(
     else ET presence; saved in RUN_DIR/splits.json and reused); cases without a
     segmentation, and those under --unlabeled, train the VAE branch in every fold.
     Paper: batch 2, Adam, lr 1e-4, weight decay 1e-5, loss 0.1 L2 + 0.1 KL + 0.1 CE + Dice.
+
+    Settings come from --config (default: RUN_DIR/config.yaml if present, else the paper's
+    defaults), then --set, then the flags --cache-workers and --checkpoint-every; the
+    result is saved as RUN_DIR/config.yaml. A run folder whose folds have no checkpoint
+    yet (e.g. a first attempt that failed) takes a changed configuration on the next
+    attempt; once a fold has a checkpoint, model and loss settings are fixed for the run.
     """
     from brats_mtl.config import load_config
 
@@ -89,8 +97,11 @@ def command(
     except (FileNotFoundError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint="--config/--set") from None
 
-    from brats_mtl.training.runner import train_folds
+    from brats_mtl.training.runner import train_folds, with_train_settings
 
+    config = with_train_settings(
+        config, cache_workers=cache_workers, checkpoint_every_n_steps=checkpoint_every
+    )
     folds = [fold] if fold is not None else None
     try:
         results = train_folds(
@@ -102,8 +113,6 @@ def command(
             resume=resume,
             overwrite=overwrite,
             cache_dir=cache_dir,
-            cache_workers=cache_workers,
-            checkpoint_every_n_steps=checkpoint_every,
         )
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None

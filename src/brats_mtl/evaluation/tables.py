@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 
 from brats_mtl.atomic import atomic_output
-from brats_mtl.conventions import MSD, LabelConvention, get_label_convention
+from brats_mtl.conventions import (
+    BRATS_2019,
+    BRATS_2023,
+    LABEL_CONVENTIONS,
+    MSD,
+    LabelConvention,
+    get_label_convention,
+)
 from brats_mtl.evaluation.metrics import METRIC_COLUMNS, evaluate_labels
 
 logger = logging.getLogger(__name__)
@@ -30,6 +37,14 @@ SUMMARY_ROWS: tuple[str, ...] = ("Mean", "StdDev", "Median", "25quantile", "75qu
 RESULT_COLUMNS: tuple[str, ...] = ("Label", *METRIC_COLUMNS)
 
 _NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+
+#: Conventions a label file without a stated convention is read in (inferred from values).
+INFERRED_CONVENTIONS: tuple[LabelConvention, ...] = (BRATS_2019, BRATS_2023)
+_CONVENTION_ORIGIN: dict[str, str] = {
+    "brats2019": "BraTS 2017-2021",
+    "brats2023": "BraTS 2023+",
+    "msd": "MSD Task01",
+}
 
 
 def evaluate_case(
@@ -57,8 +72,8 @@ def evaluate_case(
         the reference's voxel spacing).
 
     Raises:
-        ValueError: if the two label maps differ in shape (names both files) or hold values
-            outside their convention.
+        ValueError: if the two label maps differ in shape (names both files) or a file holds
+            values outside its convention (see ``read_label_map``).
         FileNotFoundError: if a file does not exist.
 
     Source: DESIGN.md section 6.
@@ -66,12 +81,16 @@ def evaluate_case(
     ref_path = Path(ref_path)
     if case_id is None:
         case_id = _strip_nifti_suffix(ref_path.name)
-    ref_labels, ref_spacing_mm = read_label_map(ref_path, _convention(ref_convention))
+    ref_labels, ref_spacing_mm = read_label_map(
+        ref_path, _convention(ref_convention), role="reference"
+    )
     if pred_path is None:
         pred_labels = np.zeros_like(ref_labels)
     else:
         pred_path = Path(pred_path)
-        pred_labels, pred_spacing_mm = read_label_map(pred_path, _convention(pred_convention))
+        pred_labels, pred_spacing_mm = read_label_map(
+            pred_path, _convention(pred_convention), role="prediction"
+        )
         if pred_labels.shape != ref_labels.shape:
             raise ValueError(
                 f"prediction {pred_path} has shape {pred_labels.shape} but reference "
@@ -93,23 +112,111 @@ def evaluate_case(
 
 
 def read_label_map(
-    path: str | Path, convention: LabelConvention | None = None
+    path: str | Path,
+    convention: LabelConvention | None = None,
+    *,
+    role: str = "label file",
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Read a label file as internal labels: ``(uint8 (X, Y, Z) in {0, 1, 2, 4}, spacing_mm)``.
 
     The one place evaluation reads files; it defers to ``brats_mtl.data.load_label_map``.
 
+    Args:
+        path: a 3-D NIfTI label map.
+        convention: its label convention; None infers BraTS 2017-2021 or BraTS 2023+ from
+            the values (``INFERRED_CONVENTIONS``).
+        role: what the file is, for messages: ``"prediction"``, ``"reference"`` or any
+            other word. Only for a prediction does a message suggest ``--pred-convention``.
+
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a 3-D label map of the convention.
+        ValueError: if the file is not a 3-D label map, or holds values outside the
+            convention(s) in play. That message names the file, the offending values and
+            the values each convention in play allows; for a prediction whose values all
+            fit another known convention it names that convention and the option to pass.
     """
-    from brats_mtl.data import load_label_map
+    from brats_mtl.data import CaseDataError, load_label_map
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label file {path} does not exist")
-    labels, _affine, spacing_mm = load_label_map(path, convention)
+    try:
+        labels, _affine, spacing_mm = load_label_map(path, convention)
+    except CaseDataError as error:
+        message = _label_value_message(path, convention, role)
+        if message is None:  # not a value problem (shape, dtype, damaged file): as raised
+            raise
+        raise CaseDataError(message) from error
     return labels, tuple(float(s) for s in spacing_mm)
+
+
+def _label_value_message(
+    path: Path, convention: LabelConvention | None, role: str
+) -> str | None:
+    """The message for a label file whose values fit no convention in play, else None.
+
+    Runs only after ``load_label_map`` failed, so the file is read a second time here
+    rather than slowing down every good file.
+    """
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        if len(img.shape) < 3 or any(s != 1 for s in img.shape[3:]):
+            return None
+        values = np.unique(np.asarray(img.dataobj))
+    except Exception:  # noqa: BLE001 - any read problem keeps the loader's own message
+        return None
+    if values.dtype.kind not in "iubf" or not np.isfinite(values).all():
+        return None
+    if not np.array_equal(values, np.round(values)) or values.min() < 0:
+        return None
+    present = {int(v) for v in values}
+    in_play = (convention,) if convention is not None else INFERRED_CONVENTIONS
+    if any(present <= set(c.values) for c in in_play):
+        return None
+    allowed = set().union(*(c.values for c in in_play))
+    offending = sorted(present - allowed)
+    if offending:
+        nobody = "its convention does not allow" if len(in_play) == 1 else (
+            "no inferred convention allows"
+        )
+        what = f"label values {_short_list(offending)} that {nobody}"
+    else:  # each value fits some convention, but no one convention holds them all
+        shared = set.intersection(*(set(c.values) for c in in_play))
+        what = (
+            f"label values {sorted(present - shared)} together, which no single convention "
+            "holds"
+        )
+    sets = ", ".join(
+        f"{c.name} ({_CONVENTION_ORIGIN.get(c.name, c.name)}) allows {sorted(c.values)}"
+        for c in in_play
+    )
+    message = f"{role} {path} holds {what} (values found: {_short_list(sorted(present))}); {sets}"
+    others = [
+        c for c in LABEL_CONVENTIONS.values() if c not in in_play and present <= set(c.values)
+    ]
+    if role == "prediction" and others:
+        names = " or ".join(c.name for c in others)
+        message += (
+            f". Its values fit the {names} convention: if it was written in that convention, "
+            f"pass --pred-convention {others[0].name} (pred_convention={others[0].name!r})"
+        )
+    elif role == "reference":
+        message += (
+            ". A reference's convention follows its folder layout (BraTS 2023+ names read "
+            "as brats2023, MSD imagesTr/labelsTr as msd): fix the file or the layout"
+        )
+    else:
+        message += ". Each voxel must hold one of these values: fix or re-export the file"
+    return message
+
+
+def _short_list(values: list[int], limit: int = 12) -> str:
+    """``[1, 2, 3]``, or the first ``limit`` values and a count for long lists."""
+    if len(values) <= limit:
+        return str(values)
+    return f"[{', '.join(map(str, values[:limit]))}, ... ({len(values)} values)]"
 
 
 def summary_rows(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:

@@ -83,6 +83,11 @@ def check_model_config(config: ModelConfig) -> None:
             )
     if not config.classifier_channels:
         raise ValueError("model.classifier_channels is empty; Table 2 uses [256, 128]")
+    if config.classifier_kernel_size not in (1, 3):
+        raise ValueError(
+            f"model.classifier_kernel_size={config.classifier_kernel_size} must be 1 (default) "
+            "or 3; Table 2 gives no kernel size"
+        )
     depth = len(config.widths) - 1
     multiple = 2**depth
     if config.patch_size <= 0 or config.patch_size % multiple:
@@ -100,7 +105,8 @@ class MultiTaskNet(nn.Module):
     Args:
         config: the ``model`` section of the configuration.
         classifier_kernel_size: kernel of the classifier's two convolutions (Table 2 is
-            silent; 1 by default, see ``brats_mtl.model.classifier``).
+            silent; see ``brats_mtl.model.classifier``); None: ``config.classifier_kernel_size``
+            (1 by default).
 
     Attributes:
         encoder: ``Encoder``; ``encoder.widths`` and ``encoder.depth`` size everything else.
@@ -118,7 +124,7 @@ class MultiTaskNet(nn.Module):
         (torch.Size([2, 4, 32, 32, 32]), torch.Size([2, 2]), torch.Size([2, 4, 4, 4, 4]))
     """
 
-    def __init__(self, config: ModelConfig, *, classifier_kernel_size: int = 1) -> None:
+    def __init__(self, config: ModelConfig, *, classifier_kernel_size: int | None = None) -> None:
         super().__init__()
         check_model_config(config)
         self.config = config
@@ -136,7 +142,11 @@ class MultiTaskNet(nn.Module):
             norm_groups=groups,
             negative_slope=slope,
             dropout=config.dropout,
-            kernel_size=classifier_kernel_size,
+            kernel_size=(
+                config.classifier_kernel_size
+                if classifier_kernel_size is None
+                else classifier_kernel_size
+            ),
         )
 
     @property

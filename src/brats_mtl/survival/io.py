@@ -19,7 +19,8 @@ Column names looked for (case, spaces and underscores ignored):
 
 - ID: ``BraTS18ID``, ``BraTS19ID``, ``Brats20ID``, ``BraTS20ID`` (any ``BraTS<year>ID``),
   ``ID``, ``SubjectID``;
-- age: ``Age``;
+- age: ``Age`` (required by default; a truth table read only for scoring needs none, see
+  ``require``);
 - survival: ``Survival``, ``Survival_days`` (absent in validation tables);
 - resection: ``ResectionStatus``, ``Extent_of_Resection`` (absent in the 2017 table).
 
@@ -46,6 +47,7 @@ import io
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,10 @@ MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "none", "null"})
 AGE_RANGE_YEARS = (0.0, 120.0)
 #: Resection statuses of the BraTS tables (gross / subtotal resection).
 RESECTION_VALUES = ("GTR", "STR")
+
+#: Columns a table must have unless the reader asks otherwise: fitting and predicting need
+#: the age; scoring predictions needs ``("case_id", "survival")`` only.
+DEFAULT_REQUIRED_COLUMNS: tuple[str, ...] = ("case_id", "age")
 
 #: Column names looked for, per role (compared after :func:`_normalise_name`).
 COLUMN_NAMES: dict[str, tuple[str, ...]] = {
@@ -106,6 +112,11 @@ class SurvivalTable:
         return self.columns.get("survival") is not None
 
     @property
+    def has_age(self) -> bool:
+        """True when the table has an age column (needed to fit and to predict)."""
+        return self.columns.get("age") is not None
+
+    @property
     def has_resection(self) -> bool:
         """True when the table has a resection column."""
         return self.columns.get("resection") is not None
@@ -143,12 +154,21 @@ class SurvivalTable:
         return f"{self.path.name}: " + ", ".join(parts)
 
 
-def read_survival_csv(path: str | Path, *, strict: bool = False) -> SurvivalTable:
+def read_survival_csv(
+    path: str | Path,
+    *,
+    strict: bool = False,
+    require: Sequence[str] = DEFAULT_REQUIRED_COLUMNS,
+) -> SurvivalTable:
     """Read a BraTS survival table (training or validation, 2017-2020 column names).
 
     Args:
         path: CSV file, comma separated, header on the first line (UTF-8, BOM allowed).
         strict: raise if any value is bad, instead of collecting warnings.
+        require: roles of :data:`COLUMN_NAMES` the file must have (the ID always is). The
+            default (ID and age) suits fitting and predicting; a truth table for scoring
+            needs ``("case_id", "survival")``. A role that is absent and not required reads as
+            missing values (NaN age, NaN survival, resection ``"NA"``).
 
     Returns:
         The :class:`SurvivalTable`; bad values become missing and are listed in
@@ -156,12 +176,16 @@ def read_survival_csv(path: str | Path, *, strict: bool = False) -> SurvivalTabl
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        SurvivalTableError: if the file is empty or not text, if the ID or age column is
+        SurvivalTableError: if the file is empty or not text, if a ``require``d column is
             missing (the message lists the names looked for and the names found), or, with
             ``strict=True``, if any value is bad (the message lists every bad line).
+        ValueError: if ``require`` names an unknown role.
 
     Source: DESIGN.md section 7 (column names and values of the BraTS tables).
     """
+    unknown = sorted(set(require) - set(COLUMN_NAMES))
+    if unknown:
+        raise ValueError(f"unknown column roles {unknown}; choose from {sorted(COLUMN_NAMES)}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"survival table {path} does not exist")
@@ -191,7 +215,7 @@ def read_survival_csv(path: str | Path, *, strict: bool = False) -> SurvivalTabl
     header = [str(v).strip() for v in raw.iloc[0]]
     while header and header[-1] == "":
         header.pop()
-    columns = _find_columns(header, path)
+    columns = _find_columns(header, path, {"case_id", *require})
     warnings: list[str] = []
     records = []
     seen: dict[str, int] = {}
@@ -254,7 +278,8 @@ def read_survival_csv(path: str | Path, *, strict: bool = False) -> SurvivalTabl
         )
     for message in warnings:
         logger.warning(message)
-    if columns["survival"] is not None and columns["resection"] is None:
+    # GTR selection needs age, survival and resection; a scoring-only table needs none
+    if columns["survival"] and columns["age"] and columns["resection"] is None:
         logger.warning(
             "%s: no resection column (looked for %s); every row counts as NA",
             path,
@@ -275,8 +300,10 @@ def _normalise_name(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.casefold())
 
 
-def _find_columns(header: list[str], path: Path) -> dict[str, str | None]:
-    """Role -> header name, for the roles in :data:`COLUMN_NAMES`."""
+def _find_columns(
+    header: list[str], path: Path, require: set[str]
+) -> dict[str, str | None]:
+    """Role -> header name (None when absent), for the roles in :data:`COLUMN_NAMES`."""
     normalised = {_normalise_name(h): h for h in reversed(header) if h}
     found: dict[str, str | None] = {}
     for role, names in COLUMN_NAMES.items():
@@ -287,8 +314,8 @@ def _find_columns(header: list[str], path: Path) -> dict[str, str | None]:
         if hit is None and role == "case_id":
             hit = next((h for h in header if _ANY_YEAR_ID.match(_normalise_name(h))), None)
         found[role] = hit
-    for role in ("case_id", "age"):
-        if found[role] is None:
+    for role in COLUMN_NAMES:
+        if role in require and found[role] is None:
             hint = (
                 " The file looks semicolon-separated; save it comma-separated."
                 if len(header) == 1 and ";" in header[0]

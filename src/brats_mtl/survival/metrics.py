@@ -184,7 +184,9 @@ def evaluate_predictions(
         predictions: columns ``case_id`` and ``predicted_days`` (from
             :func:`~brats_mtl.survival.io.read_predictions` or
             :func:`~brats_mtl.survival.model.predict_table`).
-        truth: a training table with a survival column.
+        truth: a table with ID and survival columns; age and resection are not used
+            (read it with ``read_survival_csv(path, require=("case_id", "survival"))``
+            when it has no age column).
         config: class boundaries; ``SurvivalConfig()`` if None.
 
     Returns:

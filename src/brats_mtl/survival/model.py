@@ -22,7 +22,7 @@ import pandas as pd
 
 from brats_mtl.atomic import write_text_atomic
 from brats_mtl.config import SurvivalConfig
-from brats_mtl.survival.io import SurvivalTable
+from brats_mtl.survival.io import COLUMN_NAMES, SurvivalTable
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def fit_age_model(
         The model with provenance: ``source_path``, ``source_sha256``, ``case_ids``.
 
     Raises:
-        ValueError: if the table has no survival column, or fewer than
+        ValueError: if the table has no survival or no age column, or fewer than
             :data:`MIN_FIT_ROWS` usable rows (the message gives the counts and the fix).
 
     Source: paper 4.3 ("linear regression on patient-age, based on GTR patients only").
@@ -252,6 +252,7 @@ def fit_age_model(
             f"{table.path}: no survival column (looked for Survival, Survival_days); "
             "a fit needs a training table, not a validation table"
         )
+    _require_age(table, "a fit")
     rows = table.usable_rows(gtr_only=gtr_only, include_censored=include_censored)
     censored = table.usable_rows(gtr_only=gtr_only, include_censored=True)
     n_censored = 0 if include_censored else len(censored) - len(rows)
@@ -298,6 +299,15 @@ def fit_age_model(
     )
     logger.info("%s: %s (n = %d)", table.path, model.equation(), model.n)
     return model
+
+
+def _require_age(table: SurvivalTable, what: str) -> None:
+    """Raise ValueError naming the file when ``table`` has no age column."""
+    if not table.has_age:
+        raise ValueError(
+            f"{table.path}: no age column (looked for {', '.join(COLUMN_NAMES['age'])}); "
+            f"{what} needs each patient's age: add an Age column"
+        )
 
 
 def save_model(model: AgeSurvivalModel, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -347,11 +357,12 @@ def predict_table(
         ``predicted_days`` (float64), in table order.
 
     Raises:
-        ValueError: if ``all_rows`` is False and the table has no resection column or no
-            GTR row with an age (the message names the file and the fix).
+        ValueError: if the table has no age column, or ``all_rows`` is False and the
+            table has no resection column or no GTR row with an age (the message names the file and the fix).
 
     Source: BraTS 2019 evaluation page (predictions expected for GTR patients only).
     """
+    _require_age(table, "a prediction")
     rows = table.rows
     if not all_rows:
         if not table.has_resection:

@@ -32,8 +32,10 @@ _EXPORTS = {
     "load_fold_model": "runner",
     "prepare_run": "runner",
     "read_run_config": "runner",
+    "run_checkpoints": "runner",
     "train_fold": "runner",
     "train_folds": "runner",
+    "with_train_settings": "runner",
 }
 
 __all__ = sorted(_EXPORTS)

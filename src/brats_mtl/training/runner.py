@@ -174,25 +174,71 @@ def load_fold_model(run_dir: str | Path, fold: int, which: str = "best"):
     return net.eval()
 
 
-def _check_run_config(run_dir: Path, config: Config) -> None:
-    """Save the configuration; refuse one whose network or loss differs from the run's."""
+def run_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Every fold checkpoint of a run, ``RUN_DIR/fold_*/checkpoints/*.ckpt``, sorted.
+
+    A run "has results" when this is not empty: its folds were trained with the saved
+    configuration (see :func:`prepare_run`).
+    """
+    return sorted(Path(run_dir).glob(f"fold_*/{CHECKPOINT_DIR}/*.ckpt"))
+
+
+def _changed_keys(old: Config, new: Config, sections: Iterable[str]) -> list[str]:
+    """``section.key`` of every value that differs between two configurations."""
+    changed = []
+    for section in sections:
+        before, after = to_dict(getattr(old, section)), to_dict(getattr(new, section))
+        changed += [f"{section}.{k}" for k, v in after.items() if before.get(k) != v]
+    return sorted(changed)
+
+
+def _check_run_config(run_dir: Path, config: Config) -> bool:
+    """Check ``config`` against the run's saved one by the rule of :func:`prepare_run`.
+
+    Returns:
+        True when the run already has results (some fold holds a checkpoint).
+
+    Raises:
+        ValueError: if the run has results and ``config`` changes its model or loss.
+    """
+    path = run_dir / CONFIG_FILE
+    checkpoints = run_checkpoints(run_dir)
+    if path.is_file():
+        saved = load_config(path)
+        if saved == config or not checkpoints:
+            return bool(checkpoints)
+        for section in ("model", "loss"):
+            changed = _changed_keys(saved, config, [section])
+            if changed:
+                raise ValueError(
+                    f"{path} was written for another {section} configuration (changed: "
+                    f"{', '.join(changed)}) and {len(checkpoints)} checkpoint(s) of this run "
+                    f"were trained with it (e.g. {checkpoints[0]}); the folds of one run "
+                    "must share it: train into a new run folder (--out), drop the changed "
+                    "settings, or delete the fold folders to start over"
+                )
+    return bool(checkpoints)
+
+
+def _save_run_config(run_dir: Path, config: Config, has_results: bool) -> None:
+    """Write ``RUN_DIR/config.yaml`` (rank 0 only), logging what changed."""
     path = run_dir / CONFIG_FILE
     if path.is_file():
         saved = load_config(path)
-        for section in ("model", "loss"):
-            old, new = getattr(saved, section), getattr(config, section)
-            if old != new:
-                changed = sorted(
-                    f"{section}.{k}" for k, v in to_dict(new).items() if to_dict(old)[k] != v
-                )
-                raise ValueError(
-                    f"{path} was written for another {section} configuration (changed: "
-                    f"{', '.join(changed)}); the folds of one run must share it: train into "
-                    "a new run folder (--out) or drop the changed settings"
-                )
         if saved == config:
             return
-        logger.info("updating %s (train/inference settings changed)", path)
+        sections = [f.name for f in dataclasses.fields(Config)]
+        changed = ", ".join(_changed_keys(saved, config, sections))
+        if has_results:
+            logger.info("updating %s (changed: %s)", path, changed)
+        else:
+            logger.warning(
+                "replacing %s: no fold of %s has a checkpoint yet, so it recorded only an "
+                "attempt that ended early (changed: %s)",
+                path,
+                run_dir,
+                changed,
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
     if _is_launch_rank_zero():
         save_config(config, path)
@@ -217,9 +263,29 @@ def prepare_run(
     *,
     unlabeled_dirs: Sequence[str | Path] = (),
     cache_dir: str | Path | None = None,
-    cache_workers: int = 0,
+    cache_workers: int | None = None,
 ) -> RunData:
-    """Find the cases, cache them, save the configuration and load or make the splits.
+    """Find the cases, cache them, load or make the splits and save the configuration.
+
+    A run's results are its fold checkpoints (``RUN_DIR/fold_*/checkpoints/*.ckpt``);
+    ``config.yaml`` and ``splits.json`` describe them. The rule, as users of nnU-Net
+    (whose fold folders are what a run produced) and Lightning (where a checkpoint, not a
+    log folder, is what resumes) expect:
+
+    - no checkpoint anywhere in the run (a first attempt, or one that stopped before its
+      first checkpoint, e.g. on a bad case or setting once training began):
+      ``config.yaml`` is replaced by ``config`` and a ``splits.json`` that no longer fits
+      (other cases, folds or seed) is made again, each with a WARNING naming what
+      changed. A retry then needs no ``--overwrite``.
+    - some fold holds a checkpoint: the run has results. A ``config`` whose ``model`` or
+      ``loss`` differs is refused (the folds of one run form one ensemble of one
+      network); changed ``train``/``inference``/``survival`` values (e.g. a larger
+      ``train.max_steps`` to resume longer) are saved. Splits must match (see
+      :func:`~brats_mtl.training.splits.load_or_create_splits`).
+    - a ``config`` equal to the saved one is always accepted.
+
+    ``config.yaml`` is written once the cases are cached and the splits are settled, so
+    an attempt refused on its data or splits leaves the saved configuration as it was.
 
     Args:
         data_dir: dataset folder (any supported layout); labeled cases are
@@ -230,19 +296,21 @@ def prepare_run(
             there is ignored).
         cache_dir: folder of preprocessed cases; default ``RUN_DIR/cache``. May be shared
             by runs on the same data.
-        cache_workers: processes preprocessing cases in parallel (0: this process).
+        cache_workers: processes preprocessing cases in parallel (0: this process);
+            None: ``config.train.cache_workers``.
 
     Returns:
         The :class:`RunData`.
 
     Raises:
         FileNotFoundError, ValueError: no cases found, duplicate case IDs, unreadable
-            files (from ``brats_mtl.data``); the saved config or splits do not match (see
-            :func:`~brats_mtl.training.splits.load_or_create_splits`); fewer labeled
-            cases than folds.
+            files (from ``brats_mtl.data``); in a run with results, a changed model or loss
+            or splits that do not match; fewer labeled cases than folds.
+
+    Source: DESIGN.md section 4 (splits saved and reused).
     """
     run_dir = Path(run_dir)
-    _check_run_config(run_dir, config)
+    has_results = _check_run_config(run_dir, config)
     cases = list(discover_cases(data_dir))
     flags = [c.labeled for c in cases]
     for folder in unlabeled_dirs:
@@ -253,7 +321,7 @@ def prepare_run(
         cases,
         Path(cache_dir) if cache_dir is not None else run_dir / CACHE_DIR,
         use_labels=flags,
-        num_workers=cache_workers,
+        num_workers=config.train.cache_workers if cache_workers is None else cache_workers,
     )
     labeled = {c.case_id: c for c in cached if c.labeled}
     unlabeled = [c for c in cached if not c.labeled]
@@ -264,7 +332,9 @@ def prepare_run(
         config.train.n_folds,
         config.train.seed,
         unlabeled_ids=[c.case_id for c in unlabeled],
+        replace_mismatched=not has_results,
     )
+    _save_run_config(run_dir, config, has_results)
     logger.info(
         "%d labeled cases in %d folds, %d unlabeled cases",
         len(labeled),
@@ -356,7 +426,7 @@ def train_on_cases(
     out_dir: str | Path,
     *,
     resume: bool = False,
-    checkpoint_every_n_steps: int = 100,
+    checkpoint_every_n_steps: int | None = None,
     enable_progress_bar: bool = True,
     deterministic: bool | None = None,
     figure: bool = True,
@@ -371,10 +441,12 @@ def train_on_cases(
             ``validation.csv``, ``training_curves.png``).
         resume: continue from ``checkpoints/last.ckpt`` when it exists.
         checkpoint_every_n_steps: also save ``last.ckpt`` every this many optimizer steps
-            (besides every validation), bounding the work lost to an interruption.
+            (besides every validation), bounding the work lost to an interruption; None:
+            ``config.train.checkpoint_every_n_steps``.
         enable_progress_bar: Lightning's progress bar.
-        deterministic: deterministic algorithms; None: on the CPU only (several CUDA
-            kernels of 3-D upsampling have no deterministic backward pass).
+        deterministic: deterministic algorithms; None: ``config.train.deterministic``,
+            and when that is None too, on the CPU only (several CUDA kernels of 3-D
+            upsampling have no deterministic backward pass).
         figure: save ``training_curves.png``.
 
     Returns:
@@ -399,6 +471,10 @@ def train_on_cases(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = config.train
+    if checkpoint_every_n_steps is None:
+        checkpoint_every_n_steps = t.checkpoint_every_n_steps
+    if deterministic is None:
+        deterministic = t.deterministic
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = MultiTaskModule(config, val_case_ids=[c.case_id for c in val_cases])
     data = PatchDataModule(config, train_cases, val_cases)
@@ -480,6 +556,21 @@ def train_on_cases(
     )
 
 
+def with_train_settings(config: Config, **settings: Any) -> Config:
+    """``config`` with the given ``train`` values replaced; None values leave it as is.
+
+    Example: ``with_train_settings(config, cache_workers=4, deterministic=None)`` sets
+    ``train.cache_workers`` only.
+
+    Raises:
+        TypeError: on a name that is not a field of ``TrainConfig``.
+    """
+    given = {name: value for name, value in settings.items() if value is not None}
+    if not given:
+        return config
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **given))
+
+
 def _prepare_fold_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other: choose one")
@@ -506,8 +597,8 @@ def train_fold(
     resume: bool = False,
     overwrite: bool = False,
     cache_dir: str | Path | None = None,
-    cache_workers: int = 0,
-    checkpoint_every_n_steps: int = 100,
+    cache_workers: int | None = None,
+    checkpoint_every_n_steps: int | None = None,
     enable_progress_bar: bool = True,
     deterministic: bool | None = None,
 ) -> FoldResult:
@@ -528,6 +619,10 @@ def train_fold(
         enable_progress_bar: Lightning's progress bar.
         deterministic: see :func:`train_on_cases`.
 
+        ``cache_workers``, ``checkpoint_every_n_steps`` and ``deterministic`` override
+        the ``train`` values of ``config`` when given (not None), and are saved with it in
+        ``config.yaml``, so that the file describes the run.
+
     Returns:
         The :class:`FoldResult`.
 
@@ -542,6 +637,12 @@ def train_fold(
     run_dir = Path(run_dir)
     if config is None:
         config = read_run_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else Config()
+    config = with_train_settings(
+        config,
+        cache_workers=cache_workers,
+        checkpoint_every_n_steps=checkpoint_every_n_steps,
+        deterministic=deterministic,
+    )
     if not 0 <= fold < config.train.n_folds:
         raise ValueError(
             f"fold {fold} does not exist: train.n_folds={config.train.n_folds} gives folds "
@@ -555,7 +656,6 @@ def train_fold(
         config,
         unlabeled_dirs=unlabeled_dirs,
         cache_dir=cache_dir,
-        cache_workers=cache_workers,
     )
     train_cases, val_cases = run.fold_cases(fold)
     logger.info(
@@ -571,9 +671,7 @@ def train_fold(
         val_cases,
         path,
         resume=resume,
-        checkpoint_every_n_steps=checkpoint_every_n_steps,
         enable_progress_bar=enable_progress_bar,
-        deterministic=deterministic,
     )
     return dataclasses.replace(result, fold=fold)
 

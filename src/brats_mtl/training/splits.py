@@ -19,12 +19,15 @@ Unlabeled cases take no part in the split; they join the training set of every f
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 #: File name of the splits inside a run folder.
 SPLITS_FILE = "splits.json"
@@ -223,6 +226,8 @@ def load_or_create_splits(
     n_folds: int,
     seed: int,
     unlabeled_ids: Sequence[str] = (),
+    *,
+    replace_mismatched: bool = False,
 ) -> Splits:
     """Reuse ``RUN_DIR/splits.json`` when it matches the cases, else create and save it.
 
@@ -232,6 +237,9 @@ def load_or_create_splits(
         n_folds: folds wanted (``train.n_folds``).
         seed: shuffle seed (``train.seed``).
         unlabeled_ids: unlabeled case IDs, recorded for information.
+        replace_mismatched: make the splits again (with a WARNING) when the saved ones
+            were made for other labeled cases, fold count or seed, instead of raising.
+            For a run without checkpoints, whose splits no model has used yet.
 
     Returns:
         The run's :class:`Splits`.
@@ -244,6 +252,24 @@ def load_or_create_splits(
     Source: DESIGN.md section 4 (splits are saved and reused).
     """
     path = Path(run_dir) / SPLITS_FILE
+    if path.is_file() and replace_mismatched:
+        try:
+            saved = read_splits(run_dir)
+            made_for = (
+                f"{len(saved.case_ids)} cases, {saved.n_folds} folds, seed {saved.seed}"
+            )
+            same = (saved.case_ids, saved.n_folds, saved.seed) == (sorted(strata), n_folds, seed)
+        except ValueError as err:  # unreadable: as good as absent when nothing used it
+            made_for, same = str(err), False
+        if not same:
+            splits = stratified_folds(strata, n_folds, seed)
+            logger.warning(
+                "replacing %s (made for %s; now %d cases, %d folds, seed %d): no model of "
+                "this run has used it",
+                path, made_for, len(strata), n_folds, seed,
+            )
+            write_splits(splits, run_dir, unlabeled_ids)
+            return splits
     if path.is_file():
         saved = read_splits(run_dir)
         if saved.case_ids != sorted(strata):

@@ -4,7 +4,8 @@ One real 240 x 240 x 155 case from ``../shared/data/brats`` (crop ~136 x 171 x 1
 windows of 128^3 at overlap 0.5). Every configuration runs in its own subprocess, so its
 peak resident memory (``ru_maxrss``) is its own. Seconds cover preprocessing and
 prediction (not reading the NIfTI files); ET suppression is off so label maps compare
-the segmentation itself.
+the segmentation itself; voxels outside the brain are background in every configuration
+(``inference.mask_outside_brain``, applied to MONAI's output too).
 
     flock /tmp/brats-heavy.lock .venv/bin/python benchmarks/bench_inference.py
     # a subset, or a trained run instead of seeded random paper-size weights:
@@ -148,7 +149,9 @@ def monai_labels(case, net, spec: Spec) -> tuple[np.ndarray, float]:
             out = torch.flip(out, dims) if dims else out
             total = out if total is None else total + out
     classes = total[0].argmax(0).numpy()
-    return uncrop(classes_to_labels(classes), pre.box, pre.original_shape), float("nan")
+    labels = uncrop(classes_to_labels(classes), pre.box, pre.original_shape)
+    labels[~np.any(case.image != 0, axis=0)] = 0  # as inference.mask_outside_brain
+    return labels, float("nan")
 
 
 def worker(args: argparse.Namespace) -> None:

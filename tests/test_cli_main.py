@@ -66,3 +66,29 @@ def test_v_prints_package_debug_lines_but_no_library_debug_lines():
     every = debug_lines("-vv")  # the probe is real: matplotlib does log at DEBUG
     assert any(line.startswith("DEBUG matplotlib") for line in every)
     assert "DEBUG fsspec: library debug line" in every
+
+
+def test_lightning_lines_are_printed_once_and_start_up_notes_only_with_v():
+    """``import lightning`` adds its own stderr handler; under the CLI's root handler each
+    Lightning line must still appear once, and its start-up notes only with -v."""
+    code = (
+        "import logging, sys\n"
+        "from brats_mtl.cli.main import configure_logging\n"
+        "configure_logging(int(sys.argv[1]))\n"
+        "import brats_mtl.training.module\n"
+        "logging.getLogger('lightning.pytorch.trainer').info('trainer line')\n"
+        "logging.getLogger('lightning.pytorch.utilities.rank_zero').info('start-up note')\n"
+    )
+
+    def stderr(verbose: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", code, verbose], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr.splitlines()
+
+    assert stderr("0") == ["INFO lightning.pytorch.trainer: trainer line"]
+    assert stderr("1") == [
+        "INFO lightning.pytorch.trainer: trainer line",
+        "INFO lightning.pytorch.utilities.rank_zero: start-up note",
+    ]

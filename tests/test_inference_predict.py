@@ -1,5 +1,6 @@
 """Cases and cohorts on disk: output geometry and label convention, resume, failures,
-shards, probability maps, out-of-fold prediction and the ``brats-mtl predict`` command.
+shards, probability maps, the brain mask, precision, out-of-fold prediction and the
+``brats-mtl predict`` command.
 
 Phantom cases are written to ``tmp_path``; models are toy predictors or a tiny random
 ``MultiTaskNet`` saved in a run folder as the training code saves one.
@@ -7,7 +8,13 @@ Phantom cases are written to ``tmp_path``; models are toy predictors or a tiny r
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
+import os
+import shutil
+import threading
+import time
 
 import nibabel as nib
 import numpy as np
@@ -23,12 +30,15 @@ from brats_mtl.data import load_case, write_phantom_case
 from brats_mtl.inference import (
     CSV_COLUMNS,
     Segmenter,
+    check_inference_config,
+    discover_prediction_cases,
+    merge_records,
     parse_shard,
     predict_cases,
     select_shard,
 )
 from brats_mtl.model import MultiTaskNet
-from brats_mtl.preprocessing import preprocess_case, uncrop
+from brats_mtl.preprocessing import brain_mask, crop, preprocess_case, uncrop
 
 SHAPE = (36, 30, 26)
 CONFIG = InferenceConfig(tta=4, overlap=0.5, window_batch_size=4, device="cpu")
@@ -181,6 +191,9 @@ def test_probability_maps_and_fold_ensemble(tmp_path, cohort):
     case = load_case(files[0], load_labels=False)
     pre = preprocess_case(case)
     expected = torch.softmax(3.0 * torch.from_numpy(pre.image), 0).numpy()
+    outside_brain = ~brain_mask(crop(case.image, pre.box))
+    assert outside_brain.any()
+    expected[:, outside_brain] = [[1.0], [0.0], [0.0], [0.0]]  # masked (mask_outside_brain)
     np.testing.assert_allclose(
         np.moveaxis(probs, -1, 0)[(slice(None), *pre.box)], expected, atol=0.5 / 255 + 1e-6
     )
@@ -254,15 +267,16 @@ def test_cli_predicts_resumes_and_fails_loudly(tmp_path, cohort):
     table = pd.read_csv(out / "predictions.csv")
     assert table["status"].tolist() == ["ok"] * 3 and set(table["folds"]) == {"0,1"}
     assert all(0 <= p <= 1 for p in table["et_probability"])
-    # whole-volume mode on the same run, into another folder
-    whole = runner.invoke(
-        cli, [*args[:3], str(tmp_path / "whole"), "--tta", "4", "--mode", "whole", "--no-progress"]
-    )
+    # whole-volume mode on the same run (one fold), into another folder
+    whole_args = ["--tta", "4", "--mode", "whole", "--folds", "1", "--no-progress"]
+    whole = runner.invoke(cli, [*args[:3], str(tmp_path / "whole"), *whole_args])
     assert whole.exit_code == 0, whole.output
     # one bad case: non-zero exit, the others still written
     bad = root / files[2].case_id / files[2].images["t2"].name
     bad.write_bytes(b"not a nifti")
-    result = runner.invoke(cli, [*args[:3], str(tmp_path / "out2"), "--tta", "0", "--no-progress"])
+    result = runner.invoke(
+        cli, [*args[:3], str(tmp_path / "out2"), "--tta", "0", "--mode", "whole", "--no-progress"]
+    )
     assert result.exit_code != 0
     assert files[2].case_id in result.output
     assert (tmp_path / "out2" / f"{files[0].case_id}.nii.gz").exists()
@@ -270,18 +284,16 @@ def test_cli_predicts_resumes_and_fails_loudly(tmp_path, cohort):
 
 def test_out_of_fold_uses_each_case_s_own_fold(tmp_path, cohort):
     from brats_mtl.inference import predict_cohort
-    from brats_mtl.training import read_splits
+    from brats_mtl.training import read_run_config, read_splits
 
     root, files = cohort
     run = make_run(tmp_path / "run", [f.case_id for f in files])
     out = tmp_path / "oof"
-    table = predict_cohort(
-        run,
-        root,
-        out,
-        config=None,
-        out_of_fold=True,
+    # the run's settings, with one pass per case (tta=0, whole volume) to stay fast
+    config = dataclasses.replace(
+        read_run_config(run), inference=InferenceConfig(tta=0, mode="whole", device="cpu")
     )
+    table = predict_cohort(run, root, out, config=config, out_of_fold=True)
     splits = read_splits(run)
     own = {c: str(k) for k in range(splits.n_folds) for c in splits.val_ids(k)}
     assert dict(zip(table["case_id"], table["folds"].astype(str), strict=True)) == own
@@ -314,3 +326,178 @@ def test_real_case_in_2023_naming_keeps_geometry(tmp_path, shared_data):
     assert written.shape == reference.shape == (240, 240, 155)
     np.testing.assert_allclose(written.affine, reference.affine)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 3}
+
+
+# --- brain mask, precision, broken case folders, lock ------------------------------------
+
+
+def always_et(x: torch.Tensor):
+    """Toy model labelling every voxel ET (an under-trained model at its worst)."""
+    probs = torch.zeros_like(x)
+    probs[:, 3] = 1.0
+    return probs, torch.full((x.shape[0],), 0.9)
+
+
+def always_et_net() -> MultiTaskNet:
+    """A tiny MultiTaskNet whose segmentation head says ET everywhere."""
+    torch.manual_seed(0)
+    net = MultiTaskNet(tiny_config(patch_size=16).model)
+    with torch.no_grad():
+        net.seg_decoder.head.weight.zero_()
+        net.seg_decoder.head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 20.0]))
+    return net
+
+
+@pytest.mark.parametrize("mode", ["window", "whole"])
+def test_voxels_outside_the_brain_are_background(tmp_path, cohort, mode):
+    _, files = cohort
+    case = load_case(files[0], load_labels=False)
+    pre = preprocess_case(case)
+    brain = brain_mask(case.image)
+    in_box = np.zeros(SHAPE, bool)
+    in_box[pre.box] = True
+    assert (in_box & ~brain).any()  # the box has corners outside the brain
+    model = always_et if mode == "window" else always_et_net()
+    spacing_ml = float(np.prod(case.spacing_mm)) / 1000
+    for masked in (True, False):
+        config = InferenceConfig(
+            tta=0, mode=mode, et_min_voxels=0, device="cpu", mask_outside_brain=masked
+        )
+        out = tmp_path / f"{mode}_{masked}"
+        table = predict_cases(
+            files[:1], Segmenter({0: model}, config, patch_size=16), out, save_probabilities=True
+        )
+        labels = np.asarray(nib.load(out / f"{files[0].case_id}.nii.gz").dataobj)
+        et_region = brain if masked else in_box
+        np.testing.assert_array_equal(labels, np.where(et_region, 4, 0))
+        assert table.loc[0, "volume_ET_ml"] == pytest.approx(et_region.sum() * spacing_ml)
+        probs = nib.load(out / "probabilities" / f"{files[0].case_id}.nii.gz").get_fdata()
+        np.testing.assert_allclose(probs[..., 0], np.where(et_region, 0.0, 1.0), atol=1e-6)
+        np.testing.assert_allclose(probs[..., 3], np.where(et_region, 1.0, 0.0), atol=1e-6)
+    # predict_case (in memory) masks the same way
+    config = InferenceConfig(tta=0, mode=mode, et_min_voxels=0, device="cpu")
+    direct = Segmenter({0: model}, config, patch_size=16)
+    np.testing.assert_array_equal(direct.predict_case(case).labels, np.where(brain, 4, 0))
+
+
+def test_precision_comes_from_the_config_unless_given():
+    assert InferenceConfig().precision == "32"
+    config = InferenceConfig(precision="bf16", device="cpu")
+    assert Segmenter({0: always_et}, config, patch_size=16).precision == "bf16"
+    assert Segmenter({0: always_et}, config, patch_size=16, precision="32").precision == "32"
+    with pytest.raises(ValueError, match="inference.precision='16'"):
+        check_inference_config(InferenceConfig(precision="16"))
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        Segmenter({0: always_et}, config, patch_size=16, precision="fp8")
+
+
+def test_cli_precision_defaults_to_the_config(tmp_path, cohort, monkeypatch):
+    import brats_mtl.inference.predict as predict_module
+
+    root, files = cohort
+    run = make_run(tmp_path / "run", [f.case_id for f in files])
+    seen = []
+
+    class Spy(predict_module.Segmenter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.precision)
+            raise ValueError("stop after building the segmenter")
+
+    monkeypatch.setattr(predict_module, "Segmenter", Spy)
+    args = ["predict", str(run), str(root), str(tmp_path / "out"), "--no-progress"]
+    runner = CliRunner()
+    for extra, expected in [
+        ([], "32"),
+        (["--set", "inference.precision=bf16"], "bf16"),
+        (["--set", "inference.precision=bf16", "--precision", "32"], "32"),
+    ]:
+        result = runner.invoke(cli, [*args, "--set", "inference.device=cpu", *extra])
+        assert "stop after building" in result.output, result.output
+        assert seen[-1] == expected
+    result = runner.invoke(cli, [*args, "--set", "inference.precision=16"])
+    assert result.exit_code != 0 and "inference.precision" in result.output
+
+
+def test_a_case_folder_without_a_modality_fails_alone(tmp_path, cohort):
+    root, files = cohort
+    flair = files[1].images["flair"]
+    flair.unlink()
+    run = make_run(tmp_path / "run", [f.case_id for f in files])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(run),
+            str(root),
+            str(out),
+            "--tta",
+            "0",
+            "--mode",
+            "whole",
+            "--folds",
+            "0",
+            "--no-progress",
+            "--set",
+            "inference.device=cpu",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert f"FAILED {files[1].case_id}" in result.output and "flair" in result.output
+    table = pd.read_csv(out / "predictions.csv")
+    assert table["case_id"].tolist() == [f.case_id for f in files]
+    assert table["status"].tolist() == ["ok", "error", "ok"]
+    assert "lacks modality flair" in table.loc[1, "error"]
+    record = json.loads((out / "records" / f"{files[1].case_id}.json").read_text())
+    assert record["status"] == "error" and "flair" in record["error"]
+    # only outputs in OUTPUT_DIR: no lock file, no temporary file
+    assert sorted(os.listdir(out)) == [
+        f"{files[0].case_id}.nii.gz",
+        f"{files[2].case_id}.nii.gz",
+        "predictions.csv",
+        "records",
+    ]
+    assert sorted(p.name for p in (out / "records").glob("*.json")) == [
+        f"{f.case_id}.json" for f in files
+    ]
+
+
+def test_discovery_for_prediction_keeps_readable_cases(tmp_path, cohort):
+    root, files = cohort
+    assert discover_prediction_cases(root) == (files, {})
+    # a flat folder holding two cases, one of them without its t1ce file
+    flat = tmp_path / "flat" / "all"
+    flat.mkdir(parents=True)
+    for f in files[:2]:
+        for path in f.images.values():
+            shutil.move(path, flat / path.name)
+    (flat / files[0].images["t1ce"].name).unlink()
+    cases, unreadable = discover_prediction_cases(tmp_path / "flat")
+    assert [c.case_id for c in cases] == [files[1].case_id]
+    assert list(unreadable) == [files[0].case_id]
+    assert "lacks modality t1ce" in unreadable[files[0].case_id]
+    # problems of the cohort as a whole still stop it: one ID in two places, no case
+    for copy in ("copy_a", "copy_b"):
+        shutil.copytree(files[2].images["t1"].parent, tmp_path / "flat" / copy / "case")
+    with pytest.raises(ValueError, match="twice"):
+        discover_prediction_cases(tmp_path / "flat")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no BraTS cases"):
+        discover_prediction_cases(tmp_path / "empty")
+
+
+def test_merge_waits_for_the_lock_in_records(tmp_path):
+    out = tmp_path / "out"
+    (out / "records").mkdir(parents=True)
+    (out / "records" / "case_a.json").write_text(json.dumps({"case_id": "case_a"}))
+    with open(out / "records" / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another shard merging
+        merger = threading.Thread(target=merge_records, args=(out,))
+        merger.start()
+        time.sleep(0.3)
+        assert merger.is_alive() and not (out / "predictions.csv").exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    merger.join(timeout=10)
+    assert pd.read_csv(out / "predictions.csv")["case_id"].tolist() == ["case_a"]
+    assert sorted(os.listdir(out)) == ["predictions.csv", "records"]

@@ -199,3 +199,59 @@ def test_msd_ignores_resource_forks_and_needs_labels(tmp_path):
     (tmp_path / "labelsTr" / "BRATS_002.nii.gz").unlink()
     with pytest.raises(ValueError, match=r"imagesTr.BRATS_002\.nii\.gz has no label file"):
         discover_cases(tmp_path)
+
+
+def test_invalid_collects_broken_case_folders(tmp_path):
+    good = write_phantom_case(tmp_path, "BraTS2021_00000", shape=SHAPE)
+    broken = write_phantom_case(tmp_path, "BraTS2021_00001", shape=SHAPE)
+    broken.images["flair"].unlink()
+    # without the option the broken folder stops discovery, as before
+    with pytest.raises(ValueError, match=r"BraTS2021_00001.*lacks modality flair"):
+        discover_cases(tmp_path)
+    invalid: list[tuple[str, str]] = []
+    assert discover_cases(tmp_path, invalid=invalid) == [good]
+    ((case_id, message),) = invalid
+    assert case_id == "BraTS2021_00001"
+    assert str(broken.images["t1"].parent) in message and "lacks modality flair" in message
+    assert "BraTS2021_00001_t1.nii.gz" in message  # the files found
+
+
+def test_invalid_judges_each_case_of_a_flat_folder(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    cases = [write_phantom_case(tmp_path, f"BraTS2021_0000{i}", shape=SHAPE) for i in range(3)]
+    for case in cases:
+        for path in [*case.images.values(), case.seg]:
+            shutil.move(path, flat / path.name)
+    (flat / "BraTS2021_00001_t2.nii.gz").unlink()
+    shutil.copy(flat / "BraTS2021_00002_t1.nii.gz", flat / "BraTS2021_00002_t1.nii")
+    invalid: list[tuple[str, str]] = []
+    found = discover_cases(flat, invalid=invalid)
+    assert [(c.case_id, c.labeled) for c in found] == [("BraTS2021_00000", True)]
+    assert [cid for cid, _ in invalid] == ["BraTS2021_00001", "BraTS2021_00002"]
+    assert "lacks modality t2" in invalid[0][1]
+    assert "2 files for modality t1" in invalid[1][1]
+
+
+def test_invalid_still_raises_for_the_cohort(tmp_path):
+    # no case folder at all
+    (tmp_path / "empty").mkdir()
+    invalid: list[tuple[str, str]] = []
+    with pytest.raises(ValueError, match="no BraTS cases found"):
+        discover_cases(tmp_path / "empty", invalid=invalid)
+    # only broken cases: returned empty, the errors collected
+    only = write_phantom_case(tmp_path / "only", "BraTS2021_00000", shape=SHAPE)
+    only.images["t1ce"].unlink()
+    assert discover_cases(tmp_path / "only", invalid=invalid) == []
+    assert [cid for cid, _ in invalid] == ["BraTS2021_00000"]
+    # a case ID twice, once readable and once broken: nothing collected
+    write_phantom_case(tmp_path / "only" / "copy", "BraTS2021_00000", shape=SHAPE)
+    invalid.clear()
+    with pytest.raises(ValueError, match="BraTS2021_00000 found twice"):
+        discover_cases(tmp_path / "only", invalid=invalid)
+    assert invalid == []
+    # a broken MSD task folder
+    write_phantom_cohort(tmp_path / "msd", n_labeled=2, n_unlabeled=0, layout="msd", shape=SHAPE)
+    (tmp_path / "msd" / "labelsTr" / "BRATS_002.nii.gz").unlink()
+    with pytest.raises(ValueError, match="has no label file"):
+        discover_cases(tmp_path / "msd", invalid=invalid)

@@ -54,7 +54,8 @@ def configure_logging(verbose: int) -> None:
     ======  ===========================  =====================================
 
     Libraries that set their own level (Lightning sets INFO on ``lightning.pytorch``)
-    keep it. One stderr handler on the root logger prints ``LEVEL logger: message``; a
+    keep it, except Lightning's start-up notes (``lightning.pytorch.utilities.rank_zero``:
+    accelerator found, tips), shown from ``-v`` on. One stderr handler on the root logger prints ``LEVEL logger: message``; a
     handler already installed there (by an embedding program) is kept.
 
     Args:
@@ -63,6 +64,10 @@ def configure_logging(verbose: int) -> None:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     logging.getLogger("brats_mtl").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+    # Lightning's start-up notes (accelerator, tips, "max_steps reached") only with -v
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(
+        logging.NOTSET if verbose >= 1 else logging.WARNING
+    )
 
 
 @click.group(cls=_LazyGroup)

@@ -49,10 +49,9 @@ import click
 @click.option(
     "--precision",
     type=click.Choice(["32", "bf16"]),
-    default="32",
-    show_default=True,
-    help="bf16: bfloat16 autocast, 2-3x faster on CPUs with AMX (Xeon 4th gen+) and on "
-    "GPUs; slower elsewhere.",
+    default=None,
+    help="32: float32; bf16: bfloat16 autocast, 2-3x faster on CPUs with AMX (Xeon 4th "
+    "gen+) and on GPUs, slower elsewhere [default: inference.precision of the run, 32].",
 )
 @click.option(
     "--shard",
@@ -90,7 +89,7 @@ def command(
     tta: str | None,
     mode: str | None,
     device: str | None,
-    precision: str,
+    precision: str | None,
     shard: str,
     out_of_fold: bool,
     overwrite: bool,
@@ -102,8 +101,12 @@ def command(
 
     RUN_DIR is a training run (config.yaml, splits.json, fold_K/checkpoints); INPUT_DIR
     a cohort in any supported layout (BraTS 2018-2023, MSD). The fold models' label maps
-    are combined by majority vote; ET is relabeled NCR/NET when the classifier says "no
-    ET" and fewer than inference.et_min_voxels ET voxels are predicted.
+    are combined by majority vote; voxels outside the brain (zero in every modality) are
+    background (inference.mask_outside_brain); ET is relabeled NCR/NET when the
+    classifier says "no ET" and fewer than inference.et_min_voxels ET voxels are
+    predicted. A case that cannot be read or predicted (e.g. a case folder without its
+    flair file) is listed as FAILED with status "error" in predictions.csv, the others
+    are written, and the command exits with status 1.
     """
     from brats_mtl.config import apply_overrides
     from brats_mtl.inference.predict import (
@@ -119,7 +122,11 @@ def command(
         shard_index = parse_shard(shard)
         config = apply_overrides(read_run_config(run_dir), overrides)
         config = with_inference_overrides(
-            config, tta=None if tta is None else int(tta), mode=mode, device=device
+            config,
+            tta=None if tta is None else int(tta),
+            mode=mode,
+            device=device,
+            precision=precision,
         )
         table = predict_cohort(
             run_dir,
@@ -132,7 +139,6 @@ def command(
             shard=shard_index,
             overwrite=overwrite,
             save_probabilities=save_probabilities,
-            precision=precision,
             progress=progress,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as error:

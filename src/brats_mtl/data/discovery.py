@@ -17,8 +17,10 @@ with ``sep`` one of ``_``/``-`` and ``modality`` one of the BraTS suffixes
 (``t1 t1ce t2 flair seg`` up to 2021; ``t1n t1c t2w t2f seg`` from 2023 on). The suffix must
 match exactly, so ``_t1.nii.gz`` never matches ``_t1ce.nii.gz``. Folders of different
 layouts and ID styles may sit side by side under one root; the root may also be a single
-case folder. Sources: the BraTS 2018-2023 training-data releases and the Medical
-Segmentation Decathlon Task01 ``dataset.json``.
+case folder. A broken case folder (a modality missing, two files for one modality) stops
+discovery, or with ``discover_cases(root, invalid=[...])`` is collected and skipped.
+Sources: the BraTS 2018-2023 training-data releases and the Medical Segmentation Decathlon
+Task01 ``dataset.json``.
 """
 
 from __future__ import annotations
@@ -93,22 +95,45 @@ class CaseFiles:
         return self.seg is not None
 
 
-def discover_cases(root: str | Path) -> list[CaseFiles]:
+@dataclass(frozen=True)
+class _BrokenCase:
+    """A case whose folder cannot be read as a case (``discover_cases(invalid=...)``)."""
+
+    case_id: str
+    folder: Path
+    message: str
+
+
+def discover_cases(
+    root: str | Path, *, invalid: list[tuple[str, str]] | None = None
+) -> list[CaseFiles]:
     """Find every case under ``root``, in any supported layout.
 
     Args:
         root: a dataset folder (any layout, layouts may be mixed), an MSD task folder
             (with ``imagesTr``/``imagesTs``), or a single case folder.
+        invalid: None (default): a case folder that cannot be read as a case raises.
+            A list: such cases are skipped and ``(case_id, message)`` is appended for
+            each, sorted by case ID, once the whole root has been read without a cohort
+            error. The message is the one that would have been raised (it names the
+            folder and the files found). Collected: a case lacking a modality, two files
+            for one modality (e.g. ``.nii`` beside ``.nii.gz``, or both naming styles),
+            two segmentation files. A folder holding several cases has each case judged
+            alone. Used by prediction, where one broken case must not stop the cohort.
 
     Returns:
-        The cases sorted by ``case_id``. Unlabeled cases (no segmentation file, or MSD
-        ``imagesTs``) have ``seg=None``.
+        The readable cases sorted by ``case_id``. Unlabeled cases (no segmentation file,
+        or MSD ``imagesTs``) have ``seg=None``.
 
     Raises:
         FileNotFoundError: if ``root`` does not exist or is not a folder.
-        ValueError: if no case is found (names ``root``); if a case folder lacks a
-            modality or holds two files for one modality (names the folder and files);
-            if one case ID occurs twice (names both places).
+        ValueError: if no case is found (names ``root``; with ``invalid``, only when no
+            case folder was found either, readable or not); if one case ID occurs twice
+            (names both places; with ``invalid``, broken cases count too); if an MSD
+            task folder is broken (a training image without label, two label files);
+            without ``invalid``, also if a case folder lacks a modality or holds two
+            files for one modality or two segmentations (names the folder and files).
+            Nothing is appended to ``invalid`` when an error is raised.
 
     Source: DESIGN.md section 1; BraTS 2018-2023 and MSD Task01 release layouts.
     """
@@ -120,30 +145,42 @@ def discover_cases(root: str | Path) -> list[CaseFiles]:
             f"{root} is a file; pass the folder holding the case folders (or one case folder)"
         )
     cases: list[CaseFiles] = []
+    broken: list[_BrokenCase] | None = None if invalid is None else []
     grade_tables: dict[Path, dict[str, str]] = {}  # name_mapping.csv files read so far
     for folder, is_msd, filenames in _walk(root):
         if is_msd:
             cases.extend(_discover_msd(folder))
-        cases.extend(_discover_case_folder(folder, filenames, root, grade_tables))
-    if not cases:
+        cases.extend(_discover_case_folder(folder, filenames, root, grade_tables, broken))
+    broken = broken or []
+    if not cases and not broken:
         raise ValueError(
             f"no BraTS cases found under {root}: expected case folders such as "
             "BraTS2021_00000/BraTS2021_00000_t1.nii.gz (also HGG/LGG sub-folders, BraTS 2023 "
             "names BraTS-GLI-00000-000-t1n.nii.gz) or an MSD task folder with imagesTr/"
         )
-    seen: dict[str, CaseFiles] = {}
-    for case in cases:
-        if case.case_id in seen:
-            first = seen[case.case_id]
+    seen: dict[str, Path] = {}
+    for case_id, where in [(c.case_id, _where(c)) for c in cases] + [
+        (b.case_id, b.folder) for b in broken
+    ]:
+        if case_id in seen:
             raise ValueError(
-                f"case {case.case_id} found twice: {_where(first)} and {_where(case)}; "
+                f"case {case_id} found twice: {seen[case_id]} and {where}; "
                 "keep one copy under the data folder"
             )
-        seen[case.case_id] = case
+        seen[case_id] = where
     cases.sort(key=lambda c: c.case_id)
     logger.info(
         "found %d cases (%d labeled) under %s", len(cases), sum(c.labeled for c in cases), root
     )
+    if broken:
+        broken.sort(key=lambda b: b.case_id)
+        logger.warning(
+            "%d case folders under %s cannot be read and are skipped: %s",
+            len(broken),
+            root,
+            [b.case_id for b in broken[:10]],
+        )
+        invalid.extend((b.case_id, b.message) for b in broken)
     return cases
 
 
@@ -171,9 +208,16 @@ def _is_nifti(name: str) -> bool:
 
 
 def _discover_case_folder(
-    folder: Path, filenames: list[str], root: Path, grade_tables: dict[Path, dict[str, str]]
+    folder: Path,
+    filenames: list[str],
+    root: Path,
+    grade_tables: dict[Path, dict[str, str]],
+    broken: list[_BrokenCase] | None,
 ) -> list[CaseFiles]:
-    """Cases whose files lie in ``folder`` (usually one; a flat folder may hold several)."""
+    """Cases whose files lie in ``folder`` (usually one; a flat folder may hold several).
+
+    A case that cannot be read raises, or is appended to ``broken`` when that is a list.
+    """
     groups: dict[str, dict[str, list[str]]] = {}
     unmatched: list[str] = []
     for name in filenames:
@@ -202,18 +246,23 @@ def _discover_case_folder(
                     case_id,
                     seg_like,
                 )
-        cases.append(_case_from_group(folder, case_id, by_suffix, seg_names, root, grade_tables))
+        try:
+            images = _case_images(folder, case_id, by_suffix, seg_names)
+        except ValueError as exc:
+            if broken is None:
+                raise
+            broken.append(_BrokenCase(case_id, folder, str(exc)))
+            continue
+        cases.append(
+            _case_from_group(folder, case_id, by_suffix, images, seg_names, root, grade_tables)
+        )
     return cases
 
 
-def _case_from_group(
-    folder: Path,
-    case_id: str,
-    by_suffix: dict[str, list[str]],
-    seg_names: list[str],
-    root: Path,
-    grade_tables: dict[Path, dict[str, str]],
-) -> CaseFiles:
+def _case_images(
+    folder: Path, case_id: str, by_suffix: dict[str, list[str]], seg_names: list[str]
+) -> dict[str, Path]:
+    """Internal modality -> image file of one case; ValueError when the case is broken."""
     images: dict[str, list[str]] = {}
     for suffix, names in by_suffix.items():
         modality = LEGACY_SUFFIXES.get(suffix) or BRATS2023_SUFFIXES[suffix]
@@ -236,6 +285,19 @@ def _case_from_group(
             f"found {sorted(n for names in by_suffix.values() for n in names)}; every case "
             f"needs {case_id}_t1, _t1ce, _t2, _flair (or -t1n, -t1c, -t2w, -t2f) .nii[.gz]"
         )
+    return {m: folder / images[m][0] for m in MODALITIES}
+
+
+def _case_from_group(
+    folder: Path,
+    case_id: str,
+    by_suffix: dict[str, list[str]],
+    images: dict[str, Path],
+    seg_names: list[str],
+    root: Path,
+    grade_tables: dict[Path, dict[str, str]],
+) -> CaseFiles:
+    """The case of a group of files already checked by :func:`_case_images`."""
     new_style = any(s in BRATS2023_SUFFIXES for s in by_suffix)
     grade = None
     if new_style:
@@ -255,7 +317,7 @@ def _case_from_group(
     return CaseFiles(
         case_id=case_id,
         layout=layout,
-        images={m: folder / images[m][0] for m in MODALITIES},
+        images=images,
         seg=folder / seg_names[0] if seg_names else None,
         grade=grade,
         label_convention=convention,

@@ -2,8 +2,11 @@
 
 For one case (:class:`Segmenter`): crop and z-score (DESIGN.md 2); each selected fold
 model predicts the crop (sliding windows or the whole volume, mirror TTA); the fold
-ensemble votes (paper 5.1); ET suppression runs on the ensemble (paper, Inference); the
-label map is un-cropped to the input grid.
+ensemble votes (paper 5.1); voxels outside the brain mask (non-zero in no modality, the
+mask the crop is cut around) become background (``inference.mask_outside_brain``, on by
+default; not in the paper: nnU-Net's BraTS convention, which keeps an under-trained
+model from labelling the empty corners of the crop box as tumor); ET suppression runs on
+the masked ensemble (paper, Inference); the label map is un-cropped to the input grid.
 
 For a cohort (:func:`predict_cases`, :func:`predict_cohort`), in ``OUTPUT_DIR``:
 
@@ -11,20 +14,23 @@ For a cohort (:func:`predict_cases`, :func:`predict_cohort`), in ``OUTPUT_DIR``:
   in the input's label convention (ET = 3 for BraTS 2023+ input).
 - ``records/<ID>.json``: that case's row of the cohort table, written after the label map.
 - ``predictions.csv``: all records merged (columns :data:`CSV_COLUMNS`), rewritten at the
-  end of every run under a file lock, so shards running at the same time (``--shard``)
-  and interrupted runs that are started again all end with one complete table.
+  end of every run under a file lock (``records/.lock``), so shards running at the same
+  time (``--shard``) and interrupted runs that are started again all end with one
+  complete table.
 - ``probabilities/<ID>.nii.gz`` (``save_probabilities``): the fold-mean class
   probabilities before ET suppression, 4-D (X, Y, Z, 4), channel k = class k of
   ``conventions.CLASS_LABELS`` (background, NCR/NET, ED, ET, whatever the input's label
   convention), stored as uint8 with NIfTI scaling ``scl_slope = 1/255`` so that nibabel,
   ITK and FSL read probabilities in [0, 1] (quantised to 1/255; 36 MB uncompressed for a
-  240 x 240 x 155 case instead of 143 MB as float32). Outside the brain crop the
-  background channel is 1.
+  240 x 240 x 155 case instead of 143 MB as float32). Outside the brain crop, and
+  outside the brain mask when ``inference.mask_outside_brain`` is on, the background
+  channel is 1 and the others 0, as in the label map.
 
 A case whose label map exists is skipped (its record is kept, or rebuilt from the label
 map when missing), so an interrupted cohort resumes where it stopped; ``overwrite``
-predicts it again. A case that fails is logged and recorded with its error, and the others
-go on.
+predicts it again. A case that fails (unreadable or missing files, a case folder without
+one of its modalities, an empty image) is logged and recorded with status "error" and its
+message, and the others go on.
 
 Source: paper, Inference and section 5.1; DESIGN.md sections 2 and 5.
 """
@@ -58,6 +64,7 @@ from brats_mtl.data import (
     write_segmentation,
 )
 from brats_mtl.inference.ensemble import ENSEMBLE_METHODS, FoldEnsemble
+from brats_mtl.inference.network import PRECISIONS
 from brats_mtl.inference.postprocess import region_volumes_ml, suppress_et
 from brats_mtl.inference.sliding_window import (
     VolumePrediction,
@@ -66,7 +73,8 @@ from brats_mtl.inference.sliding_window import (
     window_starts,
 )
 from brats_mtl.inference.tta import mirror_axes
-from brats_mtl.preprocessing import Box, Preprocessed, preprocess_case, uncrop
+from brats_mtl.preprocessing import Box, Preprocessed, crop, preprocess_case, uncrop
+from brats_mtl.preprocessing import brain_mask as nonzero_mask
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,6 +96,9 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 CSV_NAME = "predictions.csv"
 RECORDS_DIR = "records"
+#: Lock file of :func:`merge_records`, inside ``records/`` so that no stray file is left
+#: among the outputs.
+LOCK_NAME = ".lock"
 PROBABILITIES_DIR = "probabilities"
 MODES: tuple[str, ...] = ("window", "whole")
 
@@ -96,8 +107,8 @@ def check_inference_config(config: InferenceConfig) -> None:
     """Reject inference settings that cannot run, naming the ``inference.*`` key.
 
     Raises:
-        ValueError: on an unknown ``tta``, ``mode`` or ``ensemble``, an ``overlap``
-            outside [0, 1), a ``window_batch_size`` below 1, an
+        ValueError: on an unknown ``tta``, ``mode``, ``ensemble`` or ``precision``, an
+            ``overlap`` outside [0, 1), a ``window_batch_size`` below 1, an
             ``et_probability_threshold`` outside [0, 1] or a negative ``et_min_voxels``.
     """
     mirror_axes(config.tta)
@@ -120,6 +131,15 @@ def check_inference_config(config: InferenceConfig) -> None:
         )
     if config.et_min_voxels < 0:
         raise ValueError(f"inference.et_min_voxels={config.et_min_voxels} must be >= 0")
+    _check_precision(config.precision, "inference.precision")
+
+
+def _check_precision(precision: str, name: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"{name}={precision!r} is not one of {list(PRECISIONS)}; use 32 (float32) or "
+            "bf16 (bfloat16 autocast: fast on CPUs with AMX and on recent GPUs)"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,10 +149,11 @@ class CasePrediction:
     Attributes:
         case_id: the case ID.
         labels: uint8, (X, Y, Z) on the input grid: internal labels {0, 1, 2, 4} after
-            the ensemble and ET suppression.
+            the ensemble, the brain mask and ET suppression; 0 outside the crop box.
         probabilities: float32, (4, x, y, z) on the cropped grid: mean class
             probabilities of the folds (before suppression), class order
-            ``conventions.CLASS_LABELS``.
+            ``conventions.CLASS_LABELS``; (1, 0, 0, 0) outside the brain mask when
+            ``mask_outside_brain`` is on.
         box: the crop box in the input grid.
         et_probability: the case's ET probability (mean over folds).
         et_suppressed: True if ET suppression relabeled ET voxels as NCR/NET.
@@ -153,22 +174,31 @@ class CasePrediction:
 class Segmenter:
     """Fold models plus inference settings: segments one case at a time.
 
+    Each case is cropped to its brain box and z-scored; every selected fold model
+    predicts the crop; the folds are combined (``config.ensemble``); with
+    ``config.mask_outside_brain`` (default) the voxels of the box outside the brain mask
+    (zero in every modality, ``preprocessing.brain_mask``) become background, in the
+    label map and in the mean probabilities (background 1), in both modes; then ET
+    suppression runs and the labels are un-cropped (background outside the box).
+
     Args:
         models: fold number -> model. A model is a ``MultiTaskNet`` (any mode) or, for
             the windowed mode, a ``Predictor`` callable (``brats_mtl.inference.
             sliding_window``), e.g. a toy function in tests.
         config: the ``inference`` section (TTA, overlap, batch, ET suppression, ensemble,
-            mode, channels_last, device).
+            mode, channels_last, device, precision, mask_outside_brain).
         patch_size: window edge; default: the models' ``config.patch_size`` (required for
             callables).
         precision: "32" (float32) or "bf16" (bfloat16 autocast; fast only on CPUs with
-            AMX or bf16 instructions and on GPUs).
+            AMX or bf16 instructions and on GPUs); default ``config.precision``. Not
+            used by callables.
 
     Raises:
         ValueError: on invalid settings, no models, mixed patch sizes, or a callable in
             whole-volume mode.
 
-    Source: paper, Inference and 5.1; DESIGN.md section 5.
+    Source: paper, Inference and 5.1; DESIGN.md section 5; brain mask: nnU-Net's BraTS
+    convention (not in the paper).
     """
 
     def __init__(
@@ -177,7 +207,7 @@ class Segmenter:
         config: InferenceConfig | None = None,
         *,
         patch_size: int | None = None,
-        precision: str = "32",
+        precision: str | None = None,
     ) -> None:
         from brats_mtl.inference.network import (
             network_predictor,
@@ -187,6 +217,10 @@ class Segmenter:
 
         self.config = config = config or InferenceConfig()
         check_inference_config(config)
+        if precision is None:
+            precision = config.precision
+        _check_precision(precision, "precision")
+        self.precision = precision
         if not models:
             raise ValueError("no fold models to predict with")
         self.device = resolve_device(config.device)
@@ -266,7 +300,8 @@ class Segmenter:
         return run
 
     def predict_case(self, case: Case, *, folds: Sequence[int] | None = None) -> CasePrediction:
-        """Segment one loaded case: crop and z-score, then :meth:`predict_preprocessed`.
+        """Segment one loaded case: crop and z-score, then :meth:`predict_preprocessed`
+        with the case's exact brain mask.
 
         Args:
             case: from ``brats_mtl.data.load_case`` (labels are not used).
@@ -280,22 +315,35 @@ class Segmenter:
             ValueError: if a requested fold has no model, or preprocessing fails (names
                 the case's file).
         """
-        return self.predict_preprocessed(preprocess_case(case), folds=folds)
+        pre = preprocess_case(case)
+        mask = nonzero_mask(crop(case.image, pre.box))
+        return self.predict_preprocessed(pre, folds=folds, brain_mask=mask)
 
     def predict_preprocessed(
-        self, pre: Preprocessed, *, folds: Sequence[int] | None = None
+        self,
+        pre: Preprocessed,
+        *,
+        folds: Sequence[int] | None = None,
+        brain_mask: np.ndarray | None = None,
     ) -> CasePrediction:
         """Segment one preprocessed case (``preprocessing.preprocess_case``).
 
         Args:
             pre: the cropped, z-scored case.
             folds: the fold models to use; default all.
+            brain_mask: bool, (x, y, z) on the cropped grid: True where any raw modality
+                is non-zero, i.e. ``preprocessing.brain_mask`` of the cropped raw image.
+                Default: where any channel of ``pre.image`` is non-zero (the z-scored
+                image is exactly 0 outside the brain; inside, all four channels are 0
+                together only where every raw value equals its modality's mean). Used
+                only with ``config.mask_outside_brain``.
 
         Returns:
             :class:`CasePrediction` on the input grid (``pre.original_shape``).
 
         Raises:
-            ValueError: if a requested fold has no model.
+            ValueError: if a requested fold has no model, or ``brain_mask`` does not
+                have the crop's shape.
         """
         folds = self.folds if folds is None else tuple(folds)
         missing = [f for f in folds if f not in self._runners]
@@ -303,6 +351,11 @@ class Segmenter:
             raise ValueError(
                 f"case {pre.case_id}: folds {list(missing) or list(folds)} have no model; "
                 f"loaded folds: {list(self.folds)}"
+            )
+        if brain_mask is not None and np.shape(brain_mask) != pre.image.shape[1:]:
+            raise ValueError(
+                f"case {pre.case_id}: brain mask of shape {np.shape(brain_mask)} does not "
+                f"match the cropped image {pre.image.shape[1:]}"
             )
         ensemble = FoldEnsemble()
         for fold in folds:
@@ -318,8 +371,16 @@ class Segmenter:
             del prediction
         cfg = self.config
         et_probability = ensemble.et_probability()
+        labels = ensemble.labels(cfg.ensemble)
+        probabilities = ensemble.mean_probabilities()
+        if cfg.mask_outside_brain:
+            inside = nonzero_mask(pre.image) if brain_mask is None else brain_mask
+            inside = np.asarray(inside, dtype=bool)
+            labels = np.where(inside, labels, np.uint8(0))
+            probabilities *= inside  # a new array: the ensemble's sum is untouched
+            probabilities[0][~inside] = 1.0
         labels, suppressed = suppress_et(
-            ensemble.labels(cfg.ensemble),
+            labels,
             et_probability,
             probability_threshold=cfg.et_probability_threshold,
             min_voxels=cfg.et_min_voxels,
@@ -327,7 +388,7 @@ class Segmenter:
         return CasePrediction(
             case_id=pre.case_id,
             labels=uncrop(labels, pre.box, pre.original_shape, fill=0),
-            probabilities=ensemble.mean_probabilities(),
+            probabilities=probabilities,
             box=pre.box,
             et_probability=et_probability,
             et_suppressed=suppressed,
@@ -374,7 +435,7 @@ def write_probabilities(
     Returns:
         ``path``. The image is (X, Y, Z, 4) uint8 with ``scl_slope = 1/255``,
         ``scl_inter = 0``; channel k = class ``CLASS_LABELS[k]``; background channel 1
-        outside the brain crop.
+        outside the brain crop and (``mask_outside_brain``) outside the brain mask.
 
     Raises:
         FileExistsError: if ``path`` exists and ``overwrite`` is False.
@@ -452,7 +513,11 @@ def _record(
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (POSIX ``flock``; no lock elsewhere)."""
+    """An exclusive advisory lock on ``path`` (POSIX ``flock``; no lock elsewhere).
+
+    The file is created empty if needed and kept: removing a lock file while another
+    process waits on it would let a third process lock a new file at the same path.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
@@ -471,7 +536,8 @@ def merge_records(output_dir: str | Path) -> pd.DataFrame:
     """Merge every ``records/<ID>.json`` into ``predictions.csv`` (atomically, locked).
 
     Safe to call from several processes at once (``--shard``): the last one to finish
-    writes the complete table.
+    writes the complete table. The lock is ``records/.lock`` (an empty file kept there),
+    so the output folder itself holds only outputs.
 
     Returns:
         The table, one row per record, sorted by ``case_id``; columns :data:`CSV_COLUMNS`.
@@ -479,7 +545,7 @@ def merge_records(output_dir: str | Path) -> pd.DataFrame:
     import pandas as pd
 
     output_dir = Path(output_dir)
-    with _locked(output_dir / f".{CSV_NAME}.lock"):
+    with _locked(output_dir / RECORDS_DIR / LOCK_NAME):
         rows = []
         for path in sorted((output_dir / RECORDS_DIR).glob("*.json")):
             try:
@@ -527,12 +593,40 @@ def select_shard(case_ids: Sequence[str], index: int, count: int) -> list[str]:
     return sorted(case_ids)[index::count]
 
 
+def discover_prediction_cases(input_dir: str | Path) -> tuple[list[CaseFiles], dict[str, str]]:
+    """The cases of a cohort to predict, and the case folders that cannot be read.
+
+    ``data.discover_cases`` with ``invalid`` collected: a broken case folder (a modality
+    missing, two files for one modality) fails alone instead of stopping the cohort.
+
+    Args:
+        input_dir: a dataset folder in any supported layout.
+
+    Returns:
+        ``(cases, unreadable)``: the readable cases sorted by ID, and case ID ->
+        ``"ValueError: <message>"`` (naming the folder, the missing modality and the files
+        found) for each broken case.
+
+    Raises:
+        FileNotFoundError: if ``input_dir`` does not exist or is a file.
+        ValueError: on a problem that is not one case's: no case folder at all, one case
+            ID in two places (broken or not), a broken MSD task folder (as
+            ``discover_cases``).
+
+    Source: DESIGN.md section 1 (layouts); the per-case failure rule of this module.
+    """
+    invalid: list[tuple[str, str]] = []
+    cases = discover_cases(input_dir, invalid=invalid)
+    return cases, {case_id: f"ValueError: {message}" for case_id, message in invalid}
+
+
 def predict_cases(
     cases: Sequence[CaseFiles],
     segmenter: Segmenter,
     output_dir: str | Path,
     *,
     case_folds: Mapping[str, Sequence[int]] | None = None,
+    unreadable: Mapping[str, str] | None = None,
     overwrite: bool = False,
     save_probabilities: bool = False,
     progress: bool = False,
@@ -540,18 +634,22 @@ def predict_cases(
     """Predict cases into ``output_dir`` and merge ``predictions.csv``.
 
     Args:
-        cases: the cases (e.g. one shard of ``discover_cases``).
+        cases: the cases (e.g. one shard of :func:`discover_prediction_cases`).
         segmenter: the fold models and settings.
         output_dir: created if needed; layout in the module docstring.
         case_folds: case ID -> the folds predicting it (out-of-fold prediction); cases
             without an entry use all folds. None: all folds for every case.
+        unreadable: case ID -> error, for cases whose files could not even be listed
+            (e.g. a case folder without its flair file, from
+            :func:`discover_prediction_cases`); each is logged and recorded as failed.
         overwrite: predict cases whose label map exists again (else they are skipped).
         save_probabilities: also write ``probabilities/<ID>.nii.gz``.
         progress: show a tqdm progress bar.
 
     Returns:
-        One row per case of ``cases`` (predicted now, skipped, or failed), columns
-        :data:`CSV_COLUMNS`; ``status`` is "ok" or "error".
+        One row per case of ``cases`` (predicted now, skipped, or failed), in order,
+        then one per ``unreadable`` case; columns :data:`CSV_COLUMNS`; ``status`` is
+        "ok" or "error" (with the message in ``error``).
 
     Source: DESIGN.md section 5.
     """
@@ -561,6 +659,18 @@ def predict_cases(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     rows, n_done, n_skipped, n_failed = [], 0, 0, 0
+    unreadable_rows = []
+    for case_id, error in sorted((unreadable or {}).items()):
+        logger.error("%s failed: %s", case_id, error)
+        record = _record(
+            case_id,
+            tuple((case_folds or {}).get(case_id, segmenter.folds)),
+            status="error",
+            error=error,
+        )
+        _write_json_atomic(record, _record_path(output_dir, case_id))
+        unreadable_rows.append(record)
+    n_failed += len(unreadable_rows)
     bar = tqdm(cases, desc="predict", unit="case", disable=not progress)
     for files in bar:
         bar.set_postfix_str(files.case_id)
@@ -574,9 +684,10 @@ def predict_cases(
         try:
             case = load_case(files, load_labels=False)
             pre = preprocess_case(case)
+            mask = nonzero_mask(crop(case.image, pre.box))
             case = release_image(case)
-            prediction = segmenter.predict_preprocessed(pre, folds=folds)
-            del pre
+            prediction = segmenter.predict_preprocessed(pre, folds=folds, brain_mask=mask)
+            del pre, mask
             if save_probabilities:
                 # a probability map without its label map is what an interrupted run
                 # leaves behind: this run's own output, replaced.
@@ -617,6 +728,7 @@ def predict_cases(
             )
         _write_json_atomic(record, _record_path(output_dir, files.case_id))
         rows.append(record)
+    rows.extend(unreadable_rows)
     merge_records(output_dir)
     logger.info(
         "%d cases predicted, %d skipped (already written), %d failed; table in %s",
@@ -670,10 +782,14 @@ def predict_cohort(
     shard: tuple[int, int] = (0, 1),
     overwrite: bool = False,
     save_probabilities: bool = False,
-    precision: str = "32",
+    precision: str | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Segment every case of ``input_dir`` with the fold models of a training run.
+
+    A case folder that cannot be read (a modality missing, two files for one modality)
+    fails alone: it is recorded with status "error" and the others are predicted
+    (:func:`discover_prediction_cases`).
 
     Args:
         run_dir: the training run (``config.yaml``, ``splits.json``,
@@ -690,7 +806,8 @@ def predict_cohort(
         shard: ``(I, N)``: predict only shard I of N (:func:`select_shard`).
         overwrite: predict cases whose label map exists again.
         save_probabilities: also write probability maps.
-        precision: "32" or "bf16" (see :class:`Segmenter`).
+        precision: "32" or "bf16" (see :class:`Segmenter`); default
+            ``config.inference.precision``.
         progress: show a progress bar.
 
     Returns:
@@ -699,7 +816,8 @@ def predict_cohort(
     Raises:
         FileNotFoundError: if the run or the input folder is missing, or a requested fold
             has no checkpoint.
-        ValueError: on invalid settings or when no fold has a checkpoint.
+        ValueError: on invalid settings, when no fold has a checkpoint, or when the input
+            folder as a whole cannot be read (see :func:`discover_prediction_cases`).
 
     Source: paper, Inference, 5.1 and Table 3; DESIGN.md sections 4 and 5.
     """
@@ -714,18 +832,19 @@ def predict_cohort(
                 f"no fold of {run_dir} has a {which} checkpoint; train first or use --which last"
             )
     folds = sorted(set(int(f) for f in folds))
-    cases = discover_cases(input_dir)
+    cases, unreadable = discover_prediction_cases(input_dir)
     by_id = {c.case_id: c for c in cases}
+    all_ids = sorted(set(by_id) | set(unreadable))
     case_folds: dict[str, list[int]] | None = None
     if out_of_fold:
         splits = training.read_splits(run_dir)
         case_folds = {cid: [k] for k in folds for cid in splits.val_ids(k)}
-        absent = sorted(set(case_folds) - set(by_id))
+        absent = sorted(set(case_folds) - set(all_ids))
         if absent:
             logger.warning(
                 "%d held-out cases are not in %s: %s", len(absent), input_dir, absent[:10]
             )
-        unassigned = sorted(set(by_id) - set(case_folds))
+        unassigned = sorted(set(all_ids) - set(case_folds))
         if unassigned:
             logger.warning(
                 "%d cases of %s are held out by none of folds %s and are skipped: %s",
@@ -734,27 +853,32 @@ def predict_cohort(
                 folds,
                 unassigned[:10],
             )
-        ids = [cid for cid in by_id if cid in case_folds]
+        ids = [cid for cid in all_ids if cid in case_folds]
     else:
-        ids = list(by_id)
-    selected = [by_id[cid] for cid in select_shard(ids, *shard)]
+        ids = all_ids
+    shard_ids = select_shard(ids, *shard)
+    selected = [by_id[cid] for cid in shard_ids if cid in by_id]
+    shard_unreadable = {cid: unreadable[cid] for cid in shard_ids if cid in unreadable}
     logger.info(
-        "shard %d/%d: %d of %d cases; folds %s; mode %s, TTA %d",
+        "shard %d/%d: %d of %d cases (%d unreadable); folds %s; mode %s, TTA %d",
         shard[0],
         shard[1],
-        len(selected),
+        len(shard_ids),
         len(ids),
+        len(shard_unreadable),
         folds,
         config.inference.mode,
         config.inference.tta,
     )
     models = {k: training.load_fold_model(run_dir, k, which) for k in folds}
     segmenter = Segmenter(models, config.inference, precision=precision)
+    logger.info("precision %s on %s", segmenter.precision, segmenter.device)
     return predict_cases(
         selected,
         segmenter,
         output_dir,
         case_folds=case_folds,
+        unreadable=shard_unreadable,
         overwrite=overwrite,
         save_probabilities=save_probabilities,
         progress=progress,

@@ -41,6 +41,24 @@ from brats_mtl.training.datasets import (
 
 logger = logging.getLogger(__name__)
 
+
+def _defer_lightning_logging_to_root() -> None:
+    """Print each Lightning log line once.
+
+    ``import lightning`` gives the ``lightning`` logger its own stderr handler and leaves
+    it propagating, so under a configured root handler (the ``brats-mtl`` CLI's, or an
+    embedding program's) every Lightning line appears twice. Lightning's own handler is
+    dropped then; without a root handler it stays, as Lightning intends.
+    """
+    if logging.getLogger().handlers:
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning_logger.removeHandler(handler)
+
+
+_defer_lightning_logging_to_root()
+
 #: Loss terms logged as ``train/<name>`` every step.
 LOSS_TERMS = ("loss", "dice", "l2", "kl", "ce")
 

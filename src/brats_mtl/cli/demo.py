@@ -14,7 +14,9 @@ import click
 @click.option("--resume", is_flag=True, help="Continue an interrupted demo.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one setting of the demo preset (repeatable).")
-def command(out_dir, overwrite, resume, overrides):
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bars of training and prediction.")
+def command(out_dir, overwrite, resume, overrides, progress):
     """Generate a synthetic cohort, train 5 folds, predict, evaluate, report."""
     import time
 
@@ -37,7 +39,7 @@ def command(out_dir, overwrite, resume, overrides):
         result = run_pipeline(
             cohort.train_dir, out_dir / "results", config=config,
             unlabeled_dirs=(cohort.unlabeled_dir,), test_dir=cohort.test_dir,
-            survival_csv=cohort.survival_csv, resume=True,
+            survival_csv=cohort.survival_csv, resume=True, progress=progress,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from err

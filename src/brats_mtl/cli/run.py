@@ -28,8 +28,10 @@ import click
 @click.option("--folds", default=None, help="Comma-separated folds to train and use (default all).")
 @click.option("--resume", is_flag=True, help="Continue in an existing output folder.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing output folder first.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bars of training and prediction.")
 def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, preset, config_file,
-            overrides, folds, resume, overwrite):
+            overrides, folds, resume, overwrite, progress):
     """Train, predict out-of-fold, evaluate, fit survival and write a report for DATA_DIR."""
     from brats_mtl.config import Config, load_config
     from brats_mtl.pipeline import cpu_config, run_pipeline
@@ -41,7 +43,7 @@ def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, preset, c
         result = run_pipeline(
             data_dir, out_dir, config=config, unlabeled_dirs=tuple(unlabeled_dirs),
             test_dir=test_dir, survival_csv=survival_csv, folds=fold_list, resume=resume,
-            overwrite=overwrite,
+            overwrite=overwrite, progress=progress,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         raise click.ClickException(str(err)) from err

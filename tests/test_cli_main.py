@@ -40,6 +40,15 @@ def test_verbose_levels(restore_levels, flags, package_level, third_party_level)
         assert logging.getLogger(name).getEffectiveLevel() == third_party_level, name
 
 
+def _stderr_lines(code: str, argument: str) -> list[str]:
+    """Run ``python -c code argument`` in a fresh process; its stderr lines."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, argument], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr.splitlines()
+
+
 def test_v_prints_package_debug_lines_but_no_library_debug_lines():
     """A real process: -v shows brats_mtl DEBUG records, not matplotlib's (which logs
     DEBUG lines while it starts) nor any other library's."""
@@ -56,11 +65,7 @@ def test_v_prints_package_debug_lines_but_no_library_debug_lines():
         "main.cli([sys.argv[1], 'probe'])\n"
     )
     def debug_lines(flag: str) -> list[str]:
-        done = subprocess.run(
-            [sys.executable, "-c", code, flag], capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        return [line for line in done.stderr.splitlines() if line.startswith("DEBUG")]
+        return [line for line in _stderr_lines(code, flag) if line.startswith("DEBUG")]
 
     assert debug_lines("-v") == ["DEBUG brats_mtl.probe: package debug line"]
     every = debug_lines("-vv")  # the probe is real: matplotlib does log at DEBUG
@@ -80,15 +85,8 @@ def test_lightning_lines_are_printed_once_and_start_up_notes_only_with_v():
         "logging.getLogger('lightning.pytorch.utilities.rank_zero').info('start-up note')\n"
     )
 
-    def stderr(verbose: str) -> list[str]:
-        done = subprocess.run(
-            [sys.executable, "-c", code, verbose], capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stderr.splitlines()
-
-    assert stderr("0") == ["INFO lightning.pytorch.trainer: trainer line"]
-    assert stderr("1") == [
+    assert _stderr_lines(code, "0") == ["INFO lightning.pytorch.trainer: trainer line"]
+    assert _stderr_lines(code, "1") == [
         "INFO lightning.pytorch.trainer: trainer line",
         "INFO lightning.pytorch.utilities.rank_zero: start-up note",
     ]

@@ -43,7 +43,7 @@ import click
     type=click.Choice(["window", "whole"]),
     default=None,
     help="window: 128^3 sliding windows (paper); whole: one pass over the cropped brain, "
-    "about 4x faster, close but not identical [default: inference.mode, window].",
+    "3-5x faster on a CPU, not identical [default: inference.mode, window].",
 )
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
 @click.option(

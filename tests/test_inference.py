@@ -23,6 +23,7 @@ from brats_mtl.inference import (
     network_volume_predictor,
     predict_sliding_window,
     predict_whole_volume,
+    resolve_precision,
     select_et_min_voxels,
     sliding_window_boxes,
     suppress_et,
@@ -379,3 +380,27 @@ def test_threshold_selection_on_a_hand_made_example():
     assert best == 100  # tie with 1000: the smaller threshold changes less
     best, _ = select_et_min_voxels(cases[:1] + cases[2:], [0, 100, 1000])
     assert best == 1000
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_takes_bf16_only_on_a_cpu_with_amx(monkeypatch, amx):
+    from brats_mtl.inference import network
+
+    monkeypatch.setattr(network, "cpu_has_amx_bf16", lambda: amx)
+    assert resolve_precision("auto", "cpu") == ("bf16" if amx else "32")
+    assert resolve_precision("32", "cpu") == "32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_precision("auto", "cuda")
+
+
+def test_unknown_precision_names_the_accepted_values():
+    with pytest.raises(ValueError, match=r"'16'.*auto.*32.*bf16"):
+        resolve_precision("16", "cpu")
+
+
+def test_amx_probe_answers_a_bool():
+    from brats_mtl.inference.network import cpu_has_amx_bf16
+
+    assert isinstance(cpu_has_amx_bf16(), bool)

@@ -9,9 +9,12 @@ layout and in bfloat16 autocast, and return float32 probabilities.
 Speed notes, measured with ``benchmarks/bench_inference.py`` on a 2-core Xeon (AVX-512 +
 AMX) with the paper's network: one 128^3 window takes about 11.8 s in the default memory
 layout, 8.4 s channels-last (oneDNN convolutions) and 3.4 s with bfloat16 autocast on top
-(AMX). bfloat16 is only fast where the CPU has AMX or native bf16 instructions; elsewhere
-it is emulated and slower, so it is off unless asked for. On the CPU a batch of 2 windows
-is no faster per window than 1 and costs 1.5 GB more.
+(AMX). bfloat16 is only fast where the CPU has AMX; elsewhere it is emulated and far slower.
+``precision="auto"`` (the default) therefore takes bfloat16 only on a CPU with AMX-BF16
+tiles and float32 everywhere else (GPUs included). Against float32 windows, bfloat16
+windows gave Dice >= 0.999 per region on two real cases with a trained model (see the
+README). On the CPU a batch of 2 windows is no faster per window than 1 and costs 1.5 GB
+more.
 
 Source: paper, Inference (VAE branch off; classifier output saved); DESIGN.md section 5.
 """
@@ -29,8 +32,53 @@ from brats_mtl.inference.sliding_window import Box, Predictor, VolumePredictor
 
 logger = logging.getLogger(__name__)
 
-#: Accepted ``precision`` values: float32, or bfloat16 autocast (convolutions in bf16).
-PRECISIONS: tuple[str, ...] = ("32", "bf16")
+#: Accepted ``precision`` values: "auto" (see :func:`resolve_precision`), float32, or
+#: bfloat16 autocast (convolutions in bf16).
+PRECISIONS: tuple[str, ...] = ("auto", "32", "bf16")
+
+
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU has AMX tiles with bfloat16 (Intel Xeon 4th generation and later).
+
+    Reads torch's own CPU feature probe (``torch.cpu._is_amx_tile_supported`` and
+    ``_is_avx512_bf16_supported``, private in torch 2.x); False when torch has no such
+    probe.
+    """
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    try:
+        return all(getattr(torch.cpu, name)() for name in probes)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """The precision a forward pass runs in: ``"32"`` or ``"bf16"``.
+
+    ``"auto"`` gives ``"bf16"`` on a CPU with AMX-BF16 (:func:`cpu_has_amx_bf16`), where
+    bfloat16 convolutions ran about 2.2x faster than float32 ones
+    (``benchmarks/bench_model.py``), and ``"32"`` on other CPUs (bfloat16 is emulated
+    there, hundreds of times slower) and on GPUs (float32 is fast there, and bfloat16 on
+    a GPU is unmeasured here). ``"32"`` and ``"bf16"`` are returned as given.
+
+    Args:
+        precision: one of :data:`PRECISIONS`.
+        device: the device the model runs on ("auto", "cpu", "cuda", a ``torch.device``).
+
+    Raises:
+        ValueError: on an unknown ``precision`` or device.
+
+    Source: DESIGN.md section 5 (CPU speed); measured on a 2-core Xeon with AMX.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision={precision!r} is not one of {list(PRECISIONS)}; use auto, 32 "
+            "(float32) or bf16 (bfloat16 autocast: fast on CPUs with AMX and on recent GPUs)"
+        )
+    if precision != "auto":
+        return precision
+    if resolve_device(device).type == "cpu" and cpu_has_amx_bf16():
+        return "bf16"
+    return "32"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -89,7 +137,8 @@ def network_predictor(
         device: "auto", "cpu", "cuda", "cuda:1", or a ``torch.device``.
         channels_last: run in the channels-last-3d memory layout (faster oneDNN and cuDNN
             3-D convolutions).
-        precision: "32" (float32) or "bf16" (bfloat16 autocast).
+        precision: "auto", "32" (float32) or "bf16" (bfloat16 autocast); see
+            :func:`resolve_precision`.
 
     Returns:
         ``predictor(x) -> (seg_probs, et_prob)``: ``x`` float32 (B, 4, P, P, P);
@@ -267,11 +316,7 @@ def _prepare_input(x: torch.Tensor, device: torch.device, channels_last: bool) -
 
 def _run_context(precision: str, device: str | torch.device):
     """A factory of the context every forward pass runs in."""
-    if precision not in PRECISIONS:
-        raise ValueError(
-            f"precision={precision!r} is not one of {list(PRECISIONS)}; use 32 (float32) "
-            "or bf16 (bfloat16 autocast: fast on CPUs with AMX and on recent GPUs)"
-        )
+    precision = resolve_precision(precision, device)
     device_type = resolve_device(device).type
 
     def context() -> contextlib.ExitStack:

@@ -3,13 +3,16 @@
 Writes ``OUTPUT_DIR/<ID>.nii.gz`` (labels on the input grid, input's label convention),
 ``OUTPUT_DIR/predictions.csv`` (ET probability, suppression, WT/TC/ET volumes in ml,
 seconds, status per case) and, with ``--save-probabilities``,
-``OUTPUT_DIR/probabilities/<ID>.nii.gz``. Cases already written are skipped, so an
-interrupted run resumes; ``--shard I/N`` splits the cohort across processes or machines.
-Source: paper, Inference and 5.1; DESIGN.md section 5.
+``OUTPUT_DIR/probabilities/<ID>.nii.gz``. Cases already written with the same run and
+settings are skipped, so an interrupted run resumes (Ctrl-C exits with status 130 and
+prints the command that resumes); an OUTPUT_DIR filled by another run folder or other
+settings is refused unless ``--overwrite``; ``--shard I/N`` splits the cohort across
+processes or machines. Source: paper, Inference and 5.1; DESIGN.md section 5.
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -48,10 +51,11 @@ import click
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
 @click.option(
     "--precision",
-    type=click.Choice(["32", "bf16"]),
+    type=click.Choice(["auto", "32", "bf16"]),
     default=None,
-    help="32: float32; bf16: bfloat16 autocast, 2-3x faster on CPUs with AMX (Xeon 4th "
-    "gen+) and on GPUs, slower elsewhere [default: inference.precision of the run, 32].",
+    help="auto: bf16 on CPUs with AMX (Xeon 4th gen+), else 32; 32: float32; bf16: "
+    "bfloat16 autocast, 2-3x faster on CPUs with AMX, slower elsewhere [default: "
+    "inference.precision of the run, auto].",
 )
 @click.option(
     "--shard",
@@ -65,7 +69,12 @@ import click
     help="Each fold's model predicts only its held-out cases (splits.json): the paper's "
     "'train set' row of Table 3.",
 )
-@click.option("--overwrite", is_flag=True, help="Predict cases whose output exists again.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Predict every case again, also into an OUTPUT_DIR filled by another run folder "
+    "or other settings (files of cases not in INPUT_DIR are left alone).",
+)
 @click.option(
     "--save-probabilities",
     is_flag=True,
@@ -107,10 +116,17 @@ def command(
     predicted. A case that cannot be read or predicted (e.g. a case folder without its
     flair file) is listed as FAILED with status "error" in predictions.csv, the others
     are written, and the command exits with status 1.
+
+    Running the same command again resumes: finished cases are skipped. OUTPUT_DIR
+    records the run folder, its weights and the settings that change labels
+    (records/.settings.json); another run folder or other settings into the same
+    OUTPUT_DIR are refused with the differences listed, unless --overwrite. Ctrl-C stops
+    without partial files, says how many cases remain and exits with status 130.
     """
     from brats_mtl.config import apply_overrides
     from brats_mtl.inference.predict import (
         CSV_NAME,
+        PredictionInterrupted,
         parse_shard,
         predict_cohort,
         with_inference_overrides,
@@ -143,6 +159,23 @@ def command(
         )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from error
+    except KeyboardInterrupt as interrupt:
+        context = click.get_current_context()
+        if isinstance(interrupt, PredictionInterrupted):
+            click.echo(
+                f"Interrupted: {interrupt.finished} of {interrupt.total} case(s) finished, "
+                f"{interrupt.failed} failed, {interrupt.remaining} remain; no partial file "
+                f"is left in {output_dir}.",
+                err=True,
+            )
+        else:
+            click.echo(f"Interrupted before any case was predicted into {output_dir}.", err=True)
+        click.echo(
+            "To resume, run this command (finished cases are skipped):\n  "
+            + resume_command(context),
+            err=True,
+        )
+        context.exit(130)
 
     failed = table[table["status"] == "error"]
     click.echo(
@@ -156,6 +189,43 @@ def command(
             f"{len(failed)} case(s) failed; fix them and run the same command again "
             "(finished cases are skipped)"
         )
+
+
+def resume_command(context: click.Context) -> str:
+    """The ``predict`` command line that resumes the run of ``context``, shell-quoted.
+
+    The same arguments and options, without ``--overwrite`` (which would predict the
+    cases finished so far again). Options left at their defaults are omitted.
+    """
+    params = context.params
+    words = [
+        *context.command_path.split(),
+        str(params["run_dir"]),
+        str(params["input_dir"]),
+        str(params["output_dir"]),
+    ]
+    for name, flag in (
+        ("folds", "--folds"),
+        ("tta", "--tta"),
+        ("mode", "--mode"),
+        ("device", "--device"),
+        ("precision", "--precision"),
+    ):
+        if params.get(name) is not None:
+            words += [flag, str(params[name])]
+    if params.get("which", "best") != "best":
+        words += ["--which", params["which"]]
+    if params.get("shard", "0/1") != "0/1":
+        words += ["--shard", params["shard"]]
+    if params.get("out_of_fold"):
+        words.append("--out-of-fold")
+    if params.get("save_probabilities"):
+        words.append("--save-probabilities")
+    for override in params.get("overrides", ()):
+        words += ["--set", override]
+    if not params.get("progress", True):
+        words.append("--no-progress")
+    return shlex.join(words)
 
 
 def _parse_folds(text: str) -> list[int]:

@@ -18,7 +18,8 @@ with ``sep`` one of ``_``/``-`` and ``modality`` one of the BraTS suffixes
 match exactly, so ``_t1.nii.gz`` never matches ``_t1ce.nii.gz``. Folders of different
 layouts and ID styles may sit side by side under one root; the root may also be a single
 case folder. A broken case folder (a modality missing, two files for one modality) stops
-discovery, or with ``discover_cases(root, invalid=[...])`` is collected and skipped.
+discovery, or with ``discover_cases(root, invalid=[...])`` is collected for the caller to
+report as failed (prediction does).
 Sources: the BraTS 2018-2023 training-data releases and the Medical Segmentation Decathlon
 Task01 ``dataset.json``.
 """
@@ -113,10 +114,11 @@ def discover_cases(
         root: a dataset folder (any layout, layouts may be mixed), an MSD task folder
             (with ``imagesTr``/``imagesTs``), or a single case folder.
         invalid: None (default): a case folder that cannot be read as a case raises.
-            A list: such cases are skipped and ``(case_id, message)`` is appended for
-            each, sorted by case ID, once the whole root has been read without a cohort
-            error. The message is the one that would have been raised (it names the
-            folder and the files found). Collected: a case lacking a modality, two files
+            A list: such cases are left out of the result, logged one warning each
+            (``"<case>: <problem>; it will be reported as failed"``) and
+            ``(case_id, message)`` is appended for each, sorted by case ID, once the
+            whole root has been read without a cohort error. The message is the one
+            that would have been raised (it names the folder and the files found). Collected: a case lacking a modality, two files
             for one modality (e.g. ``.nii`` beside ``.nii.gz``, or both naming styles),
             two segmentation files. A folder holding several cases has each case judged
             alone. Used by prediction, where one broken case must not stop the cohort.
@@ -174,12 +176,9 @@ def discover_cases(
     )
     if broken:
         broken.sort(key=lambda b: b.case_id)
-        logger.warning(
-            "%d case folders under %s cannot be read and are skipped: %s",
-            len(broken),
-            root,
-            [b.case_id for b in broken[:10]],
-        )
+        # the caller (prediction) reports these cases as failed: say so, not "skipped"
+        for b in broken:
+            logger.warning("%s: %s; it will be reported as failed", b.case_id, b.message)
         invalid.extend((b.case_id, b.message) for b in broken)
     return cases
 

@@ -12,7 +12,12 @@ For a cohort (:func:`predict_cases`, :func:`predict_cohort`), in ``OUTPUT_DIR``:
 
 - ``<ID>.nii.gz``: integer labels on the input grid, with the input's affine and header,
   in the input's label convention (ET = 3 for BraTS 2023+ input).
-- ``records/<ID>.json``: that case's row of the cohort table, written after the label map.
+- ``records/<ID>.json``: that case's row of the cohort table, written after the label map,
+  with a key of the settings and weights that made it.
+- ``records/.settings.json``: the run folder (resolved path, checkpoint files with size
+  and modification time), a hash of each fold model's weights and the settings that
+  change label maps (:data:`LABEL_SETTINGS`, precision, patch size, folds, out-of-fold),
+  written before the first case (:func:`claim_output_dir`).
 - ``predictions.csv``: all records merged (columns :data:`CSV_COLUMNS`), rewritten at the
   end of every run under a file lock (``records/.lock``), so shards running at the same
   time (``--shard``) and interrupted runs that are started again all end with one
@@ -26,11 +31,19 @@ For a cohort (:func:`predict_cases`, :func:`predict_cohort`), in ``OUTPUT_DIR``:
   outside the brain mask when ``inference.mask_outside_brain`` is on, the background
   channel is 1 and the others 0, as in the label map.
 
-A case whose label map exists is skipped (its record is kept, or rebuilt from the label
-map when missing), so an interrupted cohort resumes where it stopped; ``overwrite``
-predicts it again. A case that fails (unreadable or missing files, a case folder without
-one of its modalities, an empty image) is logged and recorded with status "error" and its
-message, and the others go on.
+Resuming: a re-run into a folder whose recorded run folder, weights or settings differ,
+or that holds predictions without recorded settings, is refused with the differences
+listed (old -> new), unless ``overwrite``: resuming would silently keep label maps of
+other models. With the same weights and settings, a case whose label map exists and
+whose record carries this run's settings key is skipped, so an interrupted cohort (or
+shard) resumes where it stopped; a label map without such a record (interrupted between
+the two files, or left by an earlier ``overwrite`` run that was interrupted) is predicted
+again; ``overwrite`` predicts every case again. Files of cases not predicted by the run
+are never deleted; ``predictions.csv`` lists only the cases of the current input. Ctrl-C
+stops at once, leaves no partial file, merges the table and raises
+:class:`PredictionInterrupted`. A case that fails (unreadable or missing files, a case
+folder without one of its modalities, an empty image) is logged and recorded with status
+"error" and its message, and the others go on.
 
 Source: paper, Inference and section 5.1; DESIGN.md sections 2 and 5.
 """
@@ -39,13 +52,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +78,7 @@ from brats_mtl.data import (
     write_segmentation,
 )
 from brats_mtl.inference.ensemble import ENSEMBLE_METHODS, FoldEnsemble
-from brats_mtl.inference.network import PRECISIONS
+from brats_mtl.inference.network import PRECISIONS, resolve_precision
 from brats_mtl.inference.postprocess import region_volumes_ml, suppress_et
 from brats_mtl.inference.sliding_window import (
     VolumePrediction,
@@ -99,6 +113,21 @@ RECORDS_DIR = "records"
 #: Lock file of :func:`merge_records`, inside ``records/`` so that no stray file is left
 #: among the outputs.
 LOCK_NAME = ".lock"
+#: The run folder, weights and settings that made the folder's label maps, inside
+#: ``records/`` (a dot-name: never a case ID). See :func:`claim_output_dir`.
+SETTINGS_NAME = ".settings.json"
+#: ``inference`` settings that change the label maps: recorded, and compared on a
+#: re-run into the same folder. ``device``, ``window_batch_size`` and ``channels_last``
+#: change only floating-point rounding and may differ between shards and resumes.
+LABEL_SETTINGS: tuple[str, ...] = (
+    "tta",
+    "overlap",
+    "mode",
+    "ensemble",
+    "et_probability_threshold",
+    "et_min_voxels",
+    "mask_outside_brain",
+)
 PROBABILITIES_DIR = "probabilities"
 MODES: tuple[str, ...] = ("window", "whole")
 
@@ -137,8 +166,8 @@ def check_inference_config(config: InferenceConfig) -> None:
 def _check_precision(precision: str, name: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(
-            f"{name}={precision!r} is not one of {list(PRECISIONS)}; use 32 (float32) or "
-            "bf16 (bfloat16 autocast: fast on CPUs with AMX and on recent GPUs)"
+            f"{name}={precision!r} is not one of {list(PRECISIONS)}; use auto (bf16 on "
+            "CPUs with AMX, else 32), 32 (float32) or bf16 (bfloat16 autocast)"
         )
 
 
@@ -189,9 +218,9 @@ class Segmenter:
             mode, channels_last, device, precision, mask_outside_brain).
         patch_size: window edge; default: the models' ``config.patch_size`` (required for
             callables).
-        precision: "32" (float32) or "bf16" (bfloat16 autocast; fast only on CPUs with
-            AMX or bf16 instructions and on GPUs); default ``config.precision``. Not
-            used by callables.
+        precision: "auto" (bf16 on CPUs with AMX, else 32; ``network.
+            resolve_precision``), "32" (float32) or "bf16" (bfloat16 autocast); default
+            ``config.precision``. Not used by callables.
 
     Raises:
         ValueError: on invalid settings, no models, mixed patch sizes, or a callable in
@@ -233,6 +262,8 @@ class Segmenter:
                 "models of one run (one patch size)"
             )
         self.patch_size = sizes.pop()
+        self._models = dict(sorted(models.items()))
+        self._fingerprints: dict[int, str] | None = None
         self._runners: dict[int, Callable[[np.ndarray], VolumePrediction]] = {}
         for fold, model in sorted(models.items()):
             is_module = hasattr(model, "encode")
@@ -266,6 +297,16 @@ class Segmenter:
     def folds(self) -> tuple[int, ...]:
         """The fold numbers of the models, sorted."""
         return tuple(self._runners)
+
+    @property
+    def fingerprints(self) -> dict[int, str]:
+        """Fold number -> identity of its model, computed once (:func:`model_fingerprint`).
+
+        Recorded in a prediction folder so that a re-run with other weights is refused.
+        """
+        if self._fingerprints is None:
+            self._fingerprints = {k: model_fingerprint(m) for k, m in self._models.items()}
+        return dict(self._fingerprints)
 
     def _window_runner(self, predictor) -> Callable[[np.ndarray], VolumePrediction]:
         cfg = self.config
@@ -397,6 +438,31 @@ class Segmenter:
         )
 
 
+def model_fingerprint(model: Any) -> str:
+    """The identity of a fold model: a hash of its weights, or the name of a callable.
+
+    Args:
+        model: a ``MultiTaskNet`` (anything with ``state_dict()``) or a predictor callable.
+
+    Returns:
+        ``"sha256:<64 hex digits>"`` over every tensor of the state dict (name, dtype,
+        shape, bytes), so the same weights saved again give the same value; for a
+        callable without weights, ``"callable <module>.<name>"``. Hashing the 21 M
+        float32 weights of the paper's network takes about 0.2 s on one CPU core.
+    """
+    if not hasattr(model, "state_dict"):
+        named = model if hasattr(model, "__qualname__") else type(model)
+        return f"callable {named.__module__}.{named.__qualname__}"
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return f"sha256:{digest.hexdigest()}"
+
+
 def release_image(case: Case) -> Case:
     """The case with its raw image replaced by a zero-stride placeholder of the same shape.
 
@@ -481,7 +547,7 @@ def _read_record(output_dir: Path, case_id: str) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
-        logger.warning("%s is unreadable; it will be rebuilt", path)
+        logger.warning("%s is unreadable; the case will be predicted again", path)
         return None
 
 
@@ -495,6 +561,7 @@ def _record(
     seconds: float = float("nan"),
     status: str = "ok",
     error: str = "",
+    settings_key: str = "",
 ) -> dict:
     volumes_ml = volumes_ml or {}
     return {
@@ -508,6 +575,8 @@ def _record(
         "seconds": seconds,
         "status": status,
         "error": error,
+        # not a CSV column: which settings made the label map (_case_key)
+        "settings_key": settings_key,
     }
 
 
@@ -532,26 +601,50 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def merge_records(output_dir: str | Path) -> pd.DataFrame:
-    """Merge every ``records/<ID>.json`` into ``predictions.csv`` (atomically, locked).
+def merge_records(
+    output_dir: str | Path, case_ids: Collection[str] | None = None
+) -> pd.DataFrame:
+    """Merge the ``records/<ID>.json`` files into ``predictions.csv`` (atomically, locked).
 
     Safe to call from several processes at once (``--shard``): the last one to finish
     writes the complete table. The lock is ``records/.lock`` (an empty file kept there),
     so the output folder itself holds only outputs.
 
+    Args:
+        output_dir: a prediction folder.
+        case_ids: the case IDs of the whole input (every shard, readable or not). Records
+            of other cases (removed from the input since they were predicted) are left
+            out of the table, with an INFO log naming them; their label maps and records
+            are kept. None: every record is merged.
+
     Returns:
-        The table, one row per record, sorted by ``case_id``; columns :data:`CSV_COLUMNS`.
+        The table, one row per merged record, sorted by ``case_id``; columns
+        :data:`CSV_COLUMNS`.
     """
     import pandas as pd
 
     output_dir = Path(output_dir)
     with _locked(output_dir / RECORDS_DIR / LOCK_NAME):
         rows = []
-        for path in sorted((output_dir / RECORDS_DIR).glob("*.json")):
+        # dot-files (the lock, the settings record, temporary files) are not case records
+        for path in sorted((output_dir / RECORDS_DIR).glob("[!.]*.json")):
             try:
                 rows.append(json.loads(path.read_text()))
             except (OSError, json.JSONDecodeError):
                 logger.warning("skipping unreadable record %s", path)
+        if case_ids is not None:
+            wanted = set(case_ids)
+            stale = sorted(str(r.get("case_id")) for r in rows if r.get("case_id") not in wanted)
+            if stale:
+                logger.info(
+                    "%s: left out %d row(s) of cases no longer in the input: %s%s (their "
+                    "label maps and records are kept)",
+                    output_dir / CSV_NAME,
+                    len(stale),
+                    ", ".join(stale[:10]),
+                    ", ..." if len(stale) > 10 else "",
+                )
+            rows = [r for r in rows if r.get("case_id") in wanted]
         table = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
         table = table.sort_values("case_id", kind="stable").reset_index(drop=True)
         target = output_dir / CSV_NAME
@@ -562,6 +655,239 @@ def merge_records(output_dir: str | Path) -> pd.DataFrame:
         finally:
             tmp.unlink(missing_ok=True)
     return table
+
+
+# --- what made a prediction folder ------------------------------------------------------
+
+
+def prediction_settings(
+    segmenter: Segmenter,
+    *,
+    out_of_fold: bool = False,
+    source: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What makes the label maps of a prediction folder: recorded in ``records/.settings.json``.
+
+    Args:
+        segmenter: the fold models and inference settings.
+        out_of_fold: each case is predicted by its own fold's model only.
+        source: where the models come from, shown in messages: ``run_dir`` (resolved
+            path), ``which`` and ``checkpoints`` (fold -> ``file``, ``bytes``,
+            ``modified``), as :func:`predict_cohort` gives it. None for models given in
+            memory.
+
+    Returns:
+        JSON-ready dict: ``settings`` (the :data:`LABEL_SETTINGS` of ``inference`` with
+        the segmenter's precision as it runs, "32" or "bf16", the patch size, the folds, ``out_of_fold``, the label
+        convention of the output), ``weights`` (fold -> :func:`model_fingerprint`),
+        ``source`` and the package version.
+
+    Source: the resume rule of this module (not in the paper).
+    """
+    from brats_mtl import __version__
+
+    cfg = segmenter.config
+    settings: dict[str, Any] = {f"inference.{k}": getattr(cfg, k) for k in LABEL_SETTINGS}
+    # "auto" is recorded as what it runs in here (bf16 or 32): shards on other machines
+    # may differ
+    settings["inference.precision"] = resolve_precision(segmenter.precision, segmenter.device)
+    settings["patch_size"] = segmenter.patch_size
+    settings["folds"] = list(segmenter.folds)
+    settings["out_of_fold"] = bool(out_of_fold)
+    # label maps are written in the input's convention (DESIGN.md section 1)
+    settings["label_convention"] = "input"
+    document = {
+        "settings": settings,
+        "weights": {str(k): v for k, v in segmenter.fingerprints.items()},
+        "source": dict(source or {}),
+        "brats_mtl_version": __version__,
+    }
+    return json.loads(json.dumps(document))  # as read back from the file
+
+
+def _settings_path(output_dir: Path) -> Path:
+    return output_dir / RECORDS_DIR / SETTINGS_NAME
+
+
+def _read_settings(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        logger.warning("%s is unreadable (%s)", path, exc)
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _case_key(document: Mapping[str, Any], folds: Sequence[int]) -> str:
+    """A short hash of what makes one case's label map: settings and its folds' weights."""
+    settings = {
+        k: v for k, v in document["settings"].items() if k not in ("folds", "out_of_fold")
+    }
+    weights = [document["weights"].get(str(k)) for k in folds]
+    payload = {"settings": settings, "folds": list(folds), "weights": weights}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _show(key: str, value: Any) -> str:
+    if value is None:
+        return "(not recorded)"
+    if key == "folds":
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _describe_weights(document: Mapping[str, Any], fold: str) -> str:
+    identity = document["weights"][fold]
+    short = identity[:19] if identity.startswith("sha256:") else identity
+    checkpoint = document.get("source", {}).get("checkpoints", {}).get(fold)
+    if not checkpoint:
+        return short
+    return (
+        f"{checkpoint['file']} ({checkpoint['bytes']} bytes, modified "
+        f"{checkpoint['modified']}, {short})"
+    )
+
+
+def settings_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The differences between two :func:`prediction_settings` that change label maps.
+
+    Args:
+        old: the settings recorded in a prediction folder.
+        new: the settings of a new run into it.
+
+    Returns:
+        One ``"<name>: <old> -> <new>"`` line per difference: a setting, or a fold whose
+        weights differ (named by its checkpoint file, size, modification time and hash);
+        preceded by ``"run folder: <old> -> <new>"`` when the run folders differ too.
+        Empty when the label maps would be the same: a moved or copied run folder with
+        the same weights, other devices or batch sizes, and, for out-of-fold
+        prediction, other folds (each case keeps its own fold) are no difference.
+    """
+    old_settings, new_settings = old.get("settings", {}), new["settings"]
+    both_out_of_fold = bool(old_settings.get("out_of_fold") and new_settings.get("out_of_fold"))
+    lines = []
+    for key in [*new_settings, *(k for k in old_settings if k not in new_settings)]:
+        if key == "folds" and both_out_of_fold:
+            continue
+        before, after = old_settings.get(key), new_settings.get(key)
+        if before != after:
+            lines.append(f"{key}: {_show(key, before)} -> {_show(key, after)}")
+    old_weights, new_weights = old.get("weights", {}), new["weights"]
+    for fold in sorted(set(old_weights) & set(new_weights), key=int):
+        if old_weights[fold] != new_weights[fold]:
+            lines.append(
+                f"fold {fold} weights: {_describe_weights(old, fold)} -> "
+                f"{_describe_weights(new, fold)}"
+            )
+    old_run = old.get("source", {}).get("run_dir")
+    new_run = new.get("source", {}).get("run_dir")
+    if lines and old_run != new_run:
+        in_memory = "(models given in memory)"
+        lines.insert(0, f"run folder: {old_run or in_memory} -> {new_run or in_memory}")
+    return lines
+
+
+def _merged_settings(old: Mapping[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new``; for out-of-fold prediction with other folds, the folds of both."""
+    if not (old["settings"].get("out_of_fold") and new["settings"]["out_of_fold"]):
+        return new
+    merged = json.loads(json.dumps(new))
+    folds = set(old["settings"].get("folds", [])) | set(new["settings"]["folds"])
+    merged["settings"]["folds"] = sorted(folds)
+    merged["weights"] = {**old.get("weights", {}), **new["weights"]}
+    checkpoints = {
+        **old.get("source", {}).get("checkpoints", {}),
+        **new["source"].get("checkpoints", {}),
+    }
+    if checkpoints:
+        merged["source"]["checkpoints"] = checkpoints
+    return merged
+
+
+def claim_output_dir(
+    output_dir: str | Path,
+    settings: dict[str, Any],
+    *,
+    case_ids: Collection[str] = (),
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Check that a prediction folder was made with ``settings``, then record them.
+
+    Under the lock of :func:`merge_records`, so that shards starting together agree.
+    A folder without ``records/.settings.json`` is new when it holds no record and no
+    label map of ``case_ids``; else its predictions are of unknown origin.
+
+    Args:
+        output_dir: the prediction folder (created if needed).
+        settings: from :func:`prediction_settings`.
+        case_ids: the case IDs of the whole input, to find label maps of unknown origin.
+        overwrite: record ``settings`` whatever the folder holds (every case of the run
+            is then predicted again; the caller does that).
+
+    Returns:
+        The settings now recorded: ``settings``, or for out-of-fold prediction with
+        other folds than before, both runs' folds.
+
+    Raises:
+        FileExistsError: without ``overwrite``, when the recorded settings differ
+            (:func:`settings_differences`: names the folder and lists each difference,
+            old -> new) or the folder holds predictions without recorded settings; the
+            message says to choose a new output folder or pass ``--overwrite``.
+
+    Source: the resume rule of this module (not in the paper).
+    """
+    output_dir = Path(output_dir)
+    path = _settings_path(output_dir)
+    how = (
+        "Choose a new output folder, or pass --overwrite to predict every case of this "
+        "input again with the new settings (files of other cases are left alone)."
+    )
+    with _locked(output_dir / RECORDS_DIR / LOCK_NAME):
+        old = _read_settings(path)
+        if old is None:
+            records = [p.stem for p in (output_dir / RECORDS_DIR).glob("[!.]*.json")]
+            maps = [c for c in case_ids if segmentation_path(output_dir, c).exists()]
+            found = sorted(set(records) | set(maps))
+            if found and not overwrite:
+                raise FileExistsError(
+                    f"{output_dir} already holds predictions ({len(found)} case(s), e.g. "
+                    f"{', '.join(found[:3])}) but no readable record of the run folder and "
+                    f"settings that made them ({path}); they may come from another run or "
+                    f"other settings. {how}"
+                )
+            recorded = settings
+        else:
+            differences = settings_differences(old, settings)
+            if differences and not overwrite:
+                raise FileExistsError(
+                    f"{output_dir} holds predictions made by another run folder or with other "
+                    f"settings (recorded in {path}):\n  "
+                    + "\n  ".join(differences)
+                    + f"\nResuming would mix both in one folder. {how}"
+                )
+            if differences:
+                logger.warning(
+                    "%s: --overwrite: replacing the recorded settings; every case of this "
+                    "run is predicted again (%s)",
+                    output_dir,
+                    "; ".join(differences),
+                )
+                recorded = settings
+            else:
+                recorded = _merged_settings(old, settings)
+                old_run = old.get("source", {}).get("run_dir")
+                new_run = settings["source"].get("run_dir")
+                if old_run and new_run and old_run != new_run:
+                    logger.info(
+                        "%s was predicted with %s; %s holds the same weights, resuming",
+                        output_dir,
+                        old_run,
+                        new_run,
+                    )
+        _write_json_atomic(recorded, path)
+    return recorded
 
 
 # --- cohorts ----------------------------------------------------------------------------
@@ -620,6 +946,32 @@ def discover_prediction_cases(input_dir: str | Path) -> tuple[list[CaseFiles], d
     return cases, {case_id: f"ValueError: {message}" for case_id, message in invalid}
 
 
+class PredictionInterrupted(KeyboardInterrupt):
+    """Ctrl-C (KeyboardInterrupt) during :func:`predict_cases`, after clean-up.
+
+    Raised once the case being predicted was abandoned (no partial file left: label maps
+    and records are written atomically, a probability map without its label map is
+    removed) and ``predictions.csv`` was merged with the finished cases. Running the same
+    prediction again skips the finished cases.
+
+    Attributes:
+        output_dir: the prediction folder.
+        total: cases of this run (this shard's cases, readable or not).
+        finished: cases with a label map (predicted now or already written).
+        failed: cases recorded as failed.
+        remaining: cases not reached (``total - finished - failed``).
+    """
+
+    def __init__(self, output_dir: Path, total: int, finished: int, failed: int) -> None:
+        self.output_dir = Path(output_dir)
+        self.total, self.finished, self.failed = total, finished, failed
+        self.remaining = total - finished - failed
+        super().__init__(
+            f"prediction into {output_dir} interrupted: {finished} of {total} case(s) "
+            f"finished, {failed} failed, {self.remaining} remain"
+        )
+
+
 def predict_cases(
     cases: Sequence[CaseFiles],
     segmenter: Segmenter,
@@ -630,8 +982,16 @@ def predict_cases(
     overwrite: bool = False,
     save_probabilities: bool = False,
     progress: bool = False,
+    cohort_ids: Collection[str] | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Predict cases into ``output_dir`` and merge ``predictions.csv``.
+
+    First the folder's recorded settings are checked (:func:`claim_output_dir`): a
+    folder filled by other models or with settings that change the label maps is
+    refused unless ``overwrite``. Then a case is skipped when its label map exists and
+    its record says it was made with these settings and weights; other cases are
+    predicted (again).
 
     Args:
         cases: the cases (e.g. one shard of :func:`discover_prediction_cases`).
@@ -642,14 +1002,24 @@ def predict_cases(
         unreadable: case ID -> error, for cases whose files could not even be listed
             (e.g. a case folder without its flair file, from
             :func:`discover_prediction_cases`); each is logged and recorded as failed.
-        overwrite: predict cases whose label map exists again (else they are skipped).
+        overwrite: predict cases whose label map exists again, and replace the folder's
+            recorded settings (files of other cases are left alone).
         save_probabilities: also write ``probabilities/<ID>.nii.gz``.
         progress: show a tqdm progress bar.
+        cohort_ids: every case ID of the whole input (all shards, readable or not):
+            ``predictions.csv`` lists only these (:func:`merge_records`). None: the
+            table keeps every record, e.g. of other shards called with other lists.
+        source: where the models come from (:func:`prediction_settings`).
 
     Returns:
         One row per case of ``cases`` (predicted now, skipped, or failed), in order,
         then one per ``unreadable`` case; columns :data:`CSV_COLUMNS`; ``status`` is
         "ok" or "error" (with the message in ``error``).
+
+    Raises:
+        FileExistsError: the folder holds predictions of other models or settings, and
+            ``overwrite`` is False (see :func:`claim_output_dir`).
+        PredictionInterrupted: on Ctrl-C (a ``KeyboardInterrupt``), after clean-up.
 
     Source: DESIGN.md section 5.
     """
@@ -658,78 +1028,116 @@ def predict_cases(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    unreadable = dict(unreadable or {})
+    known_ids = [f.case_id for f in cases] + list(unreadable)
+    recorded = claim_output_dir(
+        output_dir,
+        prediction_settings(segmenter, out_of_fold=case_folds is not None, source=source),
+        case_ids=known_ids if cohort_ids is None else cohort_ids,
+        overwrite=overwrite,
+    )
+
+    def folds_of(case_id: str) -> tuple[int, ...]:
+        return tuple((case_folds or {}).get(case_id, segmenter.folds))
+
     rows, n_done, n_skipped, n_failed = [], 0, 0, 0
     unreadable_rows = []
-    for case_id, error in sorted((unreadable or {}).items()):
+    for case_id, error in sorted(unreadable.items()):
         logger.error("%s failed: %s", case_id, error)
-        record = _record(
-            case_id,
-            tuple((case_folds or {}).get(case_id, segmenter.folds)),
-            status="error",
-            error=error,
-        )
+        record = _record(case_id, folds_of(case_id), status="error", error=error)
         _write_json_atomic(record, _record_path(output_dir, case_id))
         unreadable_rows.append(record)
     n_failed += len(unreadable_rows)
     bar = tqdm(cases, desc="predict", unit="case", disable=not progress)
-    for files in bar:
-        bar.set_postfix_str(files.case_id)
-        folds = tuple((case_folds or {}).get(files.case_id, segmenter.folds))
-        seg_path = segmentation_path(output_dir, files.case_id)
-        if seg_path.exists() and not overwrite:
-            rows.append(_skip(files, folds, output_dir, save_probabilities))
-            n_skipped += 1
-            continue
-        start = time.perf_counter()
-        try:
-            case = load_case(files, load_labels=False)
-            pre = preprocess_case(case)
-            mask = nonzero_mask(crop(case.image, pre.box))
-            case = release_image(case)
-            prediction = segmenter.predict_preprocessed(pre, folds=folds, brain_mask=mask)
-            del pre, mask
-            if save_probabilities:
-                # a probability map without its label map is what an interrupted run
-                # leaves behind: this run's own output, replaced.
-                write_probabilities(
-                    prediction,
+    partial: Path | None = None  # a probability map written before its label map
+    try:
+        for files in bar:
+            bar.set_postfix_str(files.case_id)
+            folds = folds_of(files.case_id)
+            key = _case_key(recorded, folds)
+            if not overwrite:
+                record = _finished_record(output_dir, files.case_id, key, save_probabilities)
+                if record is not None:
+                    rows.append(record)
+                    n_skipped += 1
+                    continue
+            start = time.perf_counter()
+            try:
+                case = load_case(files, load_labels=False)
+                pre = preprocess_case(case)
+                mask = nonzero_mask(crop(case.image, pre.box))
+                case = release_image(case)
+                prediction = segmenter.predict_preprocessed(pre, folds=folds, brain_mask=mask)
+                del pre, mask
+                if save_probabilities:
+                    # a probability map without its label map is what an interrupted run
+                    # leaves behind: this run's own output, replaced.
+                    partial = probabilities_path(output_dir, files.case_id)
+                    write_probabilities(prediction, case, partial, overwrite=True)
+                # an existing label map here is this folder's own, made with other
+                # settings (or overwrite was asked): replaced
+                write_segmentation(
+                    prediction.labels,
                     case,
-                    probabilities_path(output_dir, files.case_id),
+                    segmentation_path(output_dir, files.case_id),
                     overwrite=True,
                 )
-            write_segmentation(prediction.labels, case, seg_path, overwrite=overwrite)
-            record = _record(
-                files.case_id,
-                folds,
-                et_probability=prediction.et_probability,
-                et_suppressed=prediction.et_suppressed,
-                volumes_ml=region_volumes_ml(prediction.labels, case.spacing_mm),
-                seconds=time.perf_counter() - start,
-            )
-            n_done += 1
-            logger.info(
-                "%s: ET probability %.3f%s, %.1f s",
-                files.case_id,
-                prediction.et_probability,
-                " (ET suppressed)" if prediction.et_suppressed else "",
-                record["seconds"],
-            )
-            del case, prediction
-        except Exception as exc:  # one bad case must not stop the cohort
-            n_failed += 1
-            logger.error("%s failed: %s", files.case_id, exc)
-            logger.debug("traceback of %s", files.case_id, exc_info=True)
-            record = _record(
-                files.case_id,
-                folds,
-                seconds=time.perf_counter() - start,
-                status="error",
-                error=f"{type(exc).__name__}: {exc}",
-            )
-        _write_json_atomic(record, _record_path(output_dir, files.case_id))
-        rows.append(record)
+                partial = None
+                record = _record(
+                    files.case_id,
+                    folds,
+                    et_probability=prediction.et_probability,
+                    et_suppressed=prediction.et_suppressed,
+                    volumes_ml=region_volumes_ml(prediction.labels, case.spacing_mm),
+                    seconds=time.perf_counter() - start,
+                    settings_key=key,
+                )
+                n_done += 1
+                logger.info(
+                    "%s: ET probability %.3f%s, %.1f s",
+                    files.case_id,
+                    prediction.et_probability,
+                    " (ET suppressed)" if prediction.et_suppressed else "",
+                    record["seconds"],
+                )
+                del case, prediction
+            except Exception as exc:  # one bad case must not stop the cohort
+                partial = None
+                n_failed += 1
+                logger.error("%s failed: %s", files.case_id, exc)
+                logger.debug("traceback of %s", files.case_id, exc_info=True)
+                record = _record(
+                    files.case_id,
+                    folds,
+                    seconds=time.perf_counter() - start,
+                    status="error",
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            _write_json_atomic(record, _record_path(output_dir, files.case_id))
+            rows.append(record)
+    except KeyboardInterrupt:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        merge_records(output_dir, cohort_ids)
+        interrupted = PredictionInterrupted(
+            output_dir, len(cases) + len(unreadable_rows), n_done + n_skipped, n_failed
+        )
+        logger.warning(
+            "interrupted: %d of %d case(s) finished (%d predicted now, %d already written), "
+            "%d failed, %d remain; %s lists the finished cases",
+            interrupted.finished,
+            interrupted.total,
+            n_done,
+            n_skipped,
+            n_failed,
+            interrupted.remaining,
+            output_dir / CSV_NAME,
+        )
+        raise interrupted from None
+    finally:
+        bar.close()
     rows.extend(unreadable_rows)
-    merge_records(output_dir)
+    merge_records(output_dir, cohort_ids)
     logger.info(
         "%d cases predicted, %d skipped (already written), %d failed; table in %s",
         n_done,
@@ -740,33 +1148,36 @@ def predict_cases(
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
 
 
-def _skip(
-    files: CaseFiles, folds: Sequence[int], output_dir: Path, save_probabilities: bool
-) -> dict:
-    """The record of a case whose label map exists; rebuilt from the map if missing."""
-    logger.info(
-        "%s: %s exists, skipped", files.case_id, segmentation_path(output_dir, files.case_id)
-    )
-    if save_probabilities and not probabilities_path(output_dir, files.case_id).exists():
+def _finished_record(
+    output_dir: Path, case_id: str, key: str, save_probabilities: bool
+) -> dict | None:
+    """The record of a case finished with these settings (``key``), else None (logged)."""
+    seg_path = segmentation_path(output_dir, case_id)
+    if not seg_path.exists():
+        return None
+    record = _read_record(output_dir, case_id)
+    if record is None or record.get("status") != "ok":
+        logger.info(
+            "%s: %s exists without a record of its prediction; predicting it again",
+            case_id,
+            seg_path,
+        )
+        return None
+    if record.get("settings_key") != key:
+        logger.info(
+            "%s: %s was made with other settings or weights than this run's; predicting "
+            "it again",
+            case_id,
+            seg_path,
+        )
+        return None
+    logger.info("%s: %s exists, skipped", case_id, seg_path)
+    if save_probabilities and not probabilities_path(output_dir, case_id).exists():
         logger.warning(
             "%s: label map exists but its probability map does not; use --overwrite to "
             "predict it again with --save-probabilities",
-            files.case_id,
+            case_id,
         )
-    record = _read_record(output_dir, files.case_id)
-    if record is not None and record.get("status") == "ok":
-        return record
-    try:
-        labels, _, spacing_mm = load_label_map(segmentation_path(output_dir, files.case_id))
-        record = _record(files.case_id, folds, volumes_ml=region_volumes_ml(labels, spacing_mm))
-    except Exception as exc:
-        record = _record(
-            files.case_id,
-            folds,
-            status="error",
-            error=f"existing output unreadable ({exc}); use --overwrite",
-        )
-    _write_json_atomic(record, _record_path(output_dir, files.case_id))
     return record
 
 
@@ -803,21 +1214,27 @@ def predict_cohort(
         out_of_fold: predict each case held out by a fold with that fold's model only
             (the paper's Table 3 "train set" row, DESIGN.md 4); cases held out by no
             selected fold are skipped with a warning.
-        shard: ``(I, N)``: predict only shard I of N (:func:`select_shard`).
-        overwrite: predict cases whose label map exists again.
+        shard: ``(I, N)``: predict only shard I of N (:func:`select_shard`); every
+            shard writes into the same ``output_dir`` with the same settings.
+        overwrite: predict cases whose label map exists again, also into a folder
+            filled by other models or settings (:func:`claim_output_dir`).
         save_probabilities: also write probability maps.
         precision: "32" or "bf16" (see :class:`Segmenter`); default
             ``config.inference.precision``.
         progress: show a progress bar.
 
     Returns:
-        This shard's rows (see :func:`predict_cases`).
+        This shard's rows (see :func:`predict_cases`); ``predictions.csv`` lists the
+        cases of the whole input (all shards), not those removed from it since.
 
     Raises:
         FileNotFoundError: if the run or the input folder is missing, or a requested fold
             has no checkpoint.
+        FileExistsError: if ``output_dir`` holds predictions of another run folder, other
+            weights or other settings and ``overwrite`` is False (lists the differences).
         ValueError: on invalid settings, when no fold has a checkpoint, or when the input
             folder as a whole cannot be read (see :func:`discover_prediction_cases`).
+        PredictionInterrupted: on Ctrl-C, after clean-up (see :func:`predict_cases`).
 
     Source: paper, Inference, 5.1 and Table 3; DESIGN.md sections 4 and 5.
     """
@@ -872,7 +1289,18 @@ def predict_cohort(
     )
     models = {k: training.load_fold_model(run_dir, k, which) for k in folds}
     segmenter = Segmenter(models, config.inference, precision=precision)
-    logger.info("precision %s on %s", segmenter.precision, segmenter.device)
+    logger.info(
+        "precision %s on %s",
+        resolve_precision(segmenter.precision, segmenter.device),
+        segmenter.device,
+    )
+    source = {
+        "run_dir": str(Path(run_dir).resolve()),
+        "which": which,
+        "checkpoints": {
+            str(k): _file_identity(training.checkpoint_path(run_dir, k, which)) for k in folds
+        },
+    }
     return predict_cases(
         selected,
         segmenter,
@@ -882,7 +1310,18 @@ def predict_cohort(
         overwrite=overwrite,
         save_probabilities=save_probabilities,
         progress=progress,
+        cohort_ids=all_ids,
+        source=source,
     )
+
+
+def _file_identity(path: Path) -> dict[str, Any]:
+    """Resolved path, size and modification time of a checkpoint, for messages."""
+    import datetime
+
+    stat = path.stat()
+    modified = datetime.datetime.fromtimestamp(stat.st_mtime).isoformat(timespec="seconds")
+    return {"file": str(path.resolve()), "bytes": stat.st_size, "modified": modified}
 
 
 def with_inference_overrides(config: Config, **values: Any) -> Config:

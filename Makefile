@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# A second `make demo` reuses demo_output (trained folds and written predictions are
+# skipped); `brats-mtl demo --out demo_output --overwrite` or `make clean` starts again.
 demo: $(STAMP)
-	$(BIN)/brats-mtl demo --out demo_output --overwrite
+	$(BIN)/brats-mtl demo --out demo_output
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -17,6 +17,19 @@ from brats_mtl.pipeline import (
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    import torch
+
+    # one intra-op thread: the networks are tiny, and on a busy two-core machine spinning
+    # OpenMP threads slow each step down several times over
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield _tiny_run(tmp_path_factory)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     cohort = make_demo_cohort(
         root / "data", n_train=4, n_unlabeled=1, n_test=1, n_survival=20, shape=(32, 32, 32)
@@ -82,3 +95,214 @@ def test_resume_does_not_retrain(tiny_run):
     pd.testing.assert_series_equal(
         again.table3.loc["Train set (out-of-fold)"], result.table3.loc["Train set (out-of-fold)"]
     )
+
+
+# --- output folder: marker, overwrite, inputs --------------------------------------------
+
+
+def test_run_output_folder_has_a_marker(tiny_run):
+    from brats_mtl import __version__
+    from brats_mtl.pipeline import OUTPUT_MARKER, read_output_marker
+
+    _, _, result = tiny_run
+    assert (result.out_dir / OUTPUT_MARKER).is_file()
+    marker = read_output_marker(result.out_dir)
+    assert marker["command"] == "run" and marker["brats_mtl_version"] == __version__
+
+
+def test_overwrite_refuses_a_folder_brats_mtl_did_not_create(tmp_path):
+    from click.testing import CliRunner
+
+    from brats_mtl.cli.main import cli
+
+    data = tmp_path / "data"
+    make_demo_cohort(data, n_train=2, n_unlabeled=0, n_test=0, n_survival=4, shape=(16, 16, 16))
+    home = tmp_path / "home"
+    (home / "run").mkdir(parents=True)
+    (home / "thesis.tex").write_text("years of work")
+    (home / "run" / "config.yaml").write_text("model: {}\n")  # looks like an old output
+    for command in (["run", str(data / "train"), "--out", str(home), "--overwrite"],
+                    ["demo", "--out", str(home), "--overwrite"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 1, result.output
+        assert f"refusing to --overwrite {home}" in result.output
+        assert ".brats-mtl-output" in result.output and "did not create" in result.output
+        assert (home / "thesis.tex").read_text() == "years of work"
+    # without --overwrite the demo does not write into it either
+    result = CliRunner().invoke(cli, ["demo", "--out", str(home)])
+    assert result.exit_code == 1 and "new or empty --out folder" in result.output
+    assert sorted(p.name for p in home.iterdir()) == ["run", "thesis.tex"]
+
+
+def test_overwrite_removes_only_what_brats_mtl_wrote(tmp_path, caplog):
+    from brats_mtl.pipeline import OUTPUT_MARKER, RUN_OUTPUTS, prepare_output_dir
+
+    out = tmp_path / "out"
+    assert prepare_output_dir(out, "run") is False
+    for name in RUN_OUTPUTS:
+        (out / name).mkdir() if "." not in name else (out / name).write_text("x")
+    (out / "run" / "fold_0").mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="--resume"):
+        prepare_output_dir(out, "run")
+    assert prepare_output_dir(out, "run", resume=True) is True
+    with caplog.at_level("WARNING", logger="brats_mtl.pipeline"):
+        assert prepare_output_dir(out, "run", overwrite=True) is False
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "notes.txt"]
+    assert "kept notes.txt" in caplog.text
+    # another command's folder is refused
+    with pytest.raises(FileExistsError, match="holds the output of `brats-mtl run`"):
+        prepare_output_dir(out, "demo", overwrite=True)
+    with pytest.raises(FileExistsError, match="is a file"):
+        prepare_output_dir(out / "notes.txt", "run")
+
+
+def test_output_of_a_version_without_markers_can_be_resumed_not_overwritten(tmp_path):
+    from brats_mtl.pipeline import OUTPUT_MARKER, prepare_output_dir
+
+    old = tmp_path / "old"
+    (old / "run").mkdir(parents=True)
+    (old / "run" / "config.yaml").write_text("model: {}\n")
+    with pytest.raises(FileExistsError, match="older brats-mtl run: pass --resume"):
+        prepare_output_dir(old, "run")
+    with pytest.raises(FileExistsError, match="refusing to --overwrite"):
+        prepare_output_dir(old, "run", overwrite=True)
+    assert prepare_output_dir(old, "run", resume=True) is True
+    assert not (old / OUTPUT_MARKER).exists()  # still not known to be brats-mtl's alone
+    # an older demo folder (demo_output/results/run/config.yaml) is reused by the demo
+    demo = tmp_path / "demo_output"
+    (demo / "results" / "run").mkdir(parents=True)
+    (demo / "results" / "run" / "config.yaml").write_text("model: {}\n")
+    assert prepare_output_dir(demo, "demo", resume=True) is True
+    with pytest.raises(FileExistsError, match="new or empty --out folder"):
+        prepare_output_dir(old, "demo", resume=True)
+
+
+def test_inputs_inside_the_output_folder_are_refused(tmp_path):
+    from brats_mtl.pipeline import prepare_output_dir
+
+    out = tmp_path / "out"
+    make_demo_cohort(out / "data", n_train=2, n_unlabeled=0, n_test=0, n_survival=4,
+                     shape=(16, 16, 16))
+    for inputs in ([("DATA_DIR", out / "data" / "train")], [("DATA_DIR", out)],
+                   [("DATA_DIR", tmp_path), ("--survival table", out / "data" / "survival.csv")]):
+        with pytest.raises(ValueError, match="is inside the output folder"):
+            prepare_output_dir(out, "run", overwrite=True, inputs=inputs)
+    with pytest.raises(ValueError, match=r"DATA_DIR .* is inside the output folder"):
+        run_pipeline(out / "data" / "train", out, overwrite=True)
+    assert (out / "data" / "train").is_dir()
+    # the output folder may lie inside the data folder's parent, beside the data
+    assert prepare_output_dir(tmp_path / "results", "run", inputs=[("DATA_DIR", out)]) is False
+
+
+def test_a_bad_survival_table_fails_before_training(tmp_path):
+    data = tmp_path / "data"
+    cohort = make_demo_cohort(data, n_train=2, n_unlabeled=0, n_test=0, n_survival=4,
+                              shape=(16, 16, 16))
+    bad = tmp_path / "clinical.csv"
+    bad.write_text("BraTS19ID,Age,Survival,ResectionStatus\nA,abc,300,GTR\n")
+    with pytest.raises(ValueError, match=r"line 2 \(A\): age 'abc' is not a number"):
+        run_pipeline(cohort.train_dir, tmp_path / "out", survival_csv=bad)
+    assert not (tmp_path / "out").exists()
+    # a folder left with only the marker (an attempt that failed at once) counts as empty
+    from brats_mtl.pipeline import prepare_output_dir
+
+    prepare_output_dir(tmp_path / "out", "run")
+    assert prepare_output_dir(tmp_path / "out", "run") is False
+
+
+# --- demo ----------------------------------------------------------------------------------
+
+
+def test_demo_reuses_its_folder_and_overwrite_starts_again(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from brats_mtl import pipeline
+    from brats_mtl.cli.main import cli
+
+    calls = []
+
+    def fake_run_pipeline(data_dir, out_dir, **kwargs):
+        calls.append((data_dir, out_dir, kwargs["resume"]))
+        frame = pd.DataFrame({"Dice_WT": [1.0]})
+        return pipeline.PipelineResult(out_dir, out_dir / "report.md", frame, None)
+
+    monkeypatch.setattr(pipeline, "make_demo_cohort", _small_cohort)
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    out = tmp_path / "demo_output"
+    assert CliRunner().invoke(cli, ["demo", "--out", str(out)]).exit_code == 0
+    survival = out / "data" / "survival.csv"
+    written = survival.stat().st_mtime_ns
+    assert pipeline.read_output_marker(out)["command"] == "demo"
+    again = CliRunner().invoke(cli, ["demo", "--out", str(out)])  # a second `make demo`
+    assert again.exit_code == 0, again.output
+    assert survival.stat().st_mtime_ns == written  # the cohort is reused, not written again
+    assert calls == [(out / "data" / "train", out / "results", True)] * 2
+    (out / "results").mkdir()
+    (out / "results" / "old.txt").write_text("x")
+    assert CliRunner().invoke(cli, ["demo", "--out", str(out), "--overwrite"]).exit_code == 0
+    assert survival.stat().st_mtime_ns != written and not (out / "results").exists()
+    assert not list(out.glob(".data.*"))  # no temporary cohort folder left
+
+
+def _small_cohort(root, seed=0):
+    return make_demo_cohort(root, n_train=2, n_unlabeled=1, n_test=1, n_survival=4,
+                            shape=(16, 16, 16), seed=seed)
+
+
+def test_demo_config_validates_at_least_three_times_per_fold():
+    """The demo's training curves need several validation points: count the epochs of
+    the demo cohort (make_demo_cohort's defaults) and the validations they give."""
+    import inspect
+
+    config = demo_config()
+    defaults = inspect.signature(make_demo_cohort).parameters
+    n_train, n_unlabeled = defaults["n_train"].default, defaults["n_unlabeled"].default
+    t = config.train
+    train_cases = n_train - n_train // t.n_folds + n_unlabeled
+    steps_per_epoch = train_cases * t.random_patches_per_case // t.batch_size
+    epochs = t.max_steps // steps_per_epoch
+    assert t.max_steps % steps_per_epoch == 0
+    assert epochs // t.val_every_n_epochs >= 3
+    assert epochs % t.val_every_n_epochs == 0  # the final model is validated too
+
+
+# --- presets ---------------------------------------------------------------------------
+
+
+def test_train_and_run_share_the_preset_option(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from brats_mtl.cli import run, train
+    from brats_mtl.cli.main import cli
+    from brats_mtl.pipeline import PRESET_HELP, PRESET_NAMES, cpu_config, preset_config
+
+    options = {c.name: {p.name: p for p in c.params} for c in (run.command, train.command)}
+    for name in ("run", "train"):
+        preset = options[name]["preset"]
+        assert tuple(preset.type.choices) == PRESET_NAMES and preset.help.startswith(PRESET_HELP)
+    assert preset_config("cpu") == cpu_config()
+    with pytest.raises(ValueError, match="unknown preset 'gpu'"):
+        preset_config("gpu")
+
+    data = tmp_path / "data"
+    make_demo_cohort(data, n_train=2, n_unlabeled=0, n_test=0, n_survival=4, shape=(16, 16, 16))
+    out = tmp_path / "run"
+    # train.devices=two fails once the run folder and its config.yaml are written
+    base = ["train", str(data / "train"), "--out", str(out), "--fold", "0",
+            "--set", "train.n_folds=2", "--set", "train.devices=two"]
+
+    def saved():
+        return yaml.safe_load((out / "config.yaml").read_text())
+
+    result = CliRunner().invoke(cli, [*base, "--preset", "cpu"])
+    assert "train.devices='two'" in result.output, result.output
+    assert saved()["model"]["widths"] == list(cpu_config().model.widths)
+    assert saved()["train"]["max_steps"] == cpu_config().train.max_steps
+    # without --preset the run's config.yaml is the base; with one, the preset is
+    CliRunner().invoke(cli, [*base, "--set", "train.lr=0.01"])
+    assert saved()["model"]["widths"] == list(cpu_config().model.widths)
+    assert saved()["train"]["lr"] == 0.01
+    CliRunner().invoke(cli, [*base, "--preset", "paper"])
+    assert saved()["model"]["widths"] == [28, 56, 112, 224, 448]

@@ -123,27 +123,24 @@ def test_extra_columns_blank_lines_and_bom(tmp_path):
 
 def test_bad_values_are_reported_with_line_numbers(tmp_path):
     text = """BraTS19ID,Age,Survival,ResectionStatus
-A_1,abc,800,GTR
+A_1,,800,GTR
 B_1,50,-5,GTR
 C_1,60,soon,GTR
 D_1,61,400,partial
 E_1,62,400,GTR,surplus
 A_1,63,500,GTR
 ,64,500,GTR
-F_1,-1,400,GTR
 """
     path = write(tmp_path, text)
     table = read_survival_csv(path)
     messages = "\n".join(table.warnings)
     expected = {
-        2: "age 'abc' is not a number",
         3: "survival '-5' is negative",
         4: "survival 'soon'",
         5: "resection 'partial'",
         6: "5 fields but the header has 4",
         7: "repeats line 2",
         8: "no case ID",
-        9: "age '-1' is outside",
     }
     assert len(table.warnings) == len(expected)
     for line, text_part in expected.items():
@@ -151,20 +148,78 @@ F_1,-1,400,GTR
             f"line {line}" in w and text_part in w and str(path) in w for w in table.warnings
         ), (line, messages)
     rows = table.rows.set_index("case_id")
-    assert math.isnan(rows.loc["A_1", "age_years"])
+    assert math.isnan(rows.loc["A_1", "age_years"])  # empty: missing, not bad
     assert math.isnan(rows.loc["B_1", "survival_days"])
     assert rows.loc["D_1", "resection"] == "NA"
     assert "E_1" not in rows.index
     assert rows.loc["A_1", "line"] == 2  # the first A_1 is kept
-    with pytest.raises(SurvivalTableError, match=r"line 2 .*age 'abc'"):
+    with pytest.raises(SurvivalTableError, match=r"line 3 .*survival '-5'"):
         read_survival_csv(path, strict=True)
 
 
 def test_bad_values_are_logged(tmp_path, caplog):
-    path = write(tmp_path, "BraTS19ID,Age,Survival\nA_1,abc,800\n")
+    path = write(tmp_path, "BraTS19ID,Age,Survival\nA_1,40,soon\n")
     with caplog.at_level("WARNING", logger="brats_mtl.survival.io"):
         read_survival_csv(path)
-    assert "line 2" in caplog.text and "abc" in caplog.text
+    assert "line 2" in caplog.text and "soon" in caplog.text
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_unparseable_or_implausible_ages_are_one_error_listing_every_row(tmp_path, strict):
+    text = (
+        "BraTS19ID,Age,Survival,ResectionStatus\n"
+        "A_1,abc,800,GTR\n"
+        "B_1,50,600,GTR\n"
+        "C_1,-3,500,GTR\n"
+        "D_1,150,400,GTR\n"
+        "E_1,120,400,GTR\n"  # the bounds are plausible
+        "F_1,0,400,GTR\n"
+        "G_1,60 years,400,GTR\n"
+    )
+    path = write(tmp_path, text, "clinical.csv")
+    with pytest.raises(SurvivalTableError) as err:
+        read_survival_csv(path, strict=strict)
+    message = str(err.value)
+    assert message.startswith(f"{path}: 4 row(s) with an age that is not a number of years in [0, 120]")
+    lines = message.splitlines()[1:]
+    assert lines == [
+        "  line 2 (A_1): age 'abc' is not a number",
+        "  line 4 (C_1): age '-3' is outside [0, 120] years",
+        "  line 5 (D_1): age '150' is outside [0, 120] years",
+        "  line 8 (G_1): age '60 years' is not a number",
+    ]
+    # a scoring-only read does not need the age, but the file is still wrong
+    with pytest.raises(SurvivalTableError, match="4 row"):
+        read_survival_csv(path, require=("case_id", "survival"))
+
+
+def test_missing_ages_are_one_warning_listing_the_cases(tmp_path, caplog):
+    text = (
+        "BraTS19ID,Age,Survival,ResectionStatus\n"
+        "A_1,40,800,GTR\nB_1,NA,600,GTR\nC_1,,500,STR\nD_1,n/a,NA,NA\nE_1,60,400,GTR\n"
+    )
+    path = write(tmp_path, text)
+    with caplog.at_level("WARNING", logger="brats_mtl.survival"):
+        table = read_survival_csv(path)
+    records = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(records) == 1
+    assert records[0].getMessage() == (
+        f"{path}: 3 row(s) without age (empty or NA) are left out of fitting and "
+        "prediction: B_1, C_1, D_1"
+    )
+    assert table.missing_age_ids == ("B_1", "C_1", "D_1") and table.warnings == ()
+    assert list(table.usable_rows(gtr_only=False)["case_id"]) == ["A_1", "E_1"]
+    # predicting does not warn about them again
+    model = fit_age_model(read_survival_csv(write(tmp_path, TABLE_2019, "fit.csv")))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="brats_mtl.survival"):
+        assert list(predict_table(model, table, all_rows=True)["case_id"]) == ["A_1", "E_1"]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    # a table read for scoring only does not use the age: no warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="brats_mtl.survival"):
+        read_survival_csv(path, require=("case_id", "survival"))
+    assert not caplog.records
 
 
 def test_missing_columns_name_the_file_and_the_names_looked_for(tmp_path):
@@ -276,7 +331,7 @@ def test_predict_gtr_rows_by_default(tmp_path, caplog):
     np.testing.assert_allclose(
         pred["predicted_days"], model.intercept_days + model.slope_days_per_year * pred["age_years"]
     )
-    with caplog.at_level("WARNING", logger="brats_mtl.survival.model"):
+    with caplog.at_level("INFO", logger="brats_mtl.survival.model"):
         every = predict_table(model, table, all_rows=True)
     assert len(every) == 9  # I_1 has no age
     assert "BraTS19_I_1" in caplog.text
@@ -394,6 +449,8 @@ def test_real_2019_table_fit_equals_lstsq_and_paper_table4(shared_data):
     path = shared_data / "survival" / "brats2019" / "survival_data.csv"
     table = read_survival_csv(path)
     assert len(table.rows) == 259 and table.warnings == ()
+    # the 19 BraTS 2013 rows have NA age, survival and resection: kept, not an error
+    assert len(table.missing_age_ids) == 19
     model = fit_age_model(table)
     rows = table.usable_rows()
     assert model.n == 101 == len(model.case_ids)
@@ -416,6 +473,7 @@ def test_real_2019_table_fit_equals_lstsq_and_paper_table4(shared_data):
 def test_real_2020_table_reads(shared_data):
     table = read_survival_csv(shared_data / "survival" / "brats2020" / "survival_info.csv")
     assert table.columns["case_id"] == "Brats20ID" and table.warnings == ()
+    assert table.missing_age_ids == ()
     assert fit_age_model(table).n == int((table.rows["resection"] == "GTR").sum())
 
 

@@ -213,3 +213,18 @@ def test_evaluate_truth_needs_id_and_survival_only(tmp_path):
         assert result.exit_code == 1, result.output
         assert missing in result.output and str(bad) in result.output
         assert not (tmp_path / "x.csv").exists()
+
+
+def test_fit_with_garbage_ages_fails_and_lists_the_rows(tmp_path, table_csv):
+    lines = table_csv.read_text().splitlines()
+    lines[3] = lines[3].replace(lines[3].split(",")[1], "abc")
+    lines[7] = lines[7].replace(lines[7].split(",")[1], "-4")
+    bad = tmp_path / "clinical.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    model_json = tmp_path / "m.json"
+    result = CliRunner().invoke(cli, ["survival", "fit", str(bad), "--out", str(model_json)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Error: {bad}: 2 row(s) with an age that is not a number" in result.output
+    assert "line 4 (BraTS19_T_002_1): age 'abc' is not a number" in result.output
+    assert "line 8 (BraTS19_T_006_1): age '-4' is outside [0, 120] years" in result.output
+    assert not model_json.exists()

@@ -513,3 +513,101 @@ def test_train_flags_override_the_config_and_are_saved_with_the_run(cohort, tmp_
     assert with_train_settings(config, deterministic=False).train.deterministic is False
     with pytest.raises(TypeError):
         with_train_settings(config, not_a_setting=1)
+
+
+# --- SIGTERM ---------------------------------------------------------------------------
+
+
+def _sigterm_during_step(monkeypatch, step: int) -> None:
+    """Send this process SIGTERM from inside training step ``step`` (1-based)."""
+    import signal
+
+    from brats_mtl.training.module import MultiTaskModule
+
+    original = MultiTaskModule.training_step
+
+    def training_step(self, batch, batch_idx):
+        loss = original(self, batch, batch_idx)
+        if self.global_step == step - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    monkeypatch.setattr(MultiTaskModule, "training_step", training_step)
+
+
+def test_sigterm_saves_the_step_in_progress_and_resume_equals_uninterrupted(
+    cohort, tmp_path, monkeypatch
+):
+    from brats_mtl.training.runner import Terminated, checkpoint_path, stop_on_sigterm, train_fold
+
+    def run(out, **kwargs):
+        return train_fold(cohort, out, 0, config=_config("train.max_steps=8"),
+                          cache_dir=tmp_path / "cache", enable_progress_bar=False,
+                          checkpoint_every_n_steps=1000, **kwargs)
+
+    full = run(tmp_path / "full")
+    with monkeypatch.context() as patch:
+        _sigterm_during_step(patch, 3)
+        with stop_on_sigterm(), pytest.raises(Terminated) as stopped:
+            run(tmp_path / "cut")
+    assert stopped.value.code == 143
+    assert "stopped by SIGTERM at step 3" in str(stopped.value) and "--resume" in str(stopped.value)
+    saved = torch.load(checkpoint_path(tmp_path / "cut", 0, "last"), weights_only=True)
+    assert saved["global_step"] == 3  # the step in progress finished and was saved
+    assert (tmp_path / "cut" / "fold_0" / "metrics.csv").is_file()
+    resumed = run(tmp_path / "cut", resume=True)
+    assert resumed.global_step == full.global_step == 8
+    a = torch.load(checkpoint_path(tmp_path / "full", 0, "last"), weights_only=True)
+    b = torch.load(checkpoint_path(tmp_path / "cut", 0, "last"), weights_only=True)
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_sigterm_in_the_last_step_still_stops(cohort, tmp_path, monkeypatch):
+    """Lightning lets a SIGTERM during the last step end the fit normally; the command
+    must stop anyway instead of going on to the next fold."""
+    from brats_mtl.training.runner import Terminated, checkpoint_path, stop_on_sigterm, train_folds
+
+    _sigterm_during_step(monkeypatch, 2)
+    with stop_on_sigterm(), pytest.raises(Terminated, match="step 2"):
+        train_folds(cohort, tmp_path / "run", [0, 1], config=_config("train.max_steps=2"),
+                    cache_dir=tmp_path / "cache", enable_progress_bar=False)
+    assert torch.load(checkpoint_path(tmp_path / "run", 0, "last"), weights_only=True)[
+        "global_step"] == 2
+    assert not (tmp_path / "run" / "fold_1").exists()  # the next fold never started
+
+
+def test_sigterm_outside_training_stops_the_cli_at_once(cohort, tmp_path, monkeypatch, caplog):
+    import signal
+
+    from click.testing import CliRunner
+
+    from brats_mtl.cli.main import cli
+    from brats_mtl.training import runner
+
+    def prepare_run(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(runner, "prepare_run", prepare_run)
+    before = signal.getsignal(signal.SIGTERM)
+    with caplog.at_level("ERROR", logger="brats_mtl.training.runner"):
+        result = CliRunner().invoke(cli, ["train", str(cohort), "--out", str(tmp_path / "run"),
+                                          "--set", "train.n_folds=2"])
+    assert result.exit_code == 143, result.output
+    assert "stopped by SIGTERM" in caplog.text and "--resume" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+
+
+def test_known_lightning_deprecation_warning_is_not_shown(cohort, tmp_path):
+    """torch deprecates LeafSpec, which Lightning's own _pytree module builds in every fit."""
+    import warnings
+
+    from brats_mtl.training.runner import train_fold
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_fold(cohort, tmp_path / "run", 0, config=_config("train.max_steps=1"),
+                   cache_dir=tmp_path / "cache", enable_progress_bar=False)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "LeafSpec" in m], messages

@@ -12,28 +12,40 @@ OUT/
   figures/                  fig1_preprocessing.png, fig3_best.png, fig3_worst.png, fig4_survival.png
   survival/                 model.json, predictions.csv (when a survival table is given)
   report.md                 the tables and links to everything above
+  .brats-mtl-output         marker: brats-mtl created this folder (version, command)
 ```
 
 Interrupted work resumes: training continues from each fold's last checkpoint and
 prediction skips cases already written; tables, figures and the report are derived files
 and are written again.
 
+Overwriting is bounded by the marker (:func:`prepare_output_dir`): ``overwrite`` removes
+only the entries listed above, and only in a folder that holds the marker, i.e. one that
+brats-mtl created; a non-empty folder without it (a home or data folder given as
+``--out`` by mistake) is refused. Inputs inside the output folder are refused too.
+
 Source: paper sections 4-5 (Tables 3 and 4, Figs. 1, 3, 4); DESIGN.md sections 4-8.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import os
 import shutil
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
+from brats_mtl import __version__
 from brats_mtl.atomic import write_text_atomic
 from brats_mtl.config import Config, InferenceConfig, ModelConfig, TrainConfig
 from brats_mtl.conventions import REGION_ORDER
+
+if TYPE_CHECKING:  # numpy and pandas are imported where used: the CLI reads the presets
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +55,27 @@ TABLE3_COLUMNS = tuple(f"Dice_{r}" for r in REGION_ORDER) + tuple(
 )
 #: Column order of the paper's Table 4.
 TABLE4_COLUMNS = ("Accuracy", "MSE", "medianSE", "stdSE", "SpearmanR")
+
+#: File that marks a folder created by brats-mtl (``run``/``demo`` output folders).
+OUTPUT_MARKER = ".brats-mtl-output"
+#: What ``brats-mtl run`` writes in its output folder (all that ``overwrite`` removes).
+RUN_OUTPUTS = ("run", "predictions", "tables", "figures", "survival", "report.md")
+#: What ``brats-mtl demo`` writes in its output folder.
+DEMO_OUTPUTS = ("data", "results")
+#: Output entries per command, and the file that shows an output folder written before
+#: the marker existed (such a folder may be resumed, never overwritten).
+_OUTPUTS = {
+    "run": (RUN_OUTPUTS, Path("run") / "config.yaml"),
+    "demo": (DEMO_OUTPUTS, Path("results") / "run" / "config.yaml"),
+}
+
+#: Names accepted by :func:`preset_config` (``--preset`` of ``run`` and ``train``).
+PRESET_NAMES = ("paper", "cpu")
+#: The ``--preset`` help shared by the commands that take it.
+PRESET_HELP = (
+    "paper: the paper's network (GPU); cpu: a quarter-width network on 64^3 patches that "
+    "trains on a CPU in minutes."
+)
 
 
 def cpu_config(base: Config | None = None) -> Config:
@@ -97,11 +130,199 @@ def demo_config() -> Config:
             max_steps=160,
             patch_sampling="random",
             random_patches_per_case=4,
-            val_every_n_epochs=5,
+            # 20 steps an epoch (10 cases x 4 patches / batch 2): validations at steps 40,
+            # 80, 120, 160, four points on each fold's curve
+            val_every_n_epochs=2,
             log_every_n_steps=5,
         ),
         inference=InferenceConfig(tta=4, et_min_voxels=50, window_batch_size=4),
     )
+
+
+def preset_config(name: str) -> Config:
+    """The configuration of a ``--preset`` name (see :data:`PRESET_HELP`).
+
+    Args:
+        name: ``"paper"`` (the paper's defaults, ``Config()``) or ``"cpu"``
+            (:func:`cpu_config`).
+
+    Raises:
+        ValueError: on another name (lists the known ones).
+    """
+    if name == "paper":
+        return Config()
+    if name == "cpu":
+        return cpu_config()
+    raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+
+
+def read_output_marker(out_dir: str | Path) -> dict[str, str] | None:
+    """The marker of a folder that brats-mtl created, or None when it has none.
+
+    Returns:
+        The marker's fields (``brats_mtl_version``, ``command``, ``command_line``,
+        ``created``); an unreadable marker gives an empty dict (still a marker).
+    """
+    import yaml
+
+    path = Path(out_dir) / OUTPUT_MARKER
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def write_output_marker(out_dir: str | Path, command: str, command_line: str | None = None) -> Path:
+    """Write ``OUT/.brats-mtl-output``: this folder was created by brats-mtl ``command``.
+
+    Args:
+        out_dir: the output folder (exists).
+        command: ``"run"`` or ``"demo"``.
+        command_line: the command as typed, for the record (default: the command name).
+
+    Returns:
+        The marker's path.
+    """
+    import yaml
+
+    entries = ", ".join(_OUTPUTS[command][0])
+    fields = {
+        "brats_mtl_version": __version__,
+        "command": command,
+        "command_line": command_line or f"brats-mtl {command}",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    text = (
+        f"# brats-mtl {command} created this folder. --overwrite removes only what it writes\n"
+        f"# here ({entries}); other files are kept.\n" + yaml.safe_dump(fields, sort_keys=False)
+    )
+    return write_text_atomic(Path(out_dir) / OUTPUT_MARKER, text, overwrite=True)
+
+
+def _check_inputs_outside(out: Path, inputs: Iterable[tuple[str, str | Path]]) -> None:
+    """Refuse inputs equal to or inside the output folder (see :func:`prepare_output_dir`)."""
+    out_real = out.resolve()
+    for what, path in inputs:
+        real = Path(path).resolve()
+        if real == out_real or out_real in real.parents:
+            raise ValueError(
+                f"{what} {path} is inside the output folder {out}: brats-mtl keeps its outputs "
+                "apart from its inputs so that --overwrite can never delete input data; "
+                f"choose an --out folder outside {path}"
+            )
+
+
+def prepare_output_dir(
+    out_dir: str | Path,
+    command: str,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    inputs: Iterable[tuple[str, str | Path]] = (),
+    command_line: str | None = None,
+) -> bool:
+    """Create, reuse or clear the output folder of ``brats-mtl run`` / ``demo``.
+
+    - absent or empty folder (or one holding only the marker): created, and the marker
+      :data:`OUTPUT_MARKER` written;
+    - a folder with the marker of ``command``: ``resume`` reuses it; ``overwrite`` removes
+      only what ``command`` writes there (:data:`RUN_OUTPUTS` / :data:`DEMO_OUTPUTS`),
+      keeps any other file (with a WARNING), and writes the marker again;
+    - a non-empty folder without the marker: refused with ``overwrite`` (brats-mtl did
+      not create it, so it may hold anything); ``resume`` is allowed only when it looks
+      like an output of ``command`` written before the marker existed (a ``run/config.yaml``
+      is there); otherwise refused.
+
+    Args:
+        out_dir: the output folder.
+        command: ``"run"`` or ``"demo"``.
+        resume: continue the work in an existing output folder.
+        overwrite: start again (see above for what is removed).
+        inputs: ``(what, path)`` of every input (e.g. ``("DATA_DIR", data_dir)``); each must
+            lie outside ``out_dir``.
+        command_line: recorded in the marker.
+
+    Returns:
+        True when an existing output was reused (resume), False when the folder starts
+        empty.
+
+    Raises:
+        ValueError: if an input is ``out_dir`` or inside it, if both ``resume`` and
+            ``overwrite`` are set, or on an unknown ``command``.
+        FileExistsError: if ``out_dir`` is a file, holds another command's output, is a
+            non-empty folder without the marker (the message names the folder and why),
+            or is a non-empty output folder and neither ``resume`` nor ``overwrite`` is set.
+
+    Source: STYLE rules on outputs (never overwrite inputs; refuse to overwrite without a
+    flag).
+    """
+    if command not in _OUTPUTS:
+        raise ValueError(f"unknown command {command!r}; choose one of {sorted(_OUTPUTS)}")
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other; choose one")
+    out = Path(out_dir)
+    _check_inputs_outside(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a folder (new or empty) for the outputs")
+    entries, legacy = _OUTPUTS[command]
+    if not out.exists() or not [p for p in out.iterdir() if p.name != OUTPUT_MARKER]:
+        # absent, empty, or left with only the marker by an attempt that failed at once
+        out.mkdir(parents=True, exist_ok=True)
+        write_output_marker(out, command, command_line)
+        return False
+    marker = read_output_marker(out)
+    if marker is None:
+        why = (
+            f"{out} is not empty and has no {OUTPUT_MARKER} file, so brats-mtl did not create "
+            "it and cannot tell its own files from yours"
+        )
+        if overwrite:
+            raise FileExistsError(
+                f"refusing to --overwrite {out}: {why}. Give a new or empty --out folder, or "
+                "delete the folder yourself if it holds nothing else"
+            )
+        if (out / legacy).is_file():  # an output of a version without markers
+            if resume:
+                logger.info("resuming in %s (written before %s files existed)", out, OUTPUT_MARKER)
+                return True
+            raise FileExistsError(
+                f"{why}. It looks like the output of an older brats-mtl {command}: pass "
+                "--resume to continue it, or give a new or empty --out folder"
+            )
+        raise FileExistsError(f"{why}; give a new or empty --out folder")
+    made_by = marker.get("command", command)
+    if made_by != command:
+        raise FileExistsError(
+            f"{out} holds the output of `brats-mtl {made_by}` ({out / OUTPUT_MARKER}); give "
+            f"`brats-mtl {command}` another --out folder"
+        )
+    if overwrite:
+        present = [name for name in entries if (out / name).exists() or (out / name).is_symlink()]
+        if present:
+            logger.warning("--overwrite: removing %s from %s", ", ".join(present), out)
+        for name in present:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        others = sorted(p.name for p in out.iterdir() if p.name not in (*entries, OUTPUT_MARKER))
+        if others:
+            logger.warning(
+                "--overwrite: kept %s in %s (not written by brats-mtl %s)",
+                ", ".join(others), out, command,
+            )
+        write_output_marker(out, command, command_line)
+        return False
+    if not resume:
+        raise FileExistsError(
+            f"output folder {out} is not empty; pass resume (--resume) to continue the work "
+            "there or overwrite (--overwrite) to start again"
+        )
+    return True
 
 
 @dataclass
@@ -135,6 +356,7 @@ def run_pipeline(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    command_line: str | None = None,
 ) -> PipelineResult:
     """Train, predict out-of-fold (and on a test folder), evaluate, fit survival, report.
 
@@ -148,32 +370,41 @@ def run_pipeline(
         survival_csv: optional BraTS survival table for the age regression (Table 4, Fig. 4).
         folds: folds to train and use; default all ``config.train.n_folds``.
         resume: continue in an existing output folder.
-        overwrite: delete an existing output folder first.
+        overwrite: start again: remove what an earlier run wrote in ``out_dir`` (only in a
+            folder brats-mtl created; see :func:`prepare_output_dir`).
         progress: progress bars.
+        command_line: recorded in the output folder's marker file.
 
     Returns:
         A :class:`PipelineResult`.
 
     Raises:
         FileExistsError: if ``out_dir`` is a non-empty folder and neither ``resume`` nor
-            ``overwrite`` is set.
-        FileNotFoundError, ValueError: from the stages (bad data, bad configuration).
+            ``overwrite`` is set, or ``overwrite`` is set for a non-empty folder that
+            brats-mtl did not create (see :func:`prepare_output_dir`).
+        ValueError: if an input lies inside ``out_dir``; from the stages (bad data, bad
+            configuration, a survival table with bad ages).
+        FileNotFoundError: from the stages.
+        brats_mtl.training.runner.Terminated: on SIGTERM during training (exit status 143).
 
     Source: paper sections 4-5; DESIGN.md sections 4-8.
     """
     from brats_mtl.evaluation import evaluate_folders, write_results_csv
     from brats_mtl.inference import predict_cohort
+    from brats_mtl.survival import read_survival_csv
     from brats_mtl.training import train_folds
 
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            raise FileExistsError(
-                f"output folder {out} is not empty; pass resume (--resume) to continue the "
-                "work there or overwrite (--overwrite) to start again"
-            )
+    inputs = [("DATA_DIR", data_dir), *(("--unlabeled folder", u) for u in unlabeled_dirs)]
+    if test_dir is not None:
+        inputs.append(("--test folder", test_dir))
+    if survival_csv is not None:
+        inputs.append(("--survival table", survival_csv))
+    # read the survival table first: a bad table fails before hours of training
+    survival_table = read_survival_csv(survival_csv) if survival_csv is not None else None
+    prepare_output_dir(
+        out, "run", resume=resume, overwrite=overwrite, inputs=inputs, command_line=command_line
+    )
     config = config or Config()
     run_dir = out / "run"
     tables = out / "tables"
@@ -218,8 +449,8 @@ def run_pipeline(
 
     figure_paths = _segmentation_figures(data_dir, oof_dir, oof_cases, run_dir, figures)
     table4 = None
-    if survival_csv is not None:
-        table4, fig4 = _survival(survival_csv, out / "survival", config)
+    if survival_table is not None:
+        table4, fig4 = _survival(survival_table, out / "survival", config)
         table4.to_csv(tables / "table4.csv", float_format="%.4f")
         figure_paths["fig4_survival"] = fig4
 
@@ -236,6 +467,8 @@ def table3_layout(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:
     Returns:
         DataFrame indexed by data set, columns ``TABLE3_COLUMNS`` plus ``n_cases``.
     """
+    import pandas as pd
+
     rows = {}
     for name, cases in per_case.items():
         row = {c: float(pd.to_numeric(cases[c]).mean()) for c in TABLE3_COLUMNS}
@@ -266,6 +499,8 @@ def _segmentation_figures(
     figures: Path,
 ) -> dict[str, Path]:
     """Fig. 1 on the first case; Fig. 3 on the best and worst out-of-fold cases."""
+    import pandas as pd
+
     from brats_mtl.data import discover_cases, load_case, load_label_map
     from brats_mtl.figures.common import save_figure
     from brats_mtl.figures.slices import preprocessing_figure, segmentation_figure
@@ -308,20 +543,21 @@ def _patch_size(run_dir: Path) -> int:
     return load_config(run_dir / "config.yaml").model.patch_size
 
 
-def _survival(csv: str | Path, out: Path, config: Config) -> tuple[pd.DataFrame, Path]:
-    """Fit the GTR age regression, score it on its training rows and by k-fold CV."""
+def _survival(table, out: Path, config: Config) -> tuple[pd.DataFrame, Path]:
+    """Fit the GTR age regression on a ``SurvivalTable``, score it on its training rows
+    and by k-fold CV."""
+    import pandas as pd
+
     from brats_mtl.figures.common import save_figure
     from brats_mtl.survival import (
         cross_validate,
         evaluate_predictions,
         fit_age_model,
         predict_table,
-        read_survival_csv,
         save_model,
     )
     from brats_mtl.survival.plot import plot_age_regression
 
-    table = read_survival_csv(csv)
     model = fit_age_model(table, config.survival)
     save_model(model, out / "model.json", overwrite=True)
     train, _ = evaluate_predictions(predict_table(model, table), table, config.survival)
@@ -355,6 +591,8 @@ def write_report(
     oof_cases: pd.DataFrame,
 ) -> Path:
     """Write ``OUT/report.md``: Tables 3 and 4, per-case results, links to figures and files."""
+    import pandas as pd
+
     per_case = oof_cases.set_index("Label")[list(TABLE3_COLUMNS)].apply(pd.to_numeric)
     per_case.index.name = "case"
     m = config.model
@@ -434,6 +672,8 @@ def make_demo_cohort(
     Returns:
         A :class:`DemoCohort`.
     """
+    import numpy as np
+
     from brats_mtl.data import write_phantom_case
 
     root = Path(root)
@@ -459,3 +699,92 @@ def make_demo_cohort(
         lines.append(f"BraTS2021_{i:05d},{age:.3f},{survival},{resection}")
     survival_csv = write_text_atomic(root / "survival.csv", "\n".join(lines) + "\n", overwrite=True)
     return DemoCohort(train, unlabeled, test, survival_csv)
+
+
+def run_demo(
+    out_dir: str | Path,
+    config: Config | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    command_line: str | None = None,
+) -> PipelineResult:
+    """The demo: a synthetic cohort in ``OUT/data``, the whole chain into ``OUT/results``.
+
+    A folder that already holds a demo is reused: the cohort is kept (not written again,
+    so the training cache stays valid), finished folds are not trained again and written
+    predictions are skipped; tables, figures and the report are written again. Running the
+    demo twice therefore costs one training.
+
+    Args:
+        out_dir: the demo's folder.
+        config: default :func:`demo_config`.
+        overwrite: start again: remove ``OUT/data`` and ``OUT/results`` first (only in a
+            folder the demo created; see :func:`prepare_output_dir`).
+        progress: progress bars.
+        command_line: recorded in the folder's marker file.
+
+    Returns:
+        The :class:`PipelineResult` of ``OUT/results``.
+
+    Raises:
+        FileExistsError: if ``out_dir`` is a non-empty folder that the demo did not create.
+        ValueError: from the stages (e.g. a ``--set`` that changes the network of a
+            trained demo: the message says to pass ``--overwrite``).
+    """
+    config = config or demo_config()
+    out = Path(out_dir)
+    reused = prepare_output_dir(
+        out, "demo", resume=not overwrite, overwrite=overwrite, command_line=command_line
+    )
+    if reused:
+        logger.info("reusing the demo in %s: finished work is skipped (--overwrite starts again)", out)
+    cohort = demo_cohort(out / "data", seed=config.train.seed)
+    try:
+        return run_pipeline(
+            cohort.train_dir, out / "results", config=config,
+            unlabeled_dirs=(cohort.unlabeled_dir,), test_dir=cohort.test_dir,
+            survival_csv=cohort.survival_csv, resume=True, progress=progress,
+            command_line=command_line,
+        )
+    except ValueError as err:
+        if reused:
+            raise ValueError(f"{err}\n(to start the demo in {out} again: --overwrite)") from None
+        raise
+
+
+def demo_cohort(root: str | Path, *, seed: int = 0) -> DemoCohort:
+    """The demo's cohort in ``root``: made once (:func:`make_demo_cohort`), then reused.
+
+    The cohort is written into a temporary folder beside ``root`` and renamed, so a
+    ``root`` that exists is complete. An incomplete ``root`` left by an older version
+    (no ``survival.csv``) is written again.
+
+    Args:
+        root: folder of the cohort (``train/``, ``unlabeled/``, ``test/``, ``survival.csv``).
+        seed: seed of a new cohort.
+
+    Returns:
+        A :class:`DemoCohort`.
+    """
+    root = Path(root)
+    cohort = DemoCohort(root / "train", root / "unlabeled", root / "test", root / "survival.csv")
+    if cohort.survival_csv.is_file():
+        logger.info("reusing the synthetic cohort in %s", root)
+        return cohort
+    logger.info("writing a synthetic cohort to %s", root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the usual permissions
+    try:
+        make_demo_cohort(tmp, seed=seed)
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return cohort
+

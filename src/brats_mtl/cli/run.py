@@ -6,11 +6,40 @@ from pathlib import Path
 
 import click
 
+from brats_mtl.pipeline import PRESET_HELP, PRESET_NAMES
+
+
+def preset_option(*, default: str | None = "paper", extra_help: str = ""):
+    """The ``--preset`` option of ``run`` and ``train``: :data:`~brats_mtl.pipeline.PRESET_NAMES`
+    with :data:`~brats_mtl.pipeline.PRESET_HELP`, resolved by
+    :func:`~brats_mtl.pipeline.preset_config`.
+
+    Args:
+        default: the preset used without the option (None: the command decides).
+        extra_help: appended to the shared help text.
+    """
+    return click.option(
+        "--preset",
+        type=click.Choice(PRESET_NAMES),
+        default=default,
+        show_default=default is not None,
+        help=PRESET_HELP + extra_help,
+    )
+
+
+def command_line() -> str:
+    """The command as typed, for the output folder's marker file."""
+    import shlex
+    import sys
+
+    return shlex.join(["brats-mtl", *sys.argv[1:]])
+
 
 @click.command("run")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Output folder (run, predictions, tables, figures, report.md).")
+              help="Output folder (run, predictions, tables, figures, report.md); must not "
+                   "hold the inputs.")
 @click.option("--unlabeled", "unlabeled_dirs", multiple=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of unlabeled cases for the VAE branch (repeatable).")
@@ -18,35 +47,40 @@ import click
               help="Cohort to segment with the fold ensemble (evaluated when labeled).")
 @click.option("--survival", "survival_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="BraTS survival table (CSV) for the age regression.")
-@click.option("--preset", type=click.Choice(["paper", "cpu"]), default="paper", show_default=True,
-              help="paper: the paper's network (GPU); cpu: a quarter-width network on 64^3 "
-                   "patches that trains on a CPU in minutes.")
+@preset_option()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML configuration file applied over the preset.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one setting, e.g. --set train.max_steps=500 (repeatable).")
 @click.option("--folds", default=None, help="Comma-separated folds to train and use (default all).")
 @click.option("--resume", is_flag=True, help="Continue in an existing output folder.")
-@click.option("--overwrite", is_flag=True, help="Delete an existing output folder first.")
+@click.option("--overwrite", is_flag=True,
+              help="Start again: remove what an earlier run wrote in --out (only in a folder "
+                   "brats-mtl created; other files are kept).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bars of training and prediction.")
 def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, preset, config_file,
             overrides, folds, resume, overwrite, progress):
-    """Train, predict out-of-fold, evaluate, fit survival and write a report for DATA_DIR."""
-    from brats_mtl.config import Config, load_config
-    from brats_mtl.pipeline import cpu_config, run_pipeline
+    """Train, predict out-of-fold, evaluate, fit survival and write a report for DATA_DIR.
 
-    try:
-        preset_config = cpu_config() if preset == "cpu" else Config()
-        config = load_config(config_file, overrides, base=preset_config)
-        fold_list = tuple(int(f) for f in folds.split(",")) if folds else None
-        result = run_pipeline(
-            data_dir, out_dir, config=config, unlabeled_dirs=tuple(unlabeled_dirs),
-            test_dir=test_dir, survival_csv=survival_csv, folds=fold_list, resume=resume,
-            overwrite=overwrite, progress=progress,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    SIGTERM stops the run (exit status 143) after saving the training step in progress;
+    --resume continues it.
+    """
+    from brats_mtl.config import load_config
+    from brats_mtl.pipeline import preset_config, run_pipeline
+    from brats_mtl.training.runner import stop_on_sigterm
+
+    with stop_on_sigterm():
+        try:
+            config = load_config(config_file, overrides, base=preset_config(preset))
+            fold_list = tuple(int(f) for f in folds.split(",")) if folds else None
+            result = run_pipeline(
+                data_dir, out_dir, config=config, unlabeled_dirs=tuple(unlabeled_dirs),
+                test_dir=test_dir, survival_csv=survival_csv, folds=fold_list, resume=resume,
+                overwrite=overwrite, progress=progress, command_line=command_line(),
+            )
+        except (FileNotFoundError, FileExistsError, ValueError) as err:
+            raise click.ClickException(str(err)) from err
     click.echo(result.table3.round(3).to_string())
     if result.table4 is not None:
         click.echo(result.table4.round(3).to_string())

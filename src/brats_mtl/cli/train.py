@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from brats_mtl.cli.run import preset_option
+
 
 @click.command("train")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -25,12 +27,18 @@ import click
 )
 @click.option("--fold", type=int, default=None, help="Train this fold only (0-based).")
 @click.option("--all-folds", is_flag=True, help="Train every fold (the default).")
+@preset_option(
+    default=None,
+    extra_help=" Default: the run's config.yaml if present, else paper. A preset given is "
+    "the base of --config and --set instead of the run's config.yaml.",
+)
 @click.option(
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="YAML configuration; default: the run's config.yaml if present, else paper defaults.",
+    help="YAML configuration applied over the preset; default: the run's config.yaml if "
+    "present and no --preset is given.",
 )
 @click.option(
     "--set",
@@ -63,6 +71,7 @@ def command(
     unlabeled_dirs: tuple[Path, ...],
     fold: int | None,
     all_folds: bool,
+    preset: str | None,
     config_file: Path | None,
     overrides: tuple[str, ...],
     resume: bool,
@@ -78,44 +87,52 @@ def command(
     segmentation, and those under --unlabeled, train the VAE branch in every fold.
     Paper: batch 2, Adam, lr 1e-4, weight decay 1e-5, loss 0.1 L2 + 0.1 KL + 0.1 CE + Dice.
 
-    Settings come from --config (default: RUN_DIR/config.yaml if present, else the paper's
-    defaults), then --set, then the flags --cache-workers and --checkpoint-every; the
-    result is saved as RUN_DIR/config.yaml. A run folder whose folds have no checkpoint
+    Settings come from --preset (as `brats-mtl run --preset`), then --config, then --set,
+    then the flags --cache-workers and --checkpoint-every; the result is saved as
+    RUN_DIR/config.yaml. Without --preset and --config, RUN_DIR/config.yaml is the base
+    if present, else the paper's defaults. A run folder whose folds have no checkpoint
     yet (e.g. a first attempt that failed) takes a changed configuration on the next
     attempt; once a fold has a checkpoint, model and loss settings are fixed for the run.
+
+    SIGTERM stops training after the step in progress, saves it in last.ckpt and exits
+    with status 143; --resume continues.
     """
     from brats_mtl.config import load_config
+    from brats_mtl.pipeline import preset_config
 
     if fold is not None and all_folds:
         raise click.UsageError("--fold and --all-folds exclude each other; choose one")
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other; choose one")
     saved = run_dir / "config.yaml"
-    source = config_file if config_file is not None else (saved if saved.is_file() else None)
+    source = config_file
+    if source is None and preset is None and saved.is_file():
+        source = saved
     try:
-        config = load_config(source, overrides)
+        config = load_config(source, overrides, base=preset_config(preset or "paper"))
     except (FileNotFoundError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint="--config/--set") from None
 
-    from brats_mtl.training.runner import train_folds, with_train_settings
+    from brats_mtl.training.runner import stop_on_sigterm, train_folds, with_train_settings
 
     config = with_train_settings(
         config, cache_workers=cache_workers, checkpoint_every_n_steps=checkpoint_every
     )
     folds = [fold] if fold is not None else None
-    try:
-        results = train_folds(
-            data_dir,
-            run_dir,
-            folds,
-            config=config,
-            unlabeled_dirs=unlabeled_dirs,
-            resume=resume,
-            overwrite=overwrite,
-            cache_dir=cache_dir,
-        )
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
+    with stop_on_sigterm():
+        try:
+            results = train_folds(
+                data_dir,
+                run_dir,
+                folds,
+                config=config,
+                unlabeled_dirs=unlabeled_dirs,
+                resume=resume,
+                overwrite=overwrite,
+                cache_dir=cache_dir,
+            )
+        except (FileExistsError, FileNotFoundError, ValueError) as err:
+            raise click.ClickException(str(err)) from None
     for r in results:
         dice = r.val_metrics
         summary = (

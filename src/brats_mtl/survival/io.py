@@ -24,12 +24,19 @@ Column names looked for (case, spaces and underscores ignored):
 - survival: ``Survival``, ``Survival_days`` (absent in validation tables);
 - resection: ``ResectionStatus``, ``Extent_of_Resection`` (absent in the 2017 table).
 
-Value rules (each bad value is reported with its line number in
-:attr:`SurvivalTable.warnings` and logged; ``strict=True`` raises instead):
+Value rules:
 
-- ``NA``, ``N/A``, ``NaN``, ``None``, ``null`` and empty cells are missing values, not errors;
-- ages are integers or decimals (``60``, ``60.4630137``) in [0, 120] years; anything else
-  (``abc``, ``-3``) is a bad value and the age becomes missing;
+- ``NA``, ``N/A``, ``NaN``, ``None``, ``null`` and empty cells are missing values, not errors.
+  A row with a missing age stays in the table but cannot be fitted or predicted; when the
+  age is needed (the default ``require``) one WARNING lists every such case ID (the real
+  BraTS 2019 table has 19 rows with ``NA`` age, survival and resection);
+- ages are integers or decimals (``60``, ``60.4630137``) in [0, 120] years. Any other age
+  (``abc``, ``-3``, ``150``) is an **error**, strict or not: :class:`SurvivalTableError`
+  lists every such row (line, case ID, value) and names the file. A wrong age would move
+  the fitted line, so it is fixed in the file (or emptied) rather than skipped;
+- the remaining bad values below are reported with their line number in
+  :attr:`SurvivalTable.warnings` and logged, and the value becomes missing; ``strict=True``
+  raises instead:
 - survival is a number of days >= 0; ``ALIVE (361 days later)`` is a censored row with
   ``survival_days`` 361 and ``censored`` True; negative or other text is a bad value;
 - resection is ``GTR`` or ``STR`` (any case); missing is ``"NA"``; other text is a bad value
@@ -117,6 +124,11 @@ class SurvivalTable:
         return self.columns.get("age") is not None
 
     @property
+    def missing_age_ids(self) -> tuple[str, ...]:
+        """Case IDs of the rows whose age is missing (empty or NA), in file order."""
+        return tuple(str(c) for c in self.rows.loc[self.rows["age_years"].isna(), "case_id"])
+
+    @property
     def has_resection(self) -> bool:
         """True when the table has a resection column."""
         return self.columns.get("resection") is not None
@@ -171,14 +183,18 @@ def read_survival_csv(
             missing values (NaN age, NaN survival, resection ``"NA"``).
 
     Returns:
-        The :class:`SurvivalTable`; bad values become missing and are listed in
-        ``warnings`` (also logged at WARNING level).
+        The :class:`SurvivalTable`; bad survival or resection values and skipped rows
+        become missing and are listed in ``warnings`` (also logged at WARNING level).
+        Missing ages are logged once, as one WARNING listing the case IDs, when the age is
+        required.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         SurvivalTableError: if the file is empty or not text, if a ``require``d column is
-            missing (the message lists the names looked for and the names found), or, with
-            ``strict=True``, if any value is bad (the message lists every bad line).
+            missing (the message lists the names looked for and the names found), if any
+            age is not a number of years in [0, 120] (the message lists each such line,
+            case ID and value), or, with ``strict=True``, if any other value is bad (the
+            message lists every bad line).
         ValueError: if ``require`` names an unknown role.
 
     Source: DESIGN.md section 7 (column names and values of the BraTS tables).
@@ -217,6 +233,7 @@ def read_survival_csv(
         header.pop()
     columns = _find_columns(header, path, {"case_id", *require})
     warnings: list[str] = []
+    bad_ages: list[str] = []
     records = []
     seen: dict[str, int] = {}
     for index in range(1, len(raw)):
@@ -247,7 +264,7 @@ def read_survival_csv(
         seen[key] = line
         age, problem = _parse_age(cell["age"])
         if problem:
-            warnings.append(f"{path}, line {line} ({case_id}): {problem}; age treated as missing")
+            bad_ages.append(f"  line {line} ({case_id}): {problem}")
         days, censored, problem = _parse_survival(cell["survival"])
         if problem:
             warnings.append(
@@ -271,6 +288,13 @@ def read_survival_csv(
             "line": np.int64,
         }
     )
+    if bad_ages:
+        low, high = AGE_RANGE_YEARS
+        raise SurvivalTableError(
+            f"{path}: {len(bad_ages)} row(s) with an age that is not a number of years in "
+            f"[{low:g}, {high:g}]; correct these cells, or empty them (or write NA) to leave "
+            "the rows out:\n" + "\n".join(bad_ages)
+        )
     if strict and warnings:
         raise SurvivalTableError(
             f"{path}: {len(warnings)} bad values (strict mode); fix them or read without "
@@ -292,6 +316,14 @@ def read_survival_csv(
         columns=columns,
         warnings=tuple(warnings),
     )
+    missing = table.missing_age_ids
+    if "age" in require and missing:
+        logger.warning(
+            "%s: %d row(s) without age (empty or NA) are left out of fitting and prediction: %s",
+            path,
+            len(missing),
+            ", ".join(missing),
+        )
     logger.debug("%s", table.describe())
     return table
 

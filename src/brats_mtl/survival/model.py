@@ -345,7 +345,8 @@ def predict_table(
     """Predict survival for a table's patients (validation or training format).
 
     By default only GTR rows are predicted, as the BraTS 2019/2020 challenge scored only
-    GTR patients. Rows without an age cannot be predicted; they are skipped and logged.
+    GTR patients. Rows without an age cannot be predicted; they are skipped (logged at INFO:
+    reading the table already warned about them).
 
     Args:
         model: a fitted model.
@@ -374,7 +375,8 @@ def predict_table(
         rows = rows.loc[rows["resection"] == "GTR"]
     no_age = rows.loc[rows["age_years"].isna()]
     if len(no_age):
-        logger.warning(
+        # INFO: read_survival_csv already warned once about every row without age
+        logger.info(
             "%s: %d rows without age not predicted: %s",
             table.path,
             len(no_age),

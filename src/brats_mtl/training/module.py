@@ -411,14 +411,18 @@ class ValidationCsvWriter(L.Callback):
 
 
 class LastCheckpoint(L.Callback):
-    """Keep ``last.ckpt`` current: every ``every_n_steps`` steps, at the final step, and
-    after every validation.
+    """Keep ``last.ckpt`` current: every ``every_n_steps`` steps, at the final step, after
+    every validation, and when SIGTERM stops training.
 
     Unlike ``ModelCheckpoint(save_last=True)``, nothing is saved when training ends or an
     epoch closes: a fit stopped by ``max_steps`` inside an epoch leaves a checkpoint of that
     point in the epoch, so resuming with a larger ``max_steps`` continues the same epoch
     with the same batches as an uninterrupted run. The file is written under a temporary
     name and renamed.
+
+    On SIGTERM Lightning's loops raise ``SIGTERMException`` once the training step in
+    progress is done; that point is a step boundary like the periodic saves, so it is
+    saved too (not when the signal stopped a validation, which is not a resume point).
 
     Args:
         path: e.g. ``RUN_DIR/fold_K/checkpoints/last.ckpt``.
@@ -446,3 +450,13 @@ class LastCheckpoint(L.Callback):
         """Save after each validation (the best-model bookkeeping is then current)."""
         if not trainer.sanity_checking:
             self._save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """Save the last finished training step when SIGTERM stops the fit."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and trainer.training and trainer.global_step > 0:
+            self._save(trainer)
+            logger.info("SIGTERM: saved step %d in %s", trainer.global_step, self.path)

@@ -11,16 +11,30 @@ Run folder::
     RUN_DIR/fold_K/training_curves.png
     RUN_DIR/fold_K/logs/version_N/ raw Lightning CSV logs, one folder per attempt
 
+SIGTERM (a scheduler's stop, ``kill``): Lightning's own handler, installed during each fit,
+only sets a flag that its loops check after the training step in progress; a SIGTERM that
+arrives during a fold's last step, its final validation or outside a fit (caching,
+prediction) would be forgotten or, with no handler at all, kill the process without
+cleanup. So: the step in progress finishes and is saved in ``last.ckpt`` (a consistent
+resume point), and the fit then ends with :class:`Terminated` (``SystemExit`` with status
+143, 128 + SIGTERM, as a shell reports a process killed by SIGTERM) instead of Lightning's
+status 0; under :func:`stop_on_sigterm` (the CLI commands) a SIGTERM outside a fit, or a
+second one during a step, raises :class:`Terminated` at once.
+
 Source: paper, Training Procedure; DESIGN.md section 4.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+import signal
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +51,91 @@ CONFIG_FILE = "config.yaml"
 CACHE_DIR = "cache"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINTS = ("best", "last")
+
+#: Exit status after SIGTERM (128 + 15, as shells report a process that SIGTERM ended).
+SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
+
+
+class Terminated(SystemExit):
+    """The process was asked to stop by SIGTERM; exit status :data:`SIGTERM_EXIT_STATUS`.
+
+    A ``SystemExit`` (as Lightning's own ``SIGTERMException``), so that ``except
+    Exception`` blocks do not swallow it and the process ends with status 143.
+
+    Attributes:
+        message: what stopped and how to continue.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(SIGTERM_EXIT_STATUS)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class _SigtermState:
+    in_fit: bool = False  # a Lightning fit is running (its loops stop after the step)
+    received: bool = False  # SIGTERM came during the current fit
+
+
+_SIGTERM = _SigtermState()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM handler of :func:`stop_on_sigterm`."""
+    if _SIGTERM.in_fit and not _SIGTERM.received:
+        _SIGTERM.received = True
+        logger.warning(
+            "SIGTERM: stopping after the training step in progress, which is saved in "
+            "last.ckpt (send SIGTERM again to stop at once)"
+        )
+        return
+    raise Terminated("stopped by SIGTERM; run the command again with --resume to continue")
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM stops the process promptly with exit status 143.
+
+    During a training fit the step in progress finishes and is saved first (see the
+    module docstring); anywhere else, or on a second SIGTERM, :class:`Terminated` is
+    raised at once, so ``finally`` blocks run (temporary files are removed). The previous
+    handler is restored on exit. Outside the main thread nothing is installed (Python
+    delivers signals to the main thread only).
+
+    Raises:
+        Terminated: on SIGTERM; its message is logged at ERROR level first.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    except Terminated as err:
+        logger.error("%s", err.message)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _SIGTERM.received = False
+
+
+def _lightning_warning_filters() -> None:
+    """Hide the known Lightning warnings that no call of ours causes (inside
+    ``warnings.catch_warnings``)."""
+    # Source: lightning/pytorch/utilities/_pytree.py:21 (Lightning 2.6, used by its
+    # CombinedLoader in every fit) builds torch.utils._pytree.LeafSpec(), which torch
+    # (2.13 here) marks deprecated with a FutureWarning. No argument of our Trainer call
+    # leads there; the fix belongs in Lightning.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
 
 
 @dataclass(frozen=True)
@@ -454,10 +553,13 @@ def train_on_cases(
 
     Raises:
         ValueError: if there are no training cases.
+        Terminated: on SIGTERM during the fit (after saving the step in progress in
+            ``last.ckpt``; see the module docstring).
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from brats_mtl.training.module import (
         LastCheckpoint,
@@ -528,13 +630,31 @@ def train_on_cases(
     ckpt_path = str(last) if resume and last.is_file() else None
     if resume and ckpt_path is None:
         logger.info("no checkpoint in %s to resume from; training fold from scratch", ckpt_dir)
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    terminated = False
+    _SIGTERM.in_fit, _SIGTERM.received = True, False
+    try:
+        with warnings.catch_warnings():
+            _lightning_warning_filters()
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        terminated = True  # raised by Lightning's loops after the step; LastCheckpoint saved it
+    finally:
+        _SIGTERM.in_fit = False
+    # a SIGTERM during the last step or the final validation ends the fit normally
+    terminated = terminated or trainer.received_sigterm or _SIGTERM.received
 
     best_score = None
     if best_cb is not None and best_cb.best_model_score is not None:
         best_score = float(best_cb.best_model_score)
     if trainer.is_global_zero:
         merge_metrics(out)
+    if terminated:
+        raise Terminated(
+            f"stopped by SIGTERM at step {trainer.global_step} of {out}; "
+            f"{last if last.is_file() else 'no checkpoint'} holds the last saved step; "
+            "run the command again with --resume to continue"
+        )
+    if trainer.is_global_zero:
         if figure and (out / "metrics.csv").is_file():
             from brats_mtl.figures.training_curves import save_training_curves
 

@@ -6,10 +6,11 @@
 (in place), run under ``torch.inference_mode``, optionally in the channels-last-3d memory
 layout and in bfloat16 autocast, and return float32 probabilities.
 
-Speed notes, measured with ``benchmarks/bench_inference.py`` on a 2-core Xeon (AVX-512 +
-AMX) with the paper's network: one 128^3 window takes about 11.8 s in the default memory
-layout, 8.4 s channels-last (oneDNN convolutions) and 3.4 s with bfloat16 autocast on top
-(AMX). bfloat16 is only fast where the CPU has AMX; elsewhere it is emulated and far slower.
+Speed notes, measured with ``benchmarks/bench_inference.py`` on an idle 2-core Xeon
+(AVX-512 + AMX) with the paper's network: one 128^3 window takes about 6.9 s in the
+default memory layout (MONAI's inferer), 4.6 s channels-last (oneDNN convolutions) and
+2.1 s with bfloat16 autocast on top (AMX); GroupNorm is then about 39% of a forward pass
+(profiled with ``torch.profiler``), convolutions 42%. bfloat16 is only fast where the CPU has AMX; elsewhere it is emulated and far slower.
 ``precision="auto"`` (the default) therefore takes bfloat16 only on a CPU with AMX-BF16
 tiles and float32 everywhere else (GPUs included). Against float32 windows, bfloat16
 windows gave Dice >= 0.999 per region on two real cases with a trained model (see the

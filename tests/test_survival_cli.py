@@ -48,7 +48,7 @@ def run(*args: str) -> str:
 def test_fit_predict_evaluate_round_trip(tmp_path, table_csv):
     model_json, pred, metrics = tmp_path / "m.json", tmp_path / "p.csv", tmp_path / "metrics.csv"
     out = run("fit", table_csv, "--out", model_json)
-    assert "n = 40" in out and "2 censored rows left out" in out
+    assert "n = 40" in out and "2 censored rows of the fitted group left out" in out
     out = run("predict", model_json, table_csv, "--out", pred)
     assert "predicted 42 GTR cases" in out
     assert pred.read_text().splitlines()[0].startswith("BraTS19_T_005_1,")  # no header
@@ -228,3 +228,14 @@ def test_fit_with_garbage_ages_fails_and_lists_the_rows(tmp_path, table_csv):
     assert "line 4 (BraTS19_T_002_1): age 'abc' is not a number" in result.output
     assert "line 8 (BraTS19_T_006_1): age '-4' is outside [0, 120] years" in result.output
     assert not model_json.exists()
+
+
+def test_fit_refuses_an_existing_output_before_reading_the_table(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("BraTS19ID,Age,Survival,ResectionStatus\nA_1,abc,100,GTR\n")
+    model_json = tmp_path / "m.json"
+    model_json.write_text("{}")
+    result = CliRunner().invoke(cli, ["survival", "fit", str(bad), "--out", str(model_json)])
+    assert result.exit_code == 1
+    assert "m.json exists; pass --overwrite" in result.output and "abc" not in result.output
+    assert model_json.read_text() == "{}"

@@ -65,6 +65,11 @@ def _check_free(overwrite: bool, *paths: Path | None) -> None:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 censored row``, ``2 censored rows``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _write_csv(frame, path: Path, overwrite: bool) -> None:
     from brats_mtl.atomic import write_text_atomic
 
@@ -101,6 +106,7 @@ def fit(
     """Fit survival days on age (GTR rows of CSV); save the model as JSON."""
     from brats_mtl.survival import fit_age_model, read_survival_csv, save_model
 
+    _check_free(overwrite, out)
     table = read_survival_csv(csv, strict=strict)
     model = fit_age_model(
         table, config, gtr_only=False if all_resections else None, include_censored=include_censored
@@ -110,7 +116,7 @@ def fit(
     click.echo(
         f"{model.equation()}  (n = {model.n}, residual std = "
         f"{model.residual_std_days:.0f} days, R^2 = {model.r_squared:.3f}, "
-        f"{model.n_censored_excluded} censored rows left out)"
+        f"{_count(model.n_censored_excluded, 'censored row')} of the fitted group left out)"
     )
     click.echo(f"wrote {out}")
 
@@ -138,6 +144,7 @@ def predict(
     """Predict survival days for CSV (validation or training format)."""
     from brats_mtl.survival import load_model, predict_table, read_survival_csv, write_submission
 
+    _check_free(overwrite, out)
     model = load_model(model_json)
     table = read_survival_csv(csv, strict=strict)
     predictions = predict_table(model, table, all_rows=all_rows)
@@ -145,7 +152,7 @@ def predict(
     days = predictions["predicted_days"]
     click.echo(table.describe())
     click.echo(
-        f"predicted {len(predictions)} {'' if all_rows else 'GTR '}cases "
+        f"predicted {_count(len(predictions), 'case' if all_rows else 'GTR case')} "
         f"({days.min():.0f} to {days.max():.0f} days) with {model.equation()}"
     )
     click.echo(f"wrote {out}")

@@ -162,7 +162,7 @@ class SurvivalTable:
             )
             parts.append(f"{int(r['censored'].sum())} censored")
         parts.append(f"{int(r['age_years'].isna().sum())} without age")
-        parts.append(f"{len(self.warnings)} warnings")
+        parts.append(f"{len(self.warnings)} bad values")
         return f"{self.path.name}: " + ", ".join(parts)
 
 

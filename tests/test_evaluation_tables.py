@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -11,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from brats_mtl.cli.evaluate import command
-from brats_mtl.conventions import BRATS_2023, HD95_ONE_EMPTY_MM, REGION_ORDER
+from brats_mtl.conventions import BRATS_2023, HD95_ONE_EMPTY_MM, MSD, REGION_ORDER
 from brats_mtl.data import load_label_map, write_phantom_cohort
 from brats_mtl.evaluation import (
     METRIC_COLUMNS,
@@ -314,7 +315,9 @@ def test_prediction_in_another_convention_suggests_it_and_the_hint_works(tmp_pat
 
 
 def test_label_value_messages_for_mixed_values_references_and_other_errors(tmp_path):
-    (case,) = write_phantom_cohort(tmp_path / "refs", n_labeled=1, n_unlabeled=0, shape=(16, 16, 16))
+    (case,) = write_phantom_cohort(
+        tmp_path / "refs", n_labeled=1, n_unlabeled=0, shape=(16, 16, 16)
+    )
     labels, affine, _ = load_label_map(case.seg)
     # 3 and 4 together: each fits one inferred convention, none holds both; no hint
     mixed = labels.copy()
@@ -326,8 +329,11 @@ def test_label_value_messages_for_mixed_values_references_and_other_errors(tmp_p
     assert "--pred-convention" not in str(info.value)
     # stated brats2019 but BraTS 2023 values: both brats2023 and msd would fit
     pred = _save(BRATS_2023.from_internal(labels), affine, tmp_path / "b23.nii.gz")
-    with pytest.raises(ValueError, match=r"fit the brats2023 or msd convention: .*"
-                       r"--pred-convention brats2023"):
+    with pytest.raises(
+        ValueError,
+        match=r"fit the brats2023 or msd convention: .*"
+        r"--pred-convention brats2023",
+    ):
         evaluate_case(pred, case.seg, pred_convention="brats2019")
     # a bad reference is not blamed on --pred-convention
     bad_ref = labels.copy()
@@ -341,3 +347,124 @@ def test_label_value_messages_for_mixed_values_references_and_other_errors(tmp_p
     stack = _save(np.stack([labels, labels], axis=-1), affine, tmp_path / "stack.nii.gz")
     with pytest.raises(ValueError, match="stack of 2 volumes"):
         evaluate_case(stack, case.seg)
+
+
+# --- reference layouts: label maps alone ---------------------------------------------------
+
+
+def _relayout(cohort, root: Path, how: str) -> Path:
+    """The cohort's reference label maps copied into another layout (no image files)."""
+    ref_dir = root / how
+    for case_id, (labels, affine) in cohort["refs"].items():
+        if how == "seg_only_case_folders":
+            path = ref_dir / case_id / f"{case_id}_seg.nii.gz"
+        elif how == "flat_seg":
+            path = ref_dir / f"{case_id}_seg.nii.gz"
+        elif how == "flat_ids":  # online system / nnU-Net gt_segmentations naming
+            path = ref_dir / f"{case_id}.nii"
+        else:  # labelsTr alone: MSD convention
+            path = ref_dir / "labelsTr" / f"{case_id}.nii.gz"
+            labels = MSD.from_internal(labels)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(labels, affine, path)
+    return ref_dir
+
+
+@pytest.mark.parametrize("how", ["seg_only_case_folders", "flat_seg", "flat_ids", "labels_tr"])
+def test_references_without_images_score_as_the_full_cohort(cohort, tmp_path, how):
+    full, full_missing = evaluate_folders(cohort["pred_dir"], cohort["ref_dir"])
+    ref_dir = _relayout(cohort, tmp_path, how)
+    # predictions in BraTS conventions are read as such: the MSD rule only guesses
+    pred_convention = None if how != "labels_tr" else "brats2019"
+    if how == "labels_tr":  # case 0's prediction is in the 2023 convention: give both
+        shutil.copytree(cohort["pred_dir"], tmp_path / "preds")
+        (tmp_path / "preds" / f"{cohort['ids'][0]}.nii.gz").unlink()
+        labels0, affine0 = cohort["refs"][cohort["ids"][0]]
+        _save(labels0, affine0, tmp_path / "preds" / f"{cohort['ids'][0]}.nii.gz")
+        pred_dir = tmp_path / "preds"
+    else:
+        pred_dir = cohort["pred_dir"]
+    per_case, missing = evaluate_folders(pred_dir, ref_dir, pred_convention=pred_convention)
+    pd.testing.assert_frame_equal(per_case, full)
+    assert missing == full_missing
+
+
+def test_reference_case_without_its_flair_still_counts(cohort, tmp_path):
+    ref_dir = tmp_path / "refs"
+    shutil.copytree(cohort["ref_dir"], ref_dir)
+    id0 = cohort["ids"][0]
+    (flair,) = ref_dir.rglob(f"{id0}_flair.nii*")
+    flair.unlink()
+    per_case, _ = evaluate_folders(cohort["pred_dir"], ref_dir)
+    full, _ = evaluate_folders(cohort["pred_dir"], cohort["ref_dir"])
+    pd.testing.assert_frame_equal(per_case, full)
+
+
+def test_reference_layout_errors(cohort, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no label maps here")
+    with pytest.raises(ValueError, match=r"holds no label map: expected case folders"):
+        evaluate_folders(cohort["pred_dir"], tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate_folders(cohort["pred_dir"], tmp_path / "absent")
+    twice = tmp_path / "twice"
+    labels, affine = cohort["refs"][cohort["ids"][0]]
+    for path in (twice / f"{cohort['ids'][0]}_seg.nii.gz", twice / "x" / f"{cohort['ids'][0]}.nii"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(labels, affine, path)
+    with pytest.raises(ValueError, match=f"case {cohort['ids'][0]} has two reference label maps"):
+        evaluate_folders(cohort["pred_dir"], twice)
+
+
+def test_cli_ref_convention_and_layouts_in_help(cohort, tmp_path):
+    help_text = CliRunner().invoke(command, ["--help"]).output
+    for layout in (
+        "BraTS2021_00000_seg.nii.gz",
+        "gt_segmentations",
+        "labelsTr",
+        "--ref-convention",
+    ):
+        assert layout in help_text
+    # nnU-Net-style label files (MSD order) in a flat folder: wrong unless --ref-convention msd
+    ref_dir = tmp_path / "gt_segmentations"
+    ref_dir.mkdir()
+    for case_id, (labels, affine) in cohort["refs"].items():
+        _save(MSD.from_internal(labels), affine, ref_dir / f"{case_id}.nii.gz")
+    out = tmp_path / "r.csv"
+    result = CliRunner().invoke(
+        command,
+        [
+            str(cohort["pred_dir"]),
+            str(ref_dir),
+            "--out",
+            str(out),
+            "--ref-convention",
+            "msd",
+            "--pred-convention",
+            "brats2019",
+        ],
+    )
+    # case 0's prediction is in the 2023 convention: read as 2019 it fails loudly
+    assert result.exit_code == 1 and "--pred-convention brats2023" in result.output
+    pred_dir = tmp_path / "preds"
+    pred_dir.mkdir()
+    id1 = cohort["ids"][1]
+    shutil.copy(cohort["pred_dir"] / f"{id1}.nii", pred_dir / f"{id1}.nii")
+    result = CliRunner().invoke(
+        command,
+        [
+            str(pred_dir),
+            str(ref_dir),
+            "--out",
+            str(out),
+            "--ref-convention",
+            "msd",
+            "--pred-convention",
+            "brats2019",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Evaluated 1 case; results written to" in result.output
+    want = evaluate_labels(cohort["shifted"], cohort["refs"][id1][0])
+    row = pd.read_csv(out).iloc[0]
+    assert row["Label"] == id1 and row["Dice_TC"] == pytest.approx(want["Dice_TC"])

@@ -238,11 +238,19 @@ def test_demo_reuses_its_folder_and_overwrite_starts_again(tmp_path, monkeypatch
     assert again.exit_code == 0, again.output
     assert survival.stat().st_mtime_ns == written  # the cohort is reused, not written again
     assert calls == [(out / "data" / "train", out / "results", True)] * 2
-    (out / "results").mkdir()
-    (out / "results" / "old.txt").write_text("x")
-    assert CliRunner().invoke(cli, ["demo", "--out", str(out), "--overwrite"]).exit_code == 0
-    assert survival.stat().st_mtime_ns != written and not (out / "results").exists()
+    (out / "results" / "run").mkdir(parents=True)
+    (out / "results" / "report.md").write_text("x")
+    (out / "results" / "my_notes.txt").write_text("mine")
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert survival.stat().st_mtime_ns != written
+    # inside results/ only what `run` writes goes; the user's file stays
+    assert sorted(p.name for p in (out / "results").iterdir()) == ["my_notes.txt"]
     assert not list(out.glob(".data.*"))  # no temporary cohort folder left
+    (out / "results" / "my_notes.txt").unlink()
+    (out / "results" / "tables").mkdir()
+    assert CliRunner().invoke(cli, ["demo", "--out", str(out), "--overwrite"]).exit_code == 0
+    assert not (out / "results").exists()  # nothing of the user's: results/ goes too
 
 
 def _small_cohort(root, seed=0):
@@ -306,3 +314,106 @@ def test_train_and_run_share_the_preset_option(tmp_path):
     assert saved()["train"]["lr"] == 0.01
     CliRunner().invoke(cli, [*base, "--preset", "paper"])
     assert saved()["model"]["widths"] == [28, 56, 112, 224, 448]
+
+
+def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch):
+    """--resume without --preset/--config/--set uses OUT/run/config.yaml (a cpu-preset
+    run is not rebuilt from the paper preset); the demo does the same without --set."""
+    from click.testing import CliRunner
+
+    from brats_mtl import pipeline
+    from brats_mtl.cli.main import cli
+    from brats_mtl.config import save_config
+    from brats_mtl.pipeline import cpu_config
+
+    configs = []
+
+    def fake_run_pipeline(data_dir, out_dir, **kwargs):
+        configs.append(kwargs["config"])
+        frame = pd.DataFrame({"Dice_WT": [1.0]})
+        return pipeline.PipelineResult(out_dir, out_dir / "report.md", frame, None)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "out"
+    saved = apply_overrides(cpu_config(), ["train.max_steps=7"])
+    (out / "run").mkdir(parents=True)
+    save_config(saved, out / "run" / "config.yaml")
+    for args, expected in (([], saved), (["--set", "train.lr=0.5"], None),
+                           (["--preset", "cpu"], cpu_config())):
+        result = CliRunner().invoke(cli, ["run", str(data), "--out", str(out), "--resume", *args])
+        assert result.exit_code == 0, result.output
+        if expected is not None:
+            assert configs[-1] == expected
+    assert configs[1].model.widths == (28, 56, 112, 224, 448)  # explicit: today's rule
+    # without --resume a first run starts from the paper preset
+    CliRunner().invoke(cli, ["run", str(data), "--out", str(tmp_path / "new")])
+    assert configs[-1].model == pipeline.Config().model
+
+    demo = tmp_path / "demo"
+    (demo / "results" / "run").mkdir(parents=True)
+    save_config(saved, demo / "results" / "run" / "config.yaml")
+    monkeypatch.setattr(pipeline, "run_demo", lambda out_dir, config, **kw: fake_run_pipeline(
+        None, out_dir, config=config))
+    assert CliRunner().invoke(cli, ["demo", "--out", str(demo)]).exit_code == 0
+    assert configs[-1] == saved
+    assert CliRunner().invoke(cli, ["demo", "--out", str(demo), "--set", "train.lr=0.5"]).exit_code == 0
+    assert configs[-1].model == demo_config().model and configs[-1].train.lr == 0.5
+
+
+def test_changed_preset_error_names_the_run_preset(tmp_path):
+    from brats_mtl.config import Config, save_config
+    from brats_mtl.pipeline import cpu_config
+    from brats_mtl.training.runner import _check_run_config
+
+    run = tmp_path / "run"
+    (run / "fold_0" / "checkpoints").mkdir(parents=True)
+    (run / "fold_0" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    save_config(cpu_config(), run / "config.yaml")
+    with pytest.raises(ValueError, match=r"the run was made with --preset cpu and this "
+                                         r"configuration is --preset paper: pass --preset cpu"):
+        _check_run_config(run, Config())
+    save_config(demo_config(), run / "config.yaml")  # matches no preset
+    with pytest.raises(ValueError, match="pass the same --preset"):
+        _check_run_config(run, Config())
+    save_config(cpu_config(), run / "config.yaml")  # a --set change: drop it
+    with pytest.raises(ValueError, match="drop the changed settings"):
+        _check_run_config(run, apply_overrides(cpu_config(), ["model.norm_groups=2"]))
+
+
+def test_folds_without_best_checkpoint_predict_with_last(tmp_path, caplog):
+    from brats_mtl.pipeline import fold_checkpoints
+
+    run = tmp_path / "run"
+    for fold, names in ((0, ["best", "last"]), (1, ["last"]), (2, [])):
+        (run / f"fold_{fold}" / "checkpoints").mkdir(parents=True)
+        for name in names:
+            (run / f"fold_{fold}" / "checkpoints" / f"{name}.ckpt").write_bytes(b"")
+    with caplog.at_level("WARNING", logger="brats_mtl.pipeline"):
+        assert fold_checkpoints(run, [0, 1, 2]) == {0: "best", 1: "last", 2: "best"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("fold 1 has no best.ckpt")
+
+
+def test_short_run_predicts_with_last_checkpoints(tmp_path, caplog):
+    """train.max_steps below the first validation: no best.ckpt; the chain still ends."""
+    import torch
+
+    cohort = make_demo_cohort(tmp_path / "data", n_train=4, n_unlabeled=0, n_test=1,
+                              n_survival=4, shape=(24, 24, 24))
+    config = apply_overrides(demo_config(), ["train.n_folds=2", "train.max_steps=1",
+                                             "train.val_every_n_epochs=5", "inference.tta=0"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with caplog.at_level("WARNING"):
+            result = run_pipeline(cohort.train_dir, tmp_path / "out", config=config,
+                                  test_dir=cohort.test_dir, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.table3.loc["Train set (out-of-fold)", "n_cases"] == 4
+    assert not list((tmp_path / "out" / "run").glob("fold_*/checkpoints/best.ckpt"))
+    text = caplog.text
+    assert text.count("no best.ckpt will be written and last.ckpt will be used") == 2
+    assert "fold 0 has no best.ckpt" in text and "fold 1 has no best.ckpt" in text

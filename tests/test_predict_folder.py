@@ -183,7 +183,7 @@ def test_predictions_of_unknown_origin_are_refused(tmp_path, cohort):
     with pytest.raises(FileExistsError) as error:
         predict_cases(files, segmenter(), out)
     message = str(error.value)
-    assert f"1 case(s), e.g. {files[0].case_id}" in message
+    assert f"1 case, e.g. {files[0].case_id}" in message
     assert "no readable record of the run folder and settings" in message
     assert "pass --overwrite" in message and not (out / "records" / ".settings.json").exists()
     table = predict_cases(files, segmenter(), out, overwrite=True)
@@ -327,7 +327,7 @@ def test_ctrl_c_exits_130_leaves_no_partial_file_and_says_how_to_resume(
     monkeypatch.setattr(predict_module, "write_segmentation", real_write)
     assert result.exit_code == 130, result.output
     assert "Aborted" not in result.output
-    assert "Interrupted: 1 of 3 case(s) finished, 0 failed, 2 remain" in result.output
+    assert "Interrupted: 1 of 3 cases finished, 0 failed, 2 remain" in result.output
     hint = "To resume, run this command (finished cases are skipped):\n  "
     assert hint in result.output
     command = result.output.split(hint)[1].splitlines()[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -611,3 +612,112 @@ def test_known_lightning_deprecation_warning_is_not_shown(cohort, tmp_path):
                    cache_dir=tmp_path / "cache", enable_progress_bar=False)
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "LeafSpec" in m], messages
+
+
+def test_resume_and_short_epochs_show_no_lightning_noise(cohort, tmp_path, caplog):
+    """ModelCheckpoint's "Checkpoint directory ... exists and is not empty" on a resume,
+    and the fit loop's "smaller than the logging interval" on short epochs, are not shown;
+    a max_steps before the first validation gives one WARNING."""
+    import warnings
+
+    from brats_mtl.training.runner import train_fold
+
+    def run(max_steps, **kwargs):
+        config = _config(f"train.max_steps={max_steps}", "train.log_every_n_steps=50",
+                         "train.val_every_n_epochs=20")
+        return train_fold(cohort, tmp_path / "run", 0, config=config,
+                          cache_dir=tmp_path / "cache", enable_progress_bar=False, **kwargs)
+
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING"):
+        warnings.simplefilter("always")
+        run(1)
+        result = run(2, resume=True)
+    assert result.global_step == 2 and result.best_checkpoint is None
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "exists and is not empty" in m], messages
+    assert not [m for m in messages if "logging interval" in m], messages
+    assert caplog.text.count("no best.ckpt will be written and last.ckpt will be used") == 2
+
+
+def test_train_refuses_a_folder_it_did_not_create(cohort, tmp_path):
+    """An nnU-Net results folder given as --out is left alone, with or without --overwrite."""
+    from click.testing import CliRunner
+
+    from brats_mtl.cli.main import cli
+
+    foreign = tmp_path / "nnUNet_results"
+    (foreign / "fold_0").mkdir(parents=True)
+    (foreign / "fold_0" / "checkpoint_final.pth").write_bytes(b"weights")
+    (foreign / "plans.json").write_text("{}")
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        result = CliRunner().invoke(
+            cli, ["train", str(cohort), "--out", str(foreign), "--fold", "0", *extra])
+        assert result.exit_code == 1, result.output
+        assert ".brats-mtl-output" in result.output and "did not create" in result.output
+        assert ("refusing to --overwrite" in result.output) == (extra == ["--overwrite"])
+    assert sorted(p.relative_to(foreign).as_posix() for p in foreign.rglob("*")) == [
+        "fold_0", "fold_0/checkpoint_final.pth", "plans.json"]
+    # the output of `brats-mtl run` is not a train run folder either
+    run_out = tmp_path / "run_out"
+    run_out.mkdir()
+    (run_out / ".brats-mtl-output").write_text("command: run\n")
+    (run_out / "report.md").write_text("x")
+    result = CliRunner().invoke(cli, ["train", str(cohort), "--out", str(run_out)])
+    assert result.exit_code == 1 and "holds the output of `brats-mtl run`" in result.output
+
+
+def test_train_refuses_nested_data_and_run_folders(cohort, tmp_path):
+    from click.testing import CliRunner
+
+    from brats_mtl.cli.main import cli
+
+    inner = cohort / "results"
+    cases = sorted(p.name for p in cohort.iterdir())
+    for out, extra, message in (
+        (cohort, [], "is inside the output folder"),
+        (inner, [], "the output folder .* is inside DATA_DIR"),
+        (tmp_path / "run", ["--unlabeled", str(cohort)], "is inside DATA_DIR|is inside --unl"),
+    ):
+        data = tmp_path if extra else cohort
+        result = CliRunner().invoke(cli, ["train", str(data), "--out", str(out), *extra])
+        assert result.exit_code == 1, result.output
+        assert re.search(message, " ".join(result.output.split())), result.output
+    assert sorted(p.name for p in cohort.iterdir()) == cases  # nothing written into the data
+
+
+def test_overwrite_removes_only_what_training_wrote_in_a_fold(tmp_path, caplog):
+    from brats_mtl.config import save_config
+    from brats_mtl.pipeline import FOLD_OUTPUTS, OUTPUT_MARKER, clear_fold_dir, prepare_run_dir
+
+    run = tmp_path / "run"
+    assert prepare_run_dir(run) is False and (run / OUTPUT_MARKER).is_file()
+    fold = run / "fold_0"
+    for name in FOLD_OUTPUTS:
+        (fold / name).mkdir(parents=True) if "." not in name else (fold / name).write_text("x")
+    assert prepare_run_dir(run, overwrite=True) is True  # a marked run folder is accepted
+    (fold / "notes.txt").write_text("mine")
+    with caplog.at_level("WARNING", logger="brats_mtl.pipeline"):
+        clear_fold_dir(fold)
+    assert sorted(p.name for p in fold.iterdir()) == ["notes.txt"]
+    assert "kept notes.txt" in caplog.text and "removing checkpoints" in caplog.text
+    (fold / "notes.txt").unlink()
+    (fold / "checkpoints").mkdir()
+    clear_fold_dir(fold)
+    assert not fold.exists()
+    # a run folder written before markers existed: brats-mtl config.yaml + splits.json
+    old = tmp_path / "old"
+    old.mkdir()
+    save_config(_config(), old / "config.yaml")
+    (old / "splits.json").write_text("{}")
+    assert prepare_run_dir(old, overwrite=True) is True
+    (old / "splits.json").unlink()  # a config.yaml alone is not enough
+    with pytest.raises(FileExistsError, match="did not create"):
+        prepare_run_dir(old)
+
+
+def test_train_has_the_shared_progress_option():
+    from brats_mtl.cli import demo, run, train
+
+    for command in (run.command, demo.command, train.command):
+        option = {p.name: p for p in command.params}["progress"]
+        assert option.opts == ["--progress"] and option.secondary_opts == ["--no-progress"]

@@ -60,13 +60,21 @@ TABLE4_COLUMNS = ("Accuracy", "MSE", "medianSE", "stdSE", "SpearmanR")
 OUTPUT_MARKER = ".brats-mtl-output"
 #: What ``brats-mtl run`` writes in its output folder (all that ``overwrite`` removes).
 RUN_OUTPUTS = ("run", "predictions", "tables", "figures", "survival", "report.md")
-#: What ``brats-mtl demo`` writes in its output folder.
+#: What ``brats-mtl demo`` writes in its output folder: ``data/`` (the cohort it generated)
+#: and ``results/``, where ``overwrite`` removes only what ``run`` writes
+#: (:data:`RUN_OUTPUTS`) and keeps other files.
 DEMO_OUTPUTS = ("data", "results")
-#: Output entries per command, and the file that shows an output folder written before
-#: the marker existed (such a folder may be resumed, never overwritten).
+#: What ``brats-mtl train`` writes in a fold folder ``RUN_DIR/fold_K`` (all that
+#: ``train --overwrite`` removes there).
+FOLD_OUTPUTS = ("checkpoints", "logs", "metrics.csv", "validation.csv", "training_curves.png")
+#: Output entries per command, entries removed only in part (name -> what is removed
+#: inside), and the files that show an output folder written before the marker existed
+#: (such a folder may be resumed, never overwritten).
 _OUTPUTS = {
-    "run": (RUN_OUTPUTS, Path("run") / "config.yaml"),
-    "demo": (DEMO_OUTPUTS, Path("results") / "run" / "config.yaml"),
+    "run": (RUN_OUTPUTS, {}, (Path("run") / "config.yaml",)),
+    "demo": (DEMO_OUTPUTS, {"results": RUN_OUTPUTS}, (Path("results") / "run" / "config.yaml",)),
+    "train": (("config.yaml", "splits.json", "cache", "fold_K"), {},
+              (Path("config.yaml"), Path("splits.json"))),
 }
 
 #: Names accepted by :func:`preset_config` (``--preset`` of ``run`` and ``train``).
@@ -180,7 +188,7 @@ def write_output_marker(out_dir: str | Path, command: str, command_line: str | N
 
     Args:
         out_dir: the output folder (exists).
-        command: ``"run"`` or ``"demo"``.
+        command: ``"run"``, ``"demo"`` or ``"train"``.
         command_line: the command as typed, for the record (default: the command name).
 
     Returns:
@@ -203,16 +211,188 @@ def write_output_marker(out_dir: str | Path, command: str, command_line: str | N
 
 
 def _check_inputs_outside(out: Path, inputs: Iterable[tuple[str, str | Path]]) -> None:
-    """Refuse inputs equal to or inside the output folder (see :func:`prepare_output_dir`)."""
+    """Refuse inputs equal to or inside the output folder, and an output folder inside an
+    input folder (see :func:`prepare_output_dir`)."""
     out_real = out.resolve()
-    for what, path in inputs:
-        real = Path(path).resolve()
+    inputs = [(what, Path(path), Path(path).resolve()) for what, path in inputs]
+    for what, path, real in inputs:
         if real == out_real or out_real in real.parents:
             raise ValueError(
                 f"{what} {path} is inside the output folder {out}: brats-mtl keeps its outputs "
                 "apart from its inputs so that --overwrite can never delete input data; "
                 f"choose an --out folder outside {path}"
             )
+    for what, path, real in inputs:
+        if real in out_real.parents:
+            raise ValueError(
+                f"the output folder {out} is inside {what} {path}: brats-mtl keeps its outputs "
+                "apart from its inputs (its files there would be read as input data); "
+                f"choose an --out folder outside {path}"
+            )
+
+
+def _remove_outputs(folder: Path, entries: Iterable[str], nested: dict[str, tuple[str, ...]],
+                    what: str) -> list[str]:
+    """Remove ``entries`` of ``folder`` (for a name in ``nested``, only the entries listed
+    there inside it); log a WARNING naming what is removed and what is kept.
+
+    Returns:
+        The names kept (relative to ``folder``).
+    """
+    entries = tuple(entries)
+    present = [name for name in entries if (folder / name).exists() or (folder / name).is_symlink()]
+    whole = [name for name in present if name not in nested or (folder / name).is_symlink()
+             or not (folder / name).is_dir()]
+    if whole:
+        logger.warning("--overwrite: removing %s from %s", ", ".join(whole), folder)
+    kept: list[str] = []
+    for name in present:
+        path = folder / name
+        if name in whole:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            continue
+        inner = _remove_outputs(path, nested[name], {}, what)
+        if not [p for p in path.iterdir() if p.name != OUTPUT_MARKER]:
+            shutil.rmtree(path)  # nothing of the user's left: the folder goes too
+        kept += [f"{name}/{k}" for k in inner]
+    others = sorted(p.name for p in folder.iterdir() if p.name not in (*entries, OUTPUT_MARKER))
+    if others:
+        logger.warning(
+            "--overwrite: kept %s in %s (not written by %s)", ", ".join(others), folder, what
+        )
+    return kept + others
+
+
+def _claim_folder(
+    out: Path,
+    command: str,
+    *,
+    overwrite: bool,
+    inputs: Iterable[tuple[str, str | Path]],
+    command_line: str | None,
+) -> str:
+    """Check the inputs and tell whose folder ``out`` is; create it when new.
+
+    Returns:
+        ``"new"`` (absent or empty: created, marker written), ``"ours"`` (marker of
+        ``command``) or ``"legacy"`` (no marker, but the files of an older output of
+        ``command``).
+
+    Raises:
+        ValueError: if an input and ``out`` are nested.
+        FileExistsError: if ``out`` is a file, holds another command's output, or is a
+            non-empty folder that is neither ours nor legacy.
+    """
+    _check_inputs_outside(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; give a folder (new or empty) for the outputs")
+    _, _, legacy = _OUTPUTS[command]
+    if not out.exists() or not [p for p in out.iterdir() if p.name != OUTPUT_MARKER]:
+        # absent, empty, or left with only the marker by an attempt that failed at once
+        out.mkdir(parents=True, exist_ok=True)
+        write_output_marker(out, command, command_line)
+        return "new"
+    marker = read_output_marker(out)
+    if marker is None:
+        why = _not_created_by_us(out)
+        if all((out / path).is_file() for path in legacy) and _is_brats_mtl_config(
+            out / legacy[0]
+        ):
+            return "legacy"  # an output of a version without markers
+        if overwrite:
+            raise FileExistsError(_refuse_overwrite(out))
+        raise FileExistsError(f"{why}; give a new or empty --out folder")
+    made_by = marker.get("command", command)
+    if made_by != command:
+        hint = " (its training run is the run/ folder inside it)" if command == "train" else ""
+        raise FileExistsError(
+            f"{out} holds the output of `brats-mtl {made_by}` ({out / OUTPUT_MARKER}); give "
+            f"`brats-mtl {command}` another --out folder{hint}"
+        )
+    return "ours"
+
+
+def _not_created_by_us(out: Path) -> str:
+    return (
+        f"{out} is not empty and has no {OUTPUT_MARKER} file, so brats-mtl did not create "
+        "it and cannot tell its own files from yours"
+    )
+
+
+def _refuse_overwrite(out: Path) -> str:
+    return (
+        f"refusing to --overwrite {out}: {_not_created_by_us(out)}. Give a new or empty --out "
+        "folder, or delete the folder yourself if it holds nothing else"
+    )
+
+
+def _is_brats_mtl_config(path: Path) -> bool:
+    """True when ``path`` reads as a brats-mtl configuration (known sections and keys)."""
+    from brats_mtl.config import load_config
+
+    try:
+        load_config(path)
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
+def prepare_run_dir(
+    run_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[tuple[str, str | Path]] = (),
+    command_line: str | None = None,
+) -> bool:
+    """Create or accept the run folder of ``brats-mtl train`` (also ``OUT/run`` of ``run``).
+
+    - absent or empty folder: created, and the marker :data:`OUTPUT_MARKER` written;
+    - a folder with the marker of ``train``, or (runs written before markers existed) a
+      brats-mtl ``config.yaml`` and a ``splits.json``: accepted (``overwrite`` then
+      applies fold by fold: see :func:`clear_fold_dir`);
+    - any other non-empty folder (e.g. an nnU-Net results folder): refused, with or
+      without ``overwrite``.
+
+    Args:
+        run_dir: the run folder.
+        overwrite: only changes the message of a refusal.
+        inputs: ``(what, path)`` of every input folder; ``run_dir`` and each must not be
+            equal or nested.
+        command_line: recorded in the marker.
+
+    Returns:
+        True when the folder already held a run, False when it starts empty.
+
+    Raises:
+        ValueError: if ``run_dir`` and an input are equal or nested.
+        FileExistsError: if ``run_dir`` is a file, holds another command's output or is
+            a non-empty folder that brats-mtl did not create.
+
+    Source: STYLE rules on outputs (never overwrite inputs; refuse to overwrite without a
+    flag).
+    """
+    state = _claim_folder(
+        Path(run_dir), "train", overwrite=overwrite, inputs=inputs, command_line=command_line
+    )
+    return state != "new"
+
+
+def clear_fold_dir(fold_path: str | Path) -> None:
+    """``train --overwrite`` of one fold: remove what training wrote in ``RUN_DIR/fold_K``
+    (:data:`FOLD_OUTPUTS`), keeping other files with a WARNING; the folder goes when
+    nothing else is left.
+
+    Source: STYLE rules on outputs.
+    """
+    path = Path(fold_path)
+    if not path.is_dir():
+        return
+    _remove_outputs(path, FOLD_OUTPUTS, {}, "brats-mtl train")
+    if not any(path.iterdir()):
+        path.rmdir()
 
 
 def prepare_output_dir(
@@ -229,8 +409,9 @@ def prepare_output_dir(
     - absent or empty folder (or one holding only the marker): created, and the marker
       :data:`OUTPUT_MARKER` written;
     - a folder with the marker of ``command``: ``resume`` reuses it; ``overwrite`` removes
-      only what ``command`` writes there (:data:`RUN_OUTPUTS` / :data:`DEMO_OUTPUTS`),
-      keeps any other file (with a WARNING), and writes the marker again;
+      only what ``command`` writes there (:data:`RUN_OUTPUTS`; for the demo ``data/`` and,
+      inside ``results/``, :data:`RUN_OUTPUTS`), keeps any other file (with a WARNING),
+      and writes the marker again;
     - a non-empty folder without the marker: refused with ``overwrite`` (brats-mtl did
       not create it, so it may hold anything); ``resume`` is allowed only when it looks
       like an output of ``command`` written before the marker existed (a ``run/config.yaml``
@@ -242,7 +423,7 @@ def prepare_output_dir(
         resume: continue the work in an existing output folder.
         overwrite: start again (see above for what is removed).
         inputs: ``(what, path)`` of every input (e.g. ``("DATA_DIR", data_dir)``); each must
-            lie outside ``out_dir``.
+            lie outside ``out_dir``, and ``out_dir`` outside each.
         command_line: recorded in the marker.
 
     Returns:
@@ -250,8 +431,9 @@ def prepare_output_dir(
         empty.
 
     Raises:
-        ValueError: if an input is ``out_dir`` or inside it, if both ``resume`` and
-            ``overwrite`` are set, or on an unknown ``command``.
+        ValueError: if an input is ``out_dir`` or inside it (or ``out_dir`` inside an
+            input folder), if both ``resume`` and ``overwrite`` are set, or on an unknown
+            ``command``.
         FileExistsError: if ``out_dir`` is a file, holds another command's output, is a
             non-empty folder without the marker (the message names the folder and why),
             or is a non-empty output folder and neither ``resume`` nor ``overwrite`` is set.
@@ -259,62 +441,29 @@ def prepare_output_dir(
     Source: STYLE rules on outputs (never overwrite inputs; refuse to overwrite without a
     flag).
     """
-    if command not in _OUTPUTS:
-        raise ValueError(f"unknown command {command!r}; choose one of {sorted(_OUTPUTS)}")
+    if command not in ("run", "demo"):
+        raise ValueError(f"unknown command {command!r}; choose one of ['demo', 'run']")
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other; choose one")
     out = Path(out_dir)
-    _check_inputs_outside(out, inputs)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file; give a folder (new or empty) for the outputs")
-    entries, legacy = _OUTPUTS[command]
-    if not out.exists() or not [p for p in out.iterdir() if p.name != OUTPUT_MARKER]:
-        # absent, empty, or left with only the marker by an attempt that failed at once
-        out.mkdir(parents=True, exist_ok=True)
-        write_output_marker(out, command, command_line)
+    state = _claim_folder(
+        out, command, overwrite=overwrite, inputs=inputs, command_line=command_line
+    )
+    if state == "new":
         return False
-    marker = read_output_marker(out)
-    if marker is None:
-        why = (
-            f"{out} is not empty and has no {OUTPUT_MARKER} file, so brats-mtl did not create "
-            "it and cannot tell its own files from yours"
-        )
+    if state == "legacy":  # may be resumed, never overwritten: it may hold anything else
         if overwrite:
-            raise FileExistsError(
-                f"refusing to --overwrite {out}: {why}. Give a new or empty --out folder, or "
-                "delete the folder yourself if it holds nothing else"
-            )
-        if (out / legacy).is_file():  # an output of a version without markers
-            if resume:
-                logger.info("resuming in %s (written before %s files existed)", out, OUTPUT_MARKER)
-                return True
-            raise FileExistsError(
-                f"{why}. It looks like the output of an older brats-mtl {command}: pass "
-                "--resume to continue it, or give a new or empty --out folder"
-            )
-        raise FileExistsError(f"{why}; give a new or empty --out folder")
-    made_by = marker.get("command", command)
-    if made_by != command:
+            raise FileExistsError(_refuse_overwrite(out))
+        if resume:
+            logger.info("resuming in %s (written before %s files existed)", out, OUTPUT_MARKER)
+            return True
         raise FileExistsError(
-            f"{out} holds the output of `brats-mtl {made_by}` ({out / OUTPUT_MARKER}); give "
-            f"`brats-mtl {command}` another --out folder"
+            f"{_not_created_by_us(out)}. It looks like the output of an older brats-mtl "
+            f"{command}: pass --resume to continue it, or give a new or empty --out folder"
         )
     if overwrite:
-        present = [name for name in entries if (out / name).exists() or (out / name).is_symlink()]
-        if present:
-            logger.warning("--overwrite: removing %s from %s", ", ".join(present), out)
-        for name in present:
-            path = out / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        others = sorted(p.name for p in out.iterdir() if p.name not in (*entries, OUTPUT_MARKER))
-        if others:
-            logger.warning(
-                "--overwrite: kept %s in %s (not written by brats-mtl %s)",
-                ", ".join(others), out, command,
-            )
+        entries, nested, _ = _OUTPUTS[command]
+        _remove_outputs(out, entries, nested, f"brats-mtl {command}")
         write_output_marker(out, command, command_line)
         return False
     if not resume:
@@ -419,14 +568,17 @@ def run_pipeline(
         train_folds(
             data_dir, run_dir, folds=[fold], config=config, unlabeled_dirs=tuple(unlabeled_dirs),
             resume=has_checkpoint[fold], enable_progress_bar=progress,
+            command_line=command_line,
         )
 
+    which = fold_checkpoints(run_dir, fold_list)
     logger.info("out-of-fold prediction")
     oof_dir = out / "predictions" / "out_of_fold"
-    predict_cohort(
-        run_dir, data_dir, oof_dir, config=config, folds=list(fold_list), out_of_fold=True,
-        progress=progress,
-    )
+    for kind in sorted(set(which.values())):  # each fold predicts its own held-out cases
+        predict_cohort(
+            run_dir, data_dir, oof_dir, config=config, which=kind, out_of_fold=True,
+            folds=[f for f in fold_list if which[f] == kind], progress=progress,
+        )
     oof_cases, missing = evaluate_folders(oof_dir, data_dir)
     _report_missing("out-of-fold", missing)
     write_results_csv(oof_cases, tables / "train_set_out_of_fold.csv", overwrite=True)
@@ -435,8 +587,15 @@ def run_pipeline(
     if test_dir is not None:
         logger.info("fold-ensemble prediction of %s", test_dir)
         test_pred = out / "predictions" / "test"
+        ensemble = "best" if set(which.values()) == {"best"} else "last"
+        if ensemble == "last" and "best" in which.values():
+            logger.warning(
+                "the test ensemble uses last.ckpt of every fold, as folds %s have no best.ckpt",
+                [f for f in fold_list if which[f] == "last"],
+            )
         predict_cohort(
-            run_dir, test_dir, test_pred, config=config, folds=list(fold_list), progress=progress
+            run_dir, test_dir, test_pred, config=config, folds=list(fold_list), which=ensemble,
+            progress=progress,
         )
         if _has_labels(test_dir):
             test_cases, missing = evaluate_folders(test_pred, test_dir)
@@ -456,6 +615,34 @@ def run_pipeline(
 
     report = write_report(out, table3, table4, figure_paths, config, oof_cases)
     return PipelineResult(out, report, table3, table4, figure_paths)
+
+
+def fold_checkpoints(run_dir: str | Path, folds: Iterable[int]) -> dict[int, str]:
+    """The checkpoint each fold predicts with: ``"best"``, or ``"last"`` (with a WARNING)
+    for a fold whose training ended before its first validation, so wrote no best.ckpt.
+
+    A fold with neither keeps ``"best"``; prediction then names the missing file.
+
+    Args:
+        run_dir: the training run folder.
+        folds: fold numbers.
+
+    Returns:
+        Fold number -> ``"best"`` or ``"last"``.
+    """
+    from brats_mtl.training import checkpoint_path
+
+    which = {}
+    for fold in folds:
+        best, last = checkpoint_path(run_dir, fold, "best"), checkpoint_path(run_dir, fold, "last")
+        which[fold] = "last" if not best.is_file() and last.is_file() else "best"
+        if which[fold] == "last":
+            logger.warning(
+                "fold %d has no best.ckpt (its training ended before the first validation; "
+                "see train.max_steps and train.val_every_n_epochs): predicting with %s",
+                fold, last,
+            )
+    return which
 
 
 def table3_layout(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -6,31 +6,34 @@ from pathlib import Path
 
 import click
 
+from brats_mtl.cli.run import progress_option
+
 
 @click.command("demo")
 @click.option("--out", "out_dir", default="demo_output", show_default=True,
               type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--overwrite", is_flag=True,
-              help="Start again: remove the demo's data/ and results/ from --out first (only "
-                   "in a folder the demo created).")
+              help="Start again: remove the demo's data/ and what it wrote in results/ from "
+                   "--out first (only in a folder the demo created; other files are kept).")
 @click.option("--resume", is_flag=True, hidden=True,
               help="Continue an interrupted demo (what the demo does anyway).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one setting of the demo preset (repeatable).")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Progress bars of training and prediction.")
+              help="Override one setting of the demo preset (repeatable); without --set a "
+                   "demo folder is continued with its saved configuration.")
+@progress_option()
 def command(out_dir, overwrite, resume, overrides, progress):
     """Generate a synthetic cohort, train 5 folds, predict, evaluate, report.
 
     Running it again in the same --out folder reuses the work done: the cohort is kept,
-    trained folds are not trained again and written predictions are skipped. --overwrite
-    starts again. SIGTERM stops it (exit status 143); the next run continues.
+    trained folds are not trained again and written predictions are skipped; without --set
+    the configuration saved in OUT/results/run/config.yaml is used. --overwrite starts
+    again. SIGTERM stops it (exit status 143); the next run continues.
     """
     import shlex
     import sys
     import time
 
-    from brats_mtl.config import apply_overrides
+    from brats_mtl.config import apply_overrides, load_config
     from brats_mtl.pipeline import demo_config, run_demo
     from brats_mtl.training.runner import stop_on_sigterm
 
@@ -39,7 +42,11 @@ def command(out_dir, overwrite, resume, overrides, progress):
     start = time.perf_counter()
     with stop_on_sigterm():
         try:
-            config = apply_overrides(demo_config(), overrides)
+            saved = out_dir / "results" / "run" / "config.yaml"
+            if not overwrite and not overrides and saved.is_file():
+                config = load_config(saved)  # continue the demo as it was started
+            else:
+                config = apply_overrides(demo_config(), overrides)
             result = run_demo(
                 out_dir, config, overwrite=overwrite, progress=progress,
                 command_line=shlex.join(["brats-mtl", *sys.argv[1:]]),

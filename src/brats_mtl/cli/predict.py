@@ -32,7 +32,8 @@ import click
     type=click.Choice(["best", "last"]),
     default="best",
     show_default=True,
-    help="Checkpoint of each fold.",
+    help="Checkpoint of each fold; with best, a fold without best.ckpt (stopped before its "
+    "first validation) uses its last.ckpt, with a warning.",
 )
 @click.option(
     "--tta",
@@ -45,7 +46,8 @@ import click
     "--mode",
     type=click.Choice(["window", "whole"]),
     default=None,
-    help="window: 128^3 sliding windows (paper); whole: one pass over the cropped brain, "
+    help="window: sliding windows of the run's model.patch_size (128^3 in the paper); "
+    "whole: one pass over the cropped brain, "
     "3-5x faster on a CPU but not a substitute (Dice 0.6-0.9 against windows with "
     "trained models, see the README) [default: inference.mode, window].",
 )
@@ -110,7 +112,8 @@ def command(
     """Segment every case of INPUT_DIR with the fold models in RUN_DIR into OUTPUT_DIR.
 
     RUN_DIR is a training run (config.yaml, splits.json, fold_K/checkpoints); INPUT_DIR
-    a cohort in any supported layout (BraTS 2018-2023, MSD). The fold models' label maps
+    a cohort in any supported layout (BraTS 2018-2023, MSD); OUTPUT_DIR must not be
+    INPUT_DIR, lie inside it or contain it. The fold models' label maps
     are combined by majority vote; voxels outside the brain (zero in every modality) are
     background (inference.mask_outside_brain); ET is relabeled NCR/NET when the
     classifier says "no ET" and fewer than inference.et_min_voxels ET voxels are
@@ -129,6 +132,7 @@ def command(
         CSV_NAME,
         PredictionInterrupted,
         parse_shard,
+        plural,
         predict_cohort,
         with_inference_overrides,
     )
@@ -164,7 +168,7 @@ def command(
         context = click.get_current_context()
         if isinstance(interrupt, PredictionInterrupted):
             click.echo(
-                f"Interrupted: {interrupt.finished} of {interrupt.total} case(s) finished, "
+                f"Interrupted: {interrupt.finished} of {plural(interrupt.total, 'case')} finished, "
                 f"{interrupt.failed} failed, {interrupt.remaining} remain; no partial file "
                 f"is left in {output_dir}.",
                 err=True,
@@ -180,15 +184,15 @@ def command(
 
     failed = table[table["status"] == "error"]
     click.echo(
-        f"{len(table) - len(failed)} of {len(table)} case(s) segmented into {output_dir}; "
-        f"table: {output_dir / CSV_NAME}"
+        f"{len(table) - len(failed)} of {plural(len(table), 'case')} segmented into "
+        f"{output_dir}; table: {output_dir / CSV_NAME}"
     )
     if len(failed):
         for _, row in failed.iterrows():
             click.echo(f"  FAILED {row['case_id']}: {row['error']}", err=True)
         raise click.ClickException(
-            f"{len(failed)} case(s) failed; fix them and run the same command again "
-            "(finished cases are skipped)"
+            f"{plural(len(failed), 'case')} failed; fix {'it' if len(failed) == 1 else 'them'} "
+            "and run the same command again (finished cases are skipped)"
         )
 
 

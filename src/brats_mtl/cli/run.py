@@ -27,6 +27,14 @@ def preset_option(*, default: str | None = "paper", extra_help: str = ""):
     )
 
 
+def progress_option():
+    """The ``--progress/--no-progress`` option of ``run``, ``demo`` and ``train``."""
+    return click.option(
+        "--progress/--no-progress", default=True, show_default=True,
+        help="Progress bars of training and prediction.",
+    )
+
+
 def command_line() -> str:
     """The command as typed, for the output folder's marker file."""
     import shlex
@@ -47,7 +55,11 @@ def command_line() -> str:
               help="Cohort to segment with the fold ensemble (evaluated when labeled).")
 @click.option("--survival", "survival_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="BraTS survival table (CSV) for the age regression.")
-@preset_option()
+@preset_option(
+    default=None,
+    extra_help=" Default: paper; with --resume and none of --preset, --config and --set, "
+    "the run's saved OUT/run/config.yaml.",
+)
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML configuration file applied over the preset.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -57,13 +69,14 @@ def command_line() -> str:
 @click.option("--overwrite", is_flag=True,
               help="Start again: remove what an earlier run wrote in --out (only in a folder "
                    "brats-mtl created; other files are kept).")
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Progress bars of training and prediction.")
+@progress_option()
 def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, preset, config_file,
             overrides, folds, resume, overwrite, progress):
     """Train, predict out-of-fold, evaluate, fit survival and write a report for DATA_DIR.
 
-    SIGTERM stops the run (exit status 143) after saving the training step in progress;
+    --resume without --preset, --config and --set continues with the run's saved
+    configuration (OUT/run/config.yaml); with any of them the configuration is built
+    from those as in a first run. SIGTERM stops the run (exit status 143) after saving the training step in progress;
     --resume continues it.
     """
     from brats_mtl.config import load_config
@@ -72,7 +85,13 @@ def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, preset, c
 
     with stop_on_sigterm():
         try:
-            config = load_config(config_file, overrides, base=preset_config(preset))
+            saved = out_dir / "run" / "config.yaml"
+            if resume and preset is None and config_file is None and not overrides and (
+                saved.is_file()
+            ):
+                config = load_config(saved)
+            else:
+                config = load_config(config_file, overrides, base=preset_config(preset or "paper"))
             fold_list = tuple(int(f) for f in folds.split(",")) if folds else None
             result = run_pipeline(
                 data_dir, out_dir, config=config, unlabeled_dirs=tuple(unlabeled_dirs),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.cli.run import preset_option
+from brats_mtl.cli.run import command_line, preset_option, progress_option
 
 
 @click.command("train")
@@ -48,7 +48,12 @@ from brats_mtl.cli.run import preset_option
     help="Override one setting, e.g. --set train.max_steps=1000 --set train.devices=2.",
 )
 @click.option("--resume", is_flag=True, help="Continue interrupted folds from last.ckpt.")
-@click.option("--overwrite", is_flag=True, help="Delete the fold folders and train anew.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Train the folds anew: remove what training wrote in their fold folders (only in a "
+    "run folder brats-mtl created; other files are kept).",
+)
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -65,6 +70,7 @@ from brats_mtl.cli.run import preset_option
     help="Also save last.ckpt every this many steps (0: only at validations and the end) "
     "[train.checkpoint_every_n_steps: 100].",
 )
+@progress_option()
 def command(
     data_dir: Path,
     run_dir: Path,
@@ -79,6 +85,7 @@ def command(
     cache_dir: Path | None,
     cache_workers: int | None,
     checkpoint_every: int | None,
+    progress: bool,
 ) -> None:
     """Train fold models on DATA_DIR with stratified k-fold cross-validation.
 
@@ -93,6 +100,11 @@ def command(
     if present, else the paper's defaults. A run folder whose folds have no checkpoint
     yet (e.g. a first attempt that failed) takes a changed configuration on the next
     attempt; once a fold has a checkpoint, model and loss settings are fixed for the run.
+
+    RUN_DIR must be new, empty or a brats-mtl run folder (marked by a .brats-mtl-output
+    file, or a config.yaml and splits.json of an older run), and apart from DATA_DIR and
+    the --unlabeled folders; another non-empty folder is refused, with or without
+    --overwrite.
 
     SIGTERM stops training after the step in progress, saves it in last.ckpt and exits
     with status 143; --resume continues.
@@ -130,6 +142,8 @@ def command(
                 resume=resume,
                 overwrite=overwrite,
                 cache_dir=cache_dir,
+                enable_progress_bar=progress,
+                command_line=command_line(),
             )
         except (FileExistsError, FileNotFoundError, ValueError) as err:
             raise click.ClickException(str(err)) from None

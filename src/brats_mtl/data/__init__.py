@@ -3,7 +3,13 @@
 Source: DESIGN.md section 1.
 """
 
-from brats_mtl.data.discovery import LAYOUTS, CaseFiles, discover_cases
+from brats_mtl.data.discovery import (
+    LAYOUTS,
+    CaseFiles,
+    LabelFile,
+    discover_cases,
+    discover_label_maps,
+)
 from brats_mtl.data.io import (
     Case,
     CaseDataError,
@@ -19,7 +25,9 @@ __all__ = [
     "Case",
     "CaseDataError",
     "CaseFiles",
+    "LabelFile",
     "discover_cases",
+    "discover_label_maps",
     "load_case",
     "load_label_map",
     "make_phantom",

@@ -19,7 +19,9 @@ match exactly, so ``_t1.nii.gz`` never matches ``_t1ce.nii.gz``. Folders of diff
 layouts and ID styles may sit side by side under one root; the root may also be a single
 case folder. A broken case folder (a modality missing, two files for one modality) stops
 discovery, or with ``discover_cases(root, invalid=[...])`` is collected for the caller to
-report as failed (prediction does).
+report as failed (prediction does). :func:`discover_label_maps` finds label maps alone
+(evaluation references): case folders with or without images, flat folders of label
+files, MSD ``labelsTr``.
 Sources: the BraTS 2018-2023 training-data releases and the Medical Segmentation Decathlon
 Task01 ``dataset.json``.
 """
@@ -171,9 +173,18 @@ def discover_cases(
             )
         seen[case_id] = where
     cases.sort(key=lambda c: c.case_id)
-    logger.info(
-        "found %d cases (%d labeled) under %s", len(cases), sum(c.labeled for c in cases), root
-    )
+    n_labeled = sum(c.labeled for c in cases)
+    if broken:
+        logger.info(
+            "found %s under %s: %d readable (%d labeled), %d unreadable",
+            _plural(len(cases) + len(broken), "case"),
+            root,
+            len(cases),
+            n_labeled,
+            len(broken),
+        )
+    else:
+        logger.info("found %s (%d labeled) under %s", _plural(len(cases), "case"), n_labeled, root)
     if broken:
         broken.sort(key=lambda b: b.case_id)
         # the caller (prediction) reports these cases as failed: say so, not "skipped"
@@ -181,6 +192,10 @@ def discover_cases(
             logger.warning("%s: %s; it will be reported as failed", b.case_id, b.message)
         invalid.extend((b.case_id, b.message) for b in broken)
     return cases
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _where(case: CaseFiles) -> Path:
@@ -403,3 +418,136 @@ def _msd_label(label_folder: Path, case_id: str) -> Path | None:
     if len(found) > 1:
         raise ValueError(f"two label files for MSD case {case_id}: {found}; keep one")
     return found[0] if found else None
+
+
+# --- label maps alone (evaluation references) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """A reference label map found by :func:`discover_label_maps`.
+
+    Attributes:
+        case_id: the case ID.
+        path: the NIfTI label map.
+        label_convention: how it encodes the sub-regions when its layout says so (BraTS
+            2019 for a case folder with 2017-2021 image names, BraTS 2023 with 2023+
+            names, MSD in an MSD/nnU-Net ``labelsTr``/``labelsTs`` folder), else None:
+            inferred from the values ({0, 1, 2, 4}: BraTS 2017-2021; a 3 and no 4:
+            BraTS 2023+; ``evaluation.read_label_map``).
+    """
+
+    case_id: str
+    path: Path
+    label_convention: LabelConvention | None
+
+
+#: Folders of label files in the MSD convention (MSD Task01; nnU-Net's BraTS datasets
+#: use the same order: 1 edema, 2 non-enhancing tumor, 3 enhancing tumor).
+_MSD_LABEL_DIRS = ("labelsTr", "labelsTs")
+_MSD_IMAGE_DIRS = ("imagesTr", "imagesTs")
+
+
+def discover_label_maps(root: str | Path) -> dict[str, LabelFile]:
+    """Find the label maps under ``root`` by case ID, without needing any image.
+
+    Layouts read (mixed freely, :data:`_MAX_DEPTH` folder levels deep):
+
+    - case folders, with or without their images: ``<ID>/<ID>_seg.nii.gz`` (BraTS
+      2017-2021, also ``HGG``/``LGG`` sub-folders), ``<ID>/<ID>-seg.nii.gz`` (BraTS
+      2023+); a case folder without a modality still gives its label map;
+    - flat folders of label files: ``<ID>_seg.nii.gz`` / ``<ID>-seg.nii.gz``, or
+      ``<ID>.nii.gz`` (the online system's and nnU-Net's ``gt_segmentations`` naming)
+      in a folder holding no case image files;
+    - MSD task folders: ``labelsTr/<ID>.nii.gz`` and ``labelsTs/<ID>.nii.gz`` (the
+      4-D images of ``imagesTr``/``imagesTs`` are not read), also a ``labelsTr``
+      folder given alone.
+
+    ``.nii`` and ``.nii.gz`` alike; hidden files and folders are ignored.
+
+    Args:
+        root: a folder (or a single case folder).
+
+    Returns:
+        case ID -> :class:`LabelFile`, sorted by case ID.
+
+    Raises:
+        FileNotFoundError: if ``root`` does not exist or is a file.
+        ValueError: if one case ID has two label files (names both), or no label map is
+            found (names ``root`` and the layouts read).
+
+    Source: DESIGN.md section 1 (layouts); the BraTS online system's and nnU-Net's
+    label-file naming.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"reference folder {root} does not exist")
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{root} is a file; pass the folder holding the reference label maps"
+        )
+    found: dict[str, LabelFile] = {}
+    base_depth = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        folder = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and d not in _MSD_IMAGE_DIRS
+        )
+        if len(folder.parts) - base_depth >= _MAX_DEPTH:
+            dirnames[:] = []
+        names = sorted(f for f in filenames if _is_nifti(f))
+        for label in _folder_label_maps(folder, names):
+            if label.case_id in found:
+                raise ValueError(
+                    f"case {label.case_id} has two reference label maps: "
+                    f"{found[label.case_id].path} and {label.path}; keep one"
+                )
+            found[label.case_id] = label
+    if not found:
+        raise ValueError(
+            f"reference folder {root} holds no label map: expected case folders with "
+            "<ID>_seg.nii.gz (or <ID>-seg.nii.gz), a flat folder of <ID>_seg.nii.gz or "
+            "<ID>.nii.gz label files, or an MSD task folder with labelsTr/; point REF_DIR "
+            "at a cohort with ground-truth segmentations"
+        )
+    logger.info("found %s under %s", _plural(len(found), "reference label map"), root)
+    return dict(sorted(found.items()))
+
+
+def _folder_label_maps(folder: Path, names: list[str]) -> list[LabelFile]:
+    """The label maps lying directly in ``folder`` (see :func:`discover_label_maps`)."""
+    if folder.name in _MSD_LABEL_DIRS:
+        return [LabelFile(_NIFTI_RE.sub("", n), folder / n, MSD) for n in names]
+    groups: dict[str, dict[str, list[str]]] = {}
+    unmatched: list[str] = []
+    for name in names:
+        match = _CASE_FILE_RE.match(name)
+        if match is None:
+            unmatched.append(name)
+            continue
+        groups.setdefault(match["case"], {}).setdefault(match["suffix"].lower(), []).append(name)
+    if not groups:
+        # a flat folder of <ID>.nii.gz label files
+        return [LabelFile(_NIFTI_RE.sub("", n), folder / n, None) for n in unmatched]
+    labels = []
+    for case_id, by_suffix in sorted(groups.items()):
+        seg_names = by_suffix.pop("seg", [])
+        if not seg_names and by_suffix and len(groups) == 1:
+            # BraTS 2020 case 355 ships its label map as W39_1998.09.19_Segm.nii
+            seg_like = [n for n in unmatched if "seg" in n.lower()]
+            seg_names = seg_like if len(seg_like) == 1 else []
+        if len(seg_names) > 1:
+            raise ValueError(
+                f"folder {folder} holds {len(seg_names)} segmentation files for case "
+                f"{case_id}: {sorted(seg_names)}; keep exactly one"
+            )
+        if not seg_names:
+            continue
+        if any(s in BRATS2023_SUFFIXES for s in by_suffix):
+            convention: LabelConvention | None = BRATS_2023
+        elif by_suffix:
+            convention = BRATS_2019
+        else:  # a label file alone: no image names to tell the release by
+            convention = None
+        labels.append(LabelFile(case_id, folder / seg_names[0], convention))
+    return labels

@@ -205,7 +205,8 @@ def _label_value_message(
     elif role == "reference":
         message += (
             ". A reference's convention follows its folder layout (BraTS 2023+ names read "
-            "as brats2023, MSD imagesTr/labelsTr as msd): fix the file or the layout"
+            "as brats2023, MSD imagesTr/labelsTr as msd): fix the file or the layout, or "
+            "pass --ref-convention"
         )
     else:
         message += ". Each voxel must hold one of these values: fix or re-export the file"
@@ -368,13 +369,17 @@ def evaluate_folders(
     workers: int = 1,
     missing_as_empty: bool = False,
     pred_convention: LabelConvention | str | None = None,
+    ref_convention: LabelConvention | str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Evaluate every labeled reference case that has a prediction.
 
     Args:
         pred_dir: predictions, see ``find_predictions``.
-        ref_dir: reference cohort in any layout ``brats_mtl.data.discover_cases`` reads;
-            only labeled cases count.
+        ref_dir: reference label maps, found by case ID with
+            ``brats_mtl.data.discovery.discover_label_maps``: case folders with or
+            without their images (``<ID>/<ID>_seg.nii.gz``, BraTS 2017-2023 layouts),
+            flat folders of ``<ID>_seg.nii.gz`` or ``<ID>.nii.gz`` label files, MSD
+            ``labelsTr``. Image files are never needed nor read.
         workers: processes evaluating cases in parallel (1: in this process).
         missing_as_empty: score a reference case without prediction as an empty prediction
             (Dice 0 and HD95 373.13 where the reference region is non-empty), as the online
@@ -384,6 +389,9 @@ def evaluate_folders(
             reference cohort, whose predictions are read as MSD (the package writes
             predictions in the input's convention, and MSD's {0, 1, 2, 3} cannot be told
             from BraTS 2023 by its values).
+        ref_convention: label convention of every reference; None: from the layout
+            (BraTS 2017-2021 or 2023+ case folders by their image names, MSD for
+            ``labelsTr``/``labelsTs``), else inferred from the values per file.
 
     Returns:
         ``(per_case, missing)``: ``per_case`` has columns ``RESULT_COLUMNS``, one row per
@@ -393,23 +401,20 @@ def evaluate_folders(
         (never scored). Both are also logged as warnings.
 
     Raises:
-        FileNotFoundError: if a folder does not exist or holds no case.
-        ValueError: if no prediction matches a reference case, or a prediction and its
-            reference differ in shape (names both files).
+        FileNotFoundError: if a folder does not exist.
+        ValueError: if a folder holds no label map, a case has two reference label maps,
+            no prediction matches a reference case, or a prediction and its reference
+            differ in shape (names both files).
 
     Source: DESIGN.md section 6.
     """
-    from brats_mtl.data import discover_cases
+    from brats_mtl.data.discovery import discover_label_maps
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     pred_convention = _convention(pred_convention)
-    references = {case.case_id: case for case in discover_cases(ref_dir) if case.labeled}
-    if not references:
-        raise ValueError(
-            f"reference folder {ref_dir} holds no labeled case (no segmentation files); "
-            "point REF_DIR at a cohort with ground-truth segmentations"
-        )
+    ref_convention = _convention(ref_convention)
+    references = discover_label_maps(ref_dir)
     predictions = find_predictions(pred_dir)
     missing = {
         "predictions": sorted(set(references) - set(predictions)),
@@ -417,16 +422,18 @@ def evaluate_folders(
     }
     if missing["predictions"]:
         logger.warning(
-            "%d reference case(s) have no prediction in %s (%s): %s",
+            "%d of the reference cases %s no prediction in %s (%s): %s",
             len(missing["predictions"]),
+            "has" if len(missing["predictions"]) == 1 else "have",
             pred_dir,
             "scored as empty predictions" if missing_as_empty else "excluded",
             ", ".join(missing["predictions"]),
         )
     if missing["references"]:
         logger.warning(
-            "%d prediction(s) have no labeled reference case in %s (not scored): %s",
+            "%d of the predictions %s no reference label map in %s (not scored): %s",
             len(missing["references"]),
+            "has" if len(missing["references"]) == 1 else "have",
             ref_dir,
             ", ".join(missing["references"]),
         )
@@ -440,11 +447,12 @@ def evaluate_folders(
     tasks = []
     for case_id in case_ids:
         ref = references[case_id]
+        case_ref_convention = ref_convention or ref.label_convention
         case_pred_convention = pred_convention
-        if case_pred_convention is None and ref.label_convention == MSD:
+        if case_pred_convention is None and case_ref_convention == MSD:
             case_pred_convention = MSD
         tasks.append(
-            (predictions.get(case_id), ref.seg, case_id, ref.label_convention, case_pred_convention)
+            (predictions.get(case_id), ref.path, case_id, case_ref_convention, case_pred_convention)
         )
     if workers == 1 or len(tasks) == 1:
         rows = [_evaluate_task(task) for task in tasks]

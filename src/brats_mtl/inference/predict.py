@@ -840,23 +840,16 @@ def claim_output_dir(
     """
     output_dir = Path(output_dir)
     path = _settings_path(output_dir)
-    how = (
-        "Choose a new output folder, or pass --overwrite to predict every case of this "
-        "input again with the new settings (files of other cases are left alone)."
-    )
+    if not overwrite and not (output_dir / RECORDS_DIR).exists():
+        # checked before records/ (and its lock) is created, so that a refused folder is
+        # left as it was; safe without the lock: a run records its settings before it
+        # writes any label map, so label maps without records/ are not a running shard's
+        _refuse_unknown_predictions(output_dir, case_ids)
     with _locked(output_dir / RECORDS_DIR / LOCK_NAME):
         old = _read_settings(path)
         if old is None:
-            records = [p.stem for p in (output_dir / RECORDS_DIR).glob("[!.]*.json")]
-            maps = [c for c in case_ids if segmentation_path(output_dir, c).exists()]
-            found = sorted(set(records) | set(maps))
-            if found and not overwrite:
-                raise FileExistsError(
-                    f"{output_dir} already holds predictions ({len(found)} case(s), e.g. "
-                    f"{', '.join(found[:3])}) but no readable record of the run folder and "
-                    f"settings that made them ({path}); they may come from another run or "
-                    f"other settings. {how}"
-                )
+            if not overwrite:
+                _refuse_unknown_predictions(output_dir, case_ids)
             recorded = settings
         else:
             differences = settings_differences(old, settings)
@@ -865,7 +858,7 @@ def claim_output_dir(
                     f"{output_dir} holds predictions made by another run folder or with other "
                     f"settings (recorded in {path}):\n  "
                     + "\n  ".join(differences)
-                    + f"\nResuming would mix both in one folder. {how}"
+                    + f"\nResuming would mix both in one folder. {_CHOOSE_ANOTHER_FOLDER}"
                 )
             if differences:
                 logger.warning(
@@ -888,6 +881,58 @@ def claim_output_dir(
                     )
         _write_json_atomic(recorded, path)
     return recorded
+
+
+_CHOOSE_ANOTHER_FOLDER = (
+    "Choose a new output folder, or pass --overwrite to predict every case of this "
+    "input again with the new settings (files of other cases are left alone)."
+)
+
+
+def _refuse_unknown_predictions(output_dir: Path, case_ids: Collection[str]) -> None:
+    """Raise FileExistsError if a folder without recorded settings holds predictions."""
+    records = [p.stem for p in (output_dir / RECORDS_DIR).glob("[!.]*.json")]
+    maps = [c for c in case_ids if segmentation_path(output_dir, c).exists()]
+    found = sorted(set(records) | set(maps))
+    if found:
+        raise FileExistsError(
+            f"{output_dir} already holds predictions ({plural(len(found), 'case')}, e.g. "
+            f"{', '.join(found[:3])}) but no readable record of the run folder and "
+            f"settings that made them ({_settings_path(output_dir)}); they may come from "
+            f"another run or other settings. {_CHOOSE_ANOTHER_FOLDER}"
+        )
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 case"``, ``"2 cases"``: a count with its noun in the right number."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def check_output_outside_input(input_dir: str | Path, output_dir: str | Path) -> None:
+    """Refuse an output folder that is the input folder, lies inside it, or contains it.
+
+    Label maps, ``predictions.csv`` and ``records/`` written among the input images
+    would mix outputs with inputs, and the next discovery of the input would read them.
+    Paths are compared after resolving symbolic links and ``..``.
+
+    Raises:
+        ValueError: naming both folders and how they overlap.
+    """
+    source, target = Path(input_dir).resolve(), Path(output_dir).resolve()
+    if target == source:
+        how = "is the input folder"
+    elif target.is_relative_to(source):
+        how = "lies inside the input folder"
+    elif source.is_relative_to(target):
+        how = "contains the input folder"
+    else:
+        return
+    raise ValueError(
+        f"output folder {output_dir} {how} {input_dir}: label maps, {CSV_NAME} and "
+        f"{RECORDS_DIR}/ would be written among the input images. Choose an OUTPUT_DIR "
+        f"outside INPUT_DIR that does not contain it, e.g. "
+        f"{source.parent / (source.name + '_predictions')}"
+    )
 
 
 # --- cohorts ----------------------------------------------------------------------------
@@ -929,9 +974,9 @@ def discover_prediction_cases(input_dir: str | Path) -> tuple[list[CaseFiles], d
         input_dir: a dataset folder in any supported layout.
 
     Returns:
-        ``(cases, unreadable)``: the readable cases sorted by ID, and case ID ->
-        ``"ValueError: <message>"`` (naming the folder, the missing modality and the files
-        found) for each broken case.
+        ``(cases, unreadable)``: the readable cases sorted by ID, and case ID -> the
+        message (naming the folder, the missing modality and the files found) for each
+        broken case.
 
     Raises:
         FileNotFoundError: if ``input_dir`` does not exist or is a file.
@@ -943,7 +988,7 @@ def discover_prediction_cases(input_dir: str | Path) -> tuple[list[CaseFiles], d
     """
     invalid: list[tuple[str, str]] = []
     cases = discover_cases(input_dir, invalid=invalid)
-    return cases, {case_id: f"ValueError: {message}" for case_id, message in invalid}
+    return cases, dict(invalid)
 
 
 class PredictionInterrupted(KeyboardInterrupt):
@@ -967,8 +1012,8 @@ class PredictionInterrupted(KeyboardInterrupt):
         self.total, self.finished, self.failed = total, finished, failed
         self.remaining = total - finished - failed
         super().__init__(
-            f"prediction into {output_dir} interrupted: {finished} of {total} case(s) "
-            f"finished, {failed} failed, {self.remaining} remain"
+            f"prediction into {output_dir} interrupted: {finished} of "
+            f"{plural(total, 'case')} finished, {failed} failed, {self.remaining} remain"
         )
 
 
@@ -1111,7 +1156,7 @@ def predict_cases(
                     folds,
                     seconds=time.perf_counter() - start,
                     status="error",
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=str(exc) or type(exc).__name__,
                 )
             _write_json_atomic(record, _record_path(output_dir, files.case_id))
             rows.append(record)
@@ -1123,10 +1168,10 @@ def predict_cases(
             output_dir, len(cases) + len(unreadable_rows), n_done + n_skipped, n_failed
         )
         logger.warning(
-            "interrupted: %d of %d case(s) finished (%d predicted now, %d already written), "
+            "interrupted: %d of %s finished (%d predicted now, %d already written), "
             "%d failed, %d remain; %s lists the finished cases",
             interrupted.finished,
-            interrupted.total,
+            plural(interrupted.total, "case"),
             n_done,
             n_skipped,
             n_failed,
@@ -1139,8 +1184,8 @@ def predict_cases(
     rows.extend(unreadable_rows)
     merge_records(output_dir, cohort_ids)
     logger.info(
-        "%d cases predicted, %d skipped (already written), %d failed; table in %s",
-        n_done,
+        "%s predicted, %d skipped (already written), %d failed; table in %s",
+        plural(n_done, "case"),
         n_skipped,
         n_failed,
         output_dir / CSV_NAME,
@@ -1209,8 +1254,11 @@ def predict_cohort(
         output_dir: where the label maps, records and ``predictions.csv`` go.
         config: settings (the ``inference`` section is used); default: the run's
             ``config.yaml``.
-        folds: fold models to use; default: every fold with a ``which`` checkpoint.
-        which: "best" or "last" checkpoint.
+        folds: fold models to use; default: every fold with a ``which`` checkpoint
+            (for "best": with best.ckpt or last.ckpt).
+        which: "best" or "last" checkpoint. A fold without best.ckpt (stopped before
+            its first validation) is predicted with its last.ckpt, with a warning
+            (:func:`resolve_checkpoint`); the settings record names the file loaded.
         out_of_fold: predict each case held out by a fold with that fold's model only
             (the paper's Table 3 "train set" row, DESIGN.md 4); cases held out by no
             selected fold are skipped with a warning.
@@ -1232,23 +1280,31 @@ def predict_cohort(
             has no checkpoint.
         FileExistsError: if ``output_dir`` holds predictions of another run folder, other
             weights or other settings and ``overwrite`` is False (lists the differences).
-        ValueError: on invalid settings, when no fold has a checkpoint, or when the input
-            folder as a whole cannot be read (see :func:`discover_prediction_cases`).
+        ValueError: on invalid settings, when no fold has a checkpoint, when
+            ``output_dir`` is, lies inside or contains ``input_dir``
+            (:func:`check_output_outside_input`), or when the input folder as a whole
+            cannot be read (see :func:`discover_prediction_cases`).
         PredictionInterrupted: on Ctrl-C, after clean-up (see :func:`predict_cases`).
 
     Source: paper, Inference, 5.1 and Table 3; DESIGN.md sections 4 and 5.
     """
     from brats_mtl import training
 
+    check_output_outside_input(input_dir, output_dir)
     config = config or training.read_run_config(run_dir)
     check_inference_config(config.inference)
     if folds is None:
         folds = training.available_folds(run_dir, which)
+        if which == "best":
+            folds = sorted(set(folds) | set(training.available_folds(run_dir, "last")))
         if not folds:
+            names = "best.ckpt or last.ckpt" if which == "best" else "last.ckpt"
             raise ValueError(
-                f"no fold of {run_dir} has a {which} checkpoint; train first or use --which last"
+                f"no fold of {run_dir} has a checkpoint (fold_K/checkpoints/{names}); "
+                "train first"
             )
     folds = sorted(set(int(f) for f in folds))
+    checkpoints = {k: resolve_checkpoint(run_dir, k, which) for k in folds}
     cases, unreadable = discover_prediction_cases(input_dir)
     by_id = {c.case_id: c for c in cases}
     all_ids = sorted(set(by_id) | set(unreadable))
@@ -1259,13 +1315,16 @@ def predict_cohort(
         absent = sorted(set(case_folds) - set(all_ids))
         if absent:
             logger.warning(
-                "%d held-out cases are not in %s: %s", len(absent), input_dir, absent[:10]
+                "%s held out by the folds are not in %s: %s",
+                plural(len(absent), "case"),
+                input_dir,
+                absent[:10],
             )
         unassigned = sorted(set(all_ids) - set(case_folds))
         if unassigned:
             logger.warning(
-                "%d cases of %s are held out by none of folds %s and are skipped: %s",
-                len(unassigned),
+                "%s of %s held out by none of folds %s and skipped: %s",
+                plural(len(unassigned), "case"),
                 input_dir,
                 folds,
                 unassigned[:10],
@@ -1276,18 +1335,20 @@ def predict_cohort(
     shard_ids = select_shard(ids, *shard)
     selected = [by_id[cid] for cid in shard_ids if cid in by_id]
     shard_unreadable = {cid: unreadable[cid] for cid in shard_ids if cid in unreadable}
+    scope = (
+        f"predicting {plural(len(ids), 'case')}"
+        if shard[1] == 1
+        else f"shard {shard[0]}/{shard[1]}: {len(shard_ids)} of {plural(len(ids), 'case')}"
+    )
     logger.info(
-        "shard %d/%d: %d of %d cases (%d unreadable); folds %s; mode %s, TTA %d",
-        shard[0],
-        shard[1],
-        len(shard_ids),
-        len(ids),
+        "%s (%d unreadable, reported as failed); folds %s; mode %s, TTA %d",
+        scope,
         len(shard_unreadable),
         folds,
         config.inference.mode,
         config.inference.tta,
     )
-    models = {k: training.load_fold_model(run_dir, k, which) for k in folds}
+    models = {k: training.load_fold_model(run_dir, k, checkpoints[k]) for k in folds}
     segmenter = Segmenter(models, config.inference, precision=precision)
     logger.info(
         "precision %s on %s",
@@ -1297,8 +1358,10 @@ def predict_cohort(
     source = {
         "run_dir": str(Path(run_dir).resolve()),
         "which": which,
+        # the files actually loaded (last.ckpt where best.ckpt was missing)
         "checkpoints": {
-            str(k): _file_identity(training.checkpoint_path(run_dir, k, which)) for k in folds
+            str(k): _file_identity(training.checkpoint_path(run_dir, k, checkpoints[k]))
+            for k in folds
         },
     }
     return predict_cases(
@@ -1313,6 +1376,38 @@ def predict_cohort(
         cohort_ids=all_ids,
         source=source,
     )
+
+
+def resolve_checkpoint(run_dir: str | Path, fold: int, which: str = "best") -> str:
+    """The checkpoint a fold is predicted with: ``which``, or "last" when "best" is missing.
+
+    ``best.ckpt`` is written at a fold's first validation, so a fold stopped before it
+    has only ``last.ckpt``; that one is used then, with a WARNING naming the fold and
+    the file. A fold without either checkpoint is left to ``training.load_fold_model``
+    to report.
+
+    Args:
+        run_dir: the training run folder.
+        fold: the fold number.
+        which: "best" or "last", as asked.
+
+    Returns:
+        "best" or "last".
+    """
+    from brats_mtl import training
+
+    if which != "best" or training.checkpoint_path(run_dir, fold, "best").is_file():
+        return which
+    last = training.checkpoint_path(run_dir, fold, "last")
+    if not last.is_file():
+        return which
+    logger.warning(
+        "fold %d has no best.ckpt (its training stopped before the first validation); "
+        "predicting with %s",
+        fold,
+        last,
+    )
+    return "last"
 
 
 def _file_identity(path: Path) -> dict[str, Any]:
@@ -1343,7 +1438,8 @@ def threshold_cases(
 
     Args:
         pred_dir: a prediction folder (``<ID>.nii.gz`` and ``predictions.csv``).
-        ref_dir: the labeled cohort (any layout).
+        ref_dir: the reference label maps (any layout of
+            ``data.discovery.discover_label_maps``; images not needed).
 
     Yields:
         ``(labels, et_probability, reference_labels)`` per case present on both sides
@@ -1362,7 +1458,9 @@ def threshold_cases(
     if not csv.is_file():
         raise FileNotFoundError(f"{csv} does not exist; run brats-mtl predict into {pred_dir}")
     table = pd.read_csv(csv).set_index("case_id")
-    references = {c.case_id: c for c in discover_cases(ref_dir) if c.labeled}
+    from brats_mtl.data.discovery import discover_label_maps
+
+    references = discover_label_maps(ref_dir)
     for case_id, row in table.iterrows():
         if case_id not in references or row["status"] != "ok" or pd.isna(row["et_probability"]):
             continue
@@ -1373,5 +1471,5 @@ def threshold_cases(
             )
         labels, _, _ = load_label_map(segmentation_path(pred_dir, str(case_id)))
         ref = references[case_id]
-        reference, _, _ = load_label_map(ref.seg, ref.label_convention)
+        reference, _, _ = load_label_map(ref.path, ref.label_convention)
         yield labels, float(row["et_probability"]), reference

@@ -29,8 +29,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
-import shutil
 import signal
 import threading
 import warnings
@@ -135,6 +135,13 @@ def _lightning_warning_filters() -> None:
         message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         category=FutureWarning,
         module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+    # Source: lightning/pytorch/callbacks/model_checkpoint.py (ModelCheckpoint.
+    # __warn_if_dir_not_empty, Lightning 2.6) warns whenever the checkpoint folder holds a
+    # file, i.e. on every resume; our checkpoints/ holds only last.ckpt and best.ckpt,
+    # which are meant to be found there.
+    warnings.filterwarnings(
+        "ignore", message=r"Checkpoint directory .* exists and is not empty", category=UserWarning
     )
 
 
@@ -313,10 +320,44 @@ def _check_run_config(run_dir: Path, config: Config) -> bool:
                     f"{path} was written for another {section} configuration (changed: "
                     f"{', '.join(changed)}) and {len(checkpoints)} checkpoint(s) of this run "
                     f"were trained with it (e.g. {checkpoints[0]}); the folds of one run "
-                    "must share it: train into a new run folder (--out), drop the changed "
-                    "settings, or delete the fold folders to start over"
+                    f"must share it: {_config_advice(saved, config)}"
                 )
     return bool(checkpoints)
+
+
+def _preset_of(config: Config) -> str | None:
+    """The ``--preset`` whose network and loss ``config`` has, or None."""
+    from brats_mtl.pipeline import PRESET_NAMES, preset_config
+
+    for name in PRESET_NAMES:
+        preset = preset_config(name)
+        if preset.model == config.model and preset.loss == config.loss:
+            return name
+    return None
+
+
+def _config_advice(saved: Config, config: Config) -> str:
+    """How to resume a run whose saved network or loss differs from ``config``: name the
+    preset the run was made with when the difference comes from the preset."""
+    use_saved = (
+        "give none of --preset, --config and --set (with --resume for `brats-mtl run`) so "
+        "that the run's config.yaml is used"
+    )
+    made_with, given = _preset_of(saved), _preset_of(config)
+    if given is not None and made_with != given:
+        if made_with is not None:
+            return (
+                f"the run was made with --preset {made_with} and this configuration is "
+                f"--preset {given}: pass --preset {made_with}, or {use_saved}"
+            )
+        return (
+            f"this configuration is --preset {given} but the run was not made with it: pass "
+            f"the same --preset (and --config/--set) as the first run, or {use_saved}"
+        )
+    return (
+        f"{use_saved}, drop the changed settings, train into a new run folder (--out), or "
+        "delete the fold folders to start over"
+    )
 
 
 def _save_run_config(run_dir: Path, config: Config, has_results: bool) -> None:
@@ -626,6 +667,11 @@ def train_on_cases(
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=False,
     )
+    steps_per_epoch = _steps_per_epoch(len(data.train_dataset), t.batch_size, trainer.world_size)
+    # Lightning warns on every fit whose epoch is shorter than the logging interval
+    trainer.log_every_n_steps = max(1, min(t.log_every_n_steps, steps_per_epoch))
+    if has_val:
+        _warn_if_no_validation(t, steps_per_epoch, out)
     last = ckpt_dir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if resume and ckpt_path is None:
@@ -676,6 +722,34 @@ def train_on_cases(
     )
 
 
+def _steps_per_epoch(n_patches: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps in one epoch of each process (:class:`PatchSampler` splits the
+    patches over processes, the last batch may be short)."""
+    per_process = math.ceil(n_patches / max(world_size, 1))
+    return max(1, math.ceil(per_process / batch_size))
+
+
+def first_validation_step(train: Any, steps_per_epoch: int) -> int:
+    """The optimizer step of the first validation: ``val_every_n_epochs`` epochs of
+    ``steps_per_epoch`` steps (Lightning's ``check_val_every_n_epoch``)."""
+    return train.val_every_n_epochs * steps_per_epoch
+
+
+def _warn_if_no_validation(train: Any, steps_per_epoch: int, out: Path) -> None:
+    """WARNING when ``train.max_steps`` ends the fit before its first validation."""
+    first = first_validation_step(train, steps_per_epoch)
+    max_steps = train.max_steps
+    if max_steps < 0:
+        max_steps = train.max_epochs * steps_per_epoch
+    if max_steps < first:
+        logger.warning(
+            "%s: training stops at step %d, before the first validation at step %d "
+            "(train.val_every_n_epochs=%d x %d steps per epoch): no best.ckpt will be "
+            "written and last.ckpt will be used",
+            out, max_steps, first, train.val_every_n_epochs, steps_per_epoch,
+        )
+
+
 def with_train_settings(config: Config, **settings: Any) -> Config:
     """``config`` with the given ``train`` values replaced; None values leave it as is.
 
@@ -697,8 +771,9 @@ def _prepare_fold_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     checkpoints = sorted((path / CHECKPOINT_DIR).glob("*.ckpt"))
     if overwrite:
         if path.exists() and _is_launch_rank_zero():
-            logger.warning("--overwrite: removing %s", path)
-            shutil.rmtree(path)
+            from brats_mtl.pipeline import clear_fold_dir
+
+            clear_fold_dir(path)
         return
     if checkpoints and not resume and _is_launch_rank_zero():
         raise FileExistsError(
@@ -721,6 +796,7 @@ def train_fold(
     checkpoint_every_n_steps: int | None = None,
     enable_progress_bar: bool = True,
     deterministic: bool | None = None,
+    command_line: str | None = None,
 ) -> FoldResult:
     """Train the model of one fold of a stratified k-fold cross-validation.
 
@@ -738,6 +814,12 @@ def train_fold(
         checkpoint_every_n_steps: save ``last.ckpt`` every this many steps too.
         enable_progress_bar: Lightning's progress bar.
         deterministic: see :func:`train_on_cases`.
+        command_line: recorded in the run folder's marker file when it is created.
+
+        The run folder must be new, empty or a brats-mtl run folder, and apart from the
+        data folders (:func:`brats_mtl.pipeline.prepare_run_dir`); ``overwrite`` removes
+        only what training wrote in the fold folder
+        (:func:`brats_mtl.pipeline.clear_fold_dir`).
 
         ``cache_workers``, ``checkpoint_every_n_steps`` and ``deterministic`` override
         the ``train`` values of ``config`` when given (not None), and are saved with it in
@@ -748,9 +830,10 @@ def train_fold(
 
     Raises:
         FileExistsError: if the fold already holds checkpoints and neither ``resume`` nor
-            ``overwrite`` is set.
+            ``overwrite`` is set; if ``run_dir`` is a non-empty folder that brats-mtl did
+            not create (with or without ``overwrite``).
         ValueError: bad fold number, mismatched run configuration or splits, too few
-            labeled cases for the folds.
+            labeled cases for the folds; ``run_dir`` and a data folder equal or nested.
 
     Source: paper, Training Procedure; DESIGN.md section 4.
     """
@@ -768,6 +851,11 @@ def train_fold(
             f"fold {fold} does not exist: train.n_folds={config.train.n_folds} gives folds "
             f"0 to {config.train.n_folds - 1}"
         )
+    if _is_launch_rank_zero():  # other ranks start once rank 0 has claimed the folder
+        from brats_mtl.pipeline import prepare_run_dir
+
+        inputs = [("DATA_DIR", data_dir), *(("--unlabeled folder", u) for u in unlabeled_dirs)]
+        prepare_run_dir(run_dir, overwrite=overwrite, inputs=inputs, command_line=command_line)
     path = fold_dir(run_dir, fold)
     _prepare_fold_dir(path, resume=resume, overwrite=overwrite)
     run = prepare_run(

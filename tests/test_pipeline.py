@@ -84,7 +84,7 @@ def test_resume_does_not_retrain(tiny_run):
     cohort, config, result = tiny_run
     ckpt = result.out_dir / "run" / "fold_0" / "checkpoints" / "last.ckpt"
     before = ckpt.stat().st_mtime_ns
-    oof = result.out_dir / "predictions" / "out_of_fold" / "BraTS2021_00000.nii.gz"
+    oof = result.out_dir / "predictions" / "out_of_fold" / "BraTS2021_90000.nii.gz"
     oof_before = oof.stat().st_mtime_ns
     again = run_pipeline(
         cohort.train_dir, result.out_dir, config=config, unlabeled_dirs=(cohort.unlabeled_dir,),

@@ -601,7 +601,9 @@ def test_sigterm_outside_training_stops_the_cli_at_once(cohort, tmp_path, monkey
 
 
 def test_known_lightning_deprecation_warning_is_not_shown(cohort, tmp_path):
-    """torch deprecates LeafSpec, which Lightning's own _pytree module builds in every fit."""
+    """torch deprecates LeafSpec, which Lightning's own _pytree module builds in every fit;
+    Lightning also warns that our module (not the data module) defines
+    on_before_batch_transfer, which is intended."""
     import warnings
 
     from brats_mtl.training.runner import train_fold
@@ -612,6 +614,7 @@ def test_known_lightning_deprecation_warning_is_not_shown(cohort, tmp_path):
                    cache_dir=tmp_path / "cache", enable_progress_bar=False)
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "LeafSpec" in m], messages
+    assert not [m for m in messages if "on_before_batch_transfer" in m], messages
 
 
 def test_resume_and_short_epochs_show_no_lightning_noise(cohort, tmp_path, caplog):

@@ -869,7 +869,7 @@ def make_demo_cohort(
     for i in range(n_train + n_unlabeled + n_test):
         folder = train if i < n_train else unlabeled if i < n_train + n_unlabeled else test
         write_phantom_case(
-            folder, f"BraTS2021_{i:05d}", layout="brats2021", shape=shape,
+            folder, demo_case_id(i), layout="brats2021", shape=shape,
             labeled=folder is not unlabeled, with_et=(i % 4 != 3), seed=seed * 1000 + i,
             overwrite=True,
         )
@@ -883,7 +883,7 @@ def make_demo_cohort(
             survival = f"ALIVE ({days:.0f} days later)"
         elif i == 9:
             survival = "NA"
-        lines.append(f"BraTS2021_{i:05d},{age:.3f},{survival},{resection}")
+        lines.append(f"{demo_case_id(i)},{age:.3f},{survival},{resection}")
     survival_csv = write_text_atomic(root / "survival.csv", "\n".join(lines) + "\n", overwrite=True)
     return DemoCohort(train, unlabeled, test, survival_csv)
 
@@ -938,6 +938,16 @@ def run_demo(
         if reused:
             raise ValueError(f"{err}\n(to start the demo in {out} again: --overwrite)") from None
         raise
+
+
+#: Synthetic demo cases are numbered from here: BraTS 2021 training IDs end at 01666, so
+#: ``BraTS2021_90000`` and up can never be mistaken for (or matched against) a real case.
+DEMO_ID_BASE = 90000
+
+
+def demo_case_id(index: int) -> str:
+    """``BraTS2021_<DEMO_ID_BASE + index>``: the ID of the demo's ``index``-th phantom case."""
+    return f"BraTS2021_{DEMO_ID_BASE + index:05d}"
 
 
 def demo_cohort(root: str | Path, *, seed: int = 0) -> DemoCohort:

@@ -143,6 +143,16 @@ def _lightning_warning_filters() -> None:
     warnings.filterwarnings(
         "ignore", message=r"Checkpoint directory .* exists and is not empty", category=UserWarning
     )
+    # Source: lightning/pytorch/trainer/connectors/data_connector.py (Lightning 2.6) warns
+    # when both the LightningModule and the LightningDataModule could define
+    # on_before_batch_transfer; ours is defined on the module on purpose (it records
+    # whether a batch holds a labeled patch, MultiTaskModule.on_before_batch_transfer),
+    # and the data module has none, so the module's is the one that should run.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"You have overridden `on_before_batch_transfer` in `LightningModule`",
+        category=UserWarning,
+    )
 
 
 @dataclass(frozen=True)

@@ -382,20 +382,6 @@ def test_changed_preset_error_names_the_run_preset(tmp_path):
         _check_run_config(run, apply_overrides(cpu_config(), ["model.norm_groups=2"]))
 
 
-def test_folds_without_best_checkpoint_predict_with_last(tmp_path, caplog):
-    from brats_mtl.pipeline import fold_checkpoints
-
-    run = tmp_path / "run"
-    for fold, names in ((0, ["best", "last"]), (1, ["last"]), (2, [])):
-        (run / f"fold_{fold}" / "checkpoints").mkdir(parents=True)
-        for name in names:
-            (run / f"fold_{fold}" / "checkpoints" / f"{name}.ckpt").write_bytes(b"")
-    with caplog.at_level("WARNING", logger="brats_mtl.pipeline"):
-        assert fold_checkpoints(run, [0, 1, 2]) == {0: "best", 1: "last", 2: "best"}
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and warnings[0].startswith("fold 1 has no best.ckpt")
-
-
 def test_short_run_predicts_with_last_checkpoints(tmp_path, caplog):
     """train.max_steps below the first validation: no best.ckpt; the chain still ends."""
     import torch

@@ -571,14 +571,14 @@ def run_pipeline(
             command_line=command_line,
         )
 
-    which = fold_checkpoints(run_dir, fold_list)
+    # A fold whose training ended before its first validation has no best.ckpt;
+    # predict_cohort then uses its last.ckpt, with a WARNING, fold by fold.
     logger.info("out-of-fold prediction")
     oof_dir = out / "predictions" / "out_of_fold"
-    for kind in sorted(set(which.values())):  # each fold predicts its own held-out cases
-        predict_cohort(
-            run_dir, data_dir, oof_dir, config=config, which=kind, out_of_fold=True,
-            folds=[f for f in fold_list if which[f] == kind], progress=progress,
-        )
+    predict_cohort(  # each fold predicts its own held-out cases
+        run_dir, data_dir, oof_dir, config=config, which="best", out_of_fold=True,
+        folds=list(fold_list), progress=progress,
+    )
     oof_cases, missing = evaluate_folders(oof_dir, data_dir)
     _report_missing("out-of-fold", missing)
     write_results_csv(oof_cases, tables / "train_set_out_of_fold.csv", overwrite=True)
@@ -587,14 +587,8 @@ def run_pipeline(
     if test_dir is not None:
         logger.info("fold-ensemble prediction of %s", test_dir)
         test_pred = out / "predictions" / "test"
-        ensemble = "best" if set(which.values()) == {"best"} else "last"
-        if ensemble == "last" and "best" in which.values():
-            logger.warning(
-                "the test ensemble uses last.ckpt of every fold, as folds %s have no best.ckpt",
-                [f for f in fold_list if which[f] == "last"],
-            )
         predict_cohort(
-            run_dir, test_dir, test_pred, config=config, folds=list(fold_list), which=ensemble,
+            run_dir, test_dir, test_pred, config=config, folds=list(fold_list), which="best",
             progress=progress,
         )
         if _has_labels(test_dir):
@@ -615,34 +609,6 @@ def run_pipeline(
 
     report = write_report(out, table3, table4, figure_paths, config, oof_cases)
     return PipelineResult(out, report, table3, table4, figure_paths)
-
-
-def fold_checkpoints(run_dir: str | Path, folds: Iterable[int]) -> dict[int, str]:
-    """The checkpoint each fold predicts with: ``"best"``, or ``"last"`` (with a WARNING)
-    for a fold whose training ended before its first validation, so wrote no best.ckpt.
-
-    A fold with neither keeps ``"best"``; prediction then names the missing file.
-
-    Args:
-        run_dir: the training run folder.
-        folds: fold numbers.
-
-    Returns:
-        Fold number -> ``"best"`` or ``"last"``.
-    """
-    from brats_mtl.training import checkpoint_path
-
-    which = {}
-    for fold in folds:
-        best, last = checkpoint_path(run_dir, fold, "best"), checkpoint_path(run_dir, fold, "last")
-        which[fold] = "last" if not best.is_file() and last.is_file() else "best"
-        if which[fold] == "last":
-            logger.warning(
-                "fold %d has no best.ckpt (its training ended before the first validation; "
-                "see train.max_steps and train.val_every_n_epochs): predicting with %s",
-                fold, last,
-            )
-    return which
 
 
 def table3_layout(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -80,21 +80,128 @@ def test_existing_output_needs_resume_or_overwrite(tiny_run):
         run_pipeline(cohort.train_dir, result.out_dir, config=config)
 
 
-def test_resume_does_not_retrain(tiny_run):
+def test_resume_does_not_retrain(tiny_run, caplog):
     cohort, config, result = tiny_run
     ckpt = result.out_dir / "run" / "fold_0" / "checkpoints" / "last.ckpt"
     before = ckpt.stat().st_mtime_ns
     oof = result.out_dir / "predictions" / "out_of_fold" / "BraTS2021_90000.nii.gz"
     oof_before = oof.stat().st_mtime_ns
-    again = run_pipeline(
-        cohort.train_dir, result.out_dir, config=config, unlabeled_dirs=(cohort.unlabeled_dir,),
-        resume=True, progress=False,
-    )
+    with caplog.at_level("INFO", logger="brats_mtl.pipeline"):
+        again = run_pipeline(  # without test_dir and survival_csv: the recorded ones
+            cohort.train_dir, result.out_dir, config=config, resume=True, progress=False,
+        )
     assert ckpt.stat().st_mtime_ns == before
     assert oof.stat().st_mtime_ns == oof_before
-    pd.testing.assert_series_equal(
-        again.table3.loc["Train set (out-of-fold)"], result.table3.loc["Train set (out-of-fold)"]
+    pd.testing.assert_frame_equal(again.table3, result.table3)
+    pd.testing.assert_frame_equal(again.table4, result.table4)
+    table3 = pd.read_csv(result.out_dir / "tables" / "table3.csv", index_col=0)
+    assert list(table3.index) == ["Train set (out-of-fold)", "Test set (fold ensemble)"]
+    assert (result.out_dir / "tables" / "table4.csv").is_file()
+    report = again.report.read_text()
+    assert "Test set (fold ensemble)" in report and "## Survival" in report
+    assert "figures/fig4_survival.png" in report
+    reused = [r.getMessage() for r in caplog.records if "reusing the inputs" in r.getMessage()]
+    assert len(reused) == 1 and all(
+        str(p.resolve()) in reused[0]
+        for p in (cohort.unlabeled_dir, cohort.test_dir, cohort.survival_csv)
     )
+    assert "DATA_DIR" not in reused[0]  # given again, not reused
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "--resume" in r.message]
+
+
+def _recorded_run(tmp_path):
+    """A run folder whose marker records all four inputs (no training)."""
+    from brats_mtl.pipeline import RunInputs, prepare_output_dir, record_run_inputs
+
+    cohort = make_demo_cohort(tmp_path / "data", n_train=2, n_unlabeled=1, n_test=1,
+                              n_survival=4, shape=(16, 16, 16))
+    inputs = RunInputs(cohort.train_dir, (cohort.unlabeled_dir,), cohort.test_dir,
+                       cohort.survival_csv)
+    out = tmp_path / "out"
+    prepare_output_dir(out, "run", inputs=inputs.as_inputs())
+    record_run_inputs(out, inputs)
+    (out / "run").mkdir()  # not empty: --resume reuses it
+    return cohort, inputs, out
+
+
+def test_run_inputs_are_recorded_in_the_marker(tmp_path):
+    from brats_mtl.pipeline import (
+        OUTPUT_MARKER,
+        RunInputs,
+        read_output_marker,
+        read_run_inputs,
+        resolve_run_inputs,
+    )
+
+    cohort, inputs, out = _recorded_run(tmp_path)
+    assert read_run_inputs(out) == inputs.resolved()
+    assert read_output_marker(out)["command"] == "run"  # the other fields are kept
+    assert "inputs" not in read_output_marker(out)
+    assert not [p for p in out.iterdir() if p.name.startswith(f"{OUTPUT_MARKER}.")]  # no temp
+    # only what is not given is taken from the record; nothing without --resume
+    given = RunInputs(cohort.train_dir)
+    assert resolve_run_inputs(out, given, resume=False) == given
+    resolved = resolve_run_inputs(out, given, resume=True)
+    assert resolved.data_dir == cohort.train_dir
+    assert resolved.unlabeled_dirs == (cohort.unlabeled_dir.resolve(),)
+    assert resolved.test_dir == cohort.test_dir.resolve()
+    assert resolved.survival_csv == cohort.survival_csv.resolve()
+    # a folder without recorded inputs (older version, another command): given as it is
+    assert read_run_inputs(tmp_path / "nowhere") is None
+    assert resolve_run_inputs(tmp_path / "nowhere", given, resume=True) == given
+
+
+def test_resume_with_a_different_input_warns_old_to_new(tmp_path, caplog):
+    from brats_mtl.pipeline import RunInputs, resolve_run_inputs
+
+    cohort, inputs, out = _recorded_run(tmp_path)
+    other = tmp_path / "other.csv"
+    other.write_text(cohort.survival_csv.read_text())
+    with caplog.at_level("INFO", logger="brats_mtl.pipeline"):
+        resolved = resolve_run_inputs(
+            out, RunInputs(cohort.train_dir, survival_csv=other), resume=True
+        )
+    assert resolved.survival_csv == other
+    assert resolved.test_dir == cohort.test_dir.resolve()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"--resume: --survival differs from the one recorded in {out / '.brats-mtl-output'}: "
+        f"{cohort.survival_csv.resolve()} -> {other.resolve()} (the new one is used and recorded)"
+    ]
+    info = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert info == [
+        f"--resume: reusing the inputs recorded in {out / '.brats-mtl-output'}: "
+        f"--unlabeled {cohort.unlabeled_dir.resolve()}; --test {cohort.test_dir.resolve()}"
+    ]
+
+
+def test_resume_fails_when_a_recorded_input_is_gone(tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from brats_mtl.cli.main import cli
+    from brats_mtl.pipeline import RunInputs, resolve_run_inputs
+
+    cohort, inputs, out = _recorded_run(tmp_path)
+    moved = tmp_path / "moved_test"
+    shutil.move(cohort.test_dir, moved)
+    with pytest.raises(FileNotFoundError, match=r"--test .*test recorded in .* no longer exists"):
+        resolve_run_inputs(out, RunInputs(cohort.train_dir), resume=True)
+    # given again (where it is now): used, no error
+    assert resolve_run_inputs(
+        out, RunInputs(cohort.train_dir, test_dir=moved), resume=True
+    ).test_dir == moved
+    # the command line: a clear error before any training, nothing written
+    before = sorted(p.name for p in out.iterdir())
+    result = CliRunner().invoke(cli, ["run", str(cohort.train_dir), "--out", str(out), "--resume"])
+    assert result.exit_code == 1, result.output
+    assert (
+        f"--test {cohort.test_dir.resolve()} recorded in {out / '.brats-mtl-output'} for this "
+        "run no longer exists; pass --test again (where it is now), or start again with "
+        "--overwrite"
+    ) in " ".join(result.output.split())
+    assert sorted(p.name for p in out.iterdir()) == before
 
 
 # --- output folder: marker, overwrite, inputs --------------------------------------------

@@ -12,7 +12,8 @@ OUT/
   figures/                  fig1_preprocessing.png, fig3_best.png, fig3_worst.png, fig4_survival.png
   survival/                 model.json, predictions.csv (when a survival table is given)
   report.md                 the tables and links to everything above
-  .brats-mtl-output         marker: brats-mtl created this folder (version, command)
+  .brats-mtl-output         marker: brats-mtl created this folder (version, command, the
+                            run's inputs: --resume reuses those not given again)
 ```
 
 Interrupted work resumes: training continues from each fold's last checkpoint and
@@ -164,13 +165,8 @@ def preset_config(name: str) -> Config:
     raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
 
 
-def read_output_marker(out_dir: str | Path) -> dict[str, str] | None:
-    """The marker of a folder that brats-mtl created, or None when it has none.
-
-    Returns:
-        The marker's fields (``brats_mtl_version``, ``command``, ``command_line``,
-        ``created``); an unreadable marker gives an empty dict (still a marker).
-    """
+def _load_marker(out_dir: str | Path) -> dict | None:
+    """The marker's YAML mapping as written (None without a marker, {} when unreadable)."""
     import yaml
 
     path = Path(out_dir) / OUTPUT_MARKER
@@ -180,34 +176,217 @@ def read_output_marker(out_dir: str | Path) -> dict[str, str] | None:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    return data if isinstance(data, dict) else {}
 
 
-def write_output_marker(out_dir: str | Path, command: str, command_line: str | None = None) -> Path:
+def read_output_marker(out_dir: str | Path) -> dict[str, str] | None:
+    """The marker of a folder that brats-mtl created, or None when it has none.
+
+    Returns:
+        The marker's fields (``brats_mtl_version``, ``command``, ``command_line``,
+        ``created``) as strings; an unreadable marker gives an empty dict (still a
+        marker). The recorded inputs of a ``run`` are read by :func:`read_run_inputs`.
+    """
+    data = _load_marker(out_dir)
+    if data is None:
+        return None
+    return {str(k): str(v) for k, v in data.items() if k != "inputs"}
+
+
+def write_output_marker(
+    out_dir: str | Path,
+    command: str,
+    command_line: str | None = None,
+    inputs: RunInputs | None = None,
+) -> Path:
     """Write ``OUT/.brats-mtl-output``: this folder was created by brats-mtl ``command``.
 
     Args:
         out_dir: the output folder (exists).
         command: ``"run"``, ``"demo"`` or ``"train"``.
         command_line: the command as typed, for the record (default: the command name).
+        inputs: the inputs of a ``run`` (see :func:`record_run_inputs`).
 
     Returns:
         The marker's path.
     """
-    import yaml
-
-    entries = ", ".join(_OUTPUTS[command][0])
     fields = {
         "brats_mtl_version": __version__,
         "command": command,
         "command_line": command_line or f"brats-mtl {command}",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    return _write_marker(Path(out_dir), fields, inputs)
+
+
+def _write_marker(out: Path, fields: dict, inputs: RunInputs | None) -> Path:
+    """Write the marker atomically: ``fields`` (``command`` among them) and ``inputs``."""
+    import yaml
+
+    command = fields["command"]
+    entries = ", ".join(_OUTPUTS[command][0])
+    fields = {k: v for k, v in fields.items() if k != "inputs"}
+    if inputs is not None:
+        fields["inputs"] = inputs.as_record()
     text = (
         f"# brats-mtl {command} created this folder. --overwrite removes only what it writes\n"
         f"# here ({entries}); other files are kept.\n" + yaml.safe_dump(fields, sort_keys=False)
     )
-    return write_text_atomic(Path(out_dir) / OUTPUT_MARKER, text, overwrite=True)
+    return write_text_atomic(out / OUTPUT_MARKER, text, overwrite=True)
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The inputs of a ``brats-mtl run``, recorded in its output folder's marker so that
+    ``--resume`` continues with them (:func:`resolve_run_inputs`).
+
+    Attributes:
+        data_dir: the labeled cohort (``DATA_DIR``).
+        unlabeled_dirs: the ``--unlabeled`` folders (empty: none).
+        test_dir: the ``--test`` folder, or None.
+        survival_csv: the ``--survival`` table, or None.
+    """
+
+    data_dir: Path
+    unlabeled_dirs: tuple[Path, ...] = ()
+    test_dir: Path | None = None
+    survival_csv: Path | None = None
+
+    def resolved(self) -> RunInputs:
+        """The same inputs as absolute paths with symbolic links resolved."""
+        return RunInputs(
+            Path(self.data_dir).resolve(),
+            tuple(Path(u).resolve() for u in self.unlabeled_dirs),
+            None if self.test_dir is None else Path(self.test_dir).resolve(),
+            None if self.survival_csv is None else Path(self.survival_csv).resolve(),
+        )
+
+    def as_record(self) -> dict:
+        """The marker's ``inputs`` mapping (strings; None for an input not given)."""
+        return {
+            "data_dir": str(self.data_dir),
+            "unlabeled_dirs": [str(u) for u in self.unlabeled_dirs],
+            "test_dir": None if self.test_dir is None else str(self.test_dir),
+            "survival_csv": None if self.survival_csv is None else str(self.survival_csv),
+        }
+
+    def as_inputs(self) -> list[tuple[str, Path]]:
+        """``(what, path)`` of each input given, as :func:`prepare_output_dir` takes them."""
+        inputs = [("DATA_DIR", self.data_dir), *(("--unlabeled folder", u) for u in self.unlabeled_dirs)]
+        if self.test_dir is not None:
+            inputs.append(("--test folder", self.test_dir))
+        if self.survival_csv is not None:
+            inputs.append(("--survival table", self.survival_csv))
+        return inputs
+
+
+def read_run_inputs(out_dir: str | Path) -> RunInputs | None:
+    """The inputs recorded in the marker of a ``brats-mtl run`` output folder.
+
+    Returns:
+        The recorded :class:`RunInputs` (resolved paths), or None when ``out_dir`` has no
+        marker, holds another command's output, or its marker predates recorded inputs
+        (or cannot be read).
+    """
+    data = _load_marker(out_dir)
+    if not data or data.get("command") != "run" or not isinstance(data.get("inputs"), dict):
+        return None
+    record = data["inputs"]
+    if not record.get("data_dir"):
+        return None
+    unlabeled = record.get("unlabeled_dirs") or []
+    if isinstance(unlabeled, str):
+        unlabeled = [unlabeled]
+    return RunInputs(
+        Path(str(record["data_dir"])),
+        tuple(Path(str(u)) for u in unlabeled),
+        Path(str(record["test_dir"])) if record.get("test_dir") else None,
+        Path(str(record["survival_csv"])) if record.get("survival_csv") else None,
+    )
+
+
+def record_run_inputs(out_dir: str | Path, inputs: RunInputs) -> None:
+    """Record ``inputs`` in the marker of the ``run`` output folder ``out_dir`` (atomic
+    rewrite; the marker's other fields are kept). A folder without a ``run`` marker (an
+    output of a version without markers) is left as it is: writing one would let
+    ``--overwrite`` remove files there.
+
+    Source: DESIGN.md section 8 (outputs); STYLE rules on outputs.
+    """
+    out = Path(out_dir)
+    data = _load_marker(out)
+    if data is None or data.get("command") != "run":
+        return
+    fields = {"brats_mtl_version": __version__, "command": "run", **data}
+    _write_marker(out, fields, inputs.resolved())
+
+
+#: Option name and :class:`RunInputs` field of each input that ``--resume`` may reuse.
+_RESUMABLE = (
+    ("DATA_DIR", "data_dir"),
+    ("--unlabeled", "unlabeled_dirs"),
+    ("--test", "test_dir"),
+    ("--survival", "survival_csv"),
+)
+
+
+def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -> RunInputs:
+    """The inputs a ``run`` uses: on ``resume``, those recorded in ``out_dir``'s marker for
+    any not given (``unlabeled_dirs`` empty, ``test_dir``/``survival_csv`` None), with one
+    INFO line naming them; a given input that differs from the recorded one wins, with a
+    WARNING naming old -> new.
+
+    Without ``resume``, or without recorded inputs (a new folder, an output of an older
+    version), ``given`` is returned as it is.
+
+    Args:
+        out_dir: the ``run`` output folder.
+        given: the inputs given on the command line.
+        resume: ``--resume``.
+
+    Returns:
+        The :class:`RunInputs` to use.
+
+    Raises:
+        FileNotFoundError: if a recorded input that is not given again no longer exists
+            (the message names it and says to pass it again or to use ``--overwrite``).
+
+    Source: STYLE rules on outputs (a resumed run reports what its first run reported).
+    """
+    recorded = read_run_inputs(out_dir) if resume else None
+    if recorded is None:
+        return given
+    marker = Path(out_dir) / OUTPUT_MARKER
+    new = given.resolved()
+    chosen: dict[str, object] = {}
+    reused: list[str] = []
+    for option, name in _RESUMABLE:
+        old, now = _paths(getattr(recorded, name)), _paths(getattr(new, name))
+        if not now:  # not given: the recorded one, which must still be there
+            chosen[name] = getattr(recorded, name)
+            for path in old:
+                if not path.exists():
+                    raise FileNotFoundError(
+                        f"{option} {path} recorded in {marker} for this run no longer exists; "
+                        f"pass {option} again (where it is now), or start again with --overwrite"
+                    )
+            if old:
+                reused.append(f"{option} {' '.join(map(str, old))}")
+            continue
+        chosen[name] = getattr(given, name)
+        if old and old != now:
+            logger.warning(
+                "--resume: %s differs from the one recorded in %s: %s -> %s (the new one is "
+                "used and recorded)", option, marker, " ".join(map(str, old)),
+                " ".join(map(str, now)),
+            )
+    if reused:
+        logger.info("--resume: reusing the inputs recorded in %s: %s", marker, "; ".join(reused))
+    return RunInputs(**chosen)
+
+
+def _paths(value: Path | tuple[Path, ...] | None) -> tuple[Path, ...]:
+    return () if value is None else value if isinstance(value, tuple) else (value,)
 
 
 def _check_inputs_outside(out: Path, inputs: Iterable[tuple[str, str | Path]]) -> None:
@@ -518,7 +697,9 @@ def run_pipeline(
             labeled, evaluated as the paper's validation/test rows.
         survival_csv: optional BraTS survival table for the age regression (Table 4, Fig. 4).
         folds: folds to train and use; default all ``config.train.n_folds``.
-        resume: continue in an existing output folder.
+        resume: continue in an existing output folder; ``unlabeled_dirs``, ``test_dir``
+            and ``survival_csv`` not given are those recorded when the run started (see
+            :func:`resolve_run_inputs`), so the tables and report keep their rows.
         overwrite: start again: remove what an earlier run wrote in ``out_dir`` (only in a
             folder brats-mtl created; see :func:`prepare_output_dir`).
         progress: progress bars.
@@ -533,7 +714,8 @@ def run_pipeline(
             brats-mtl did not create (see :func:`prepare_output_dir`).
         ValueError: if an input lies inside ``out_dir``; from the stages (bad data, bad
             configuration, a survival table with bad ages).
-        FileNotFoundError: from the stages.
+        FileNotFoundError: on ``resume``, if a recorded input not given again no longer
+            exists; from the stages.
         brats_mtl.training.runner.Terminated: on SIGTERM during training (exit status 143).
 
     Source: paper sections 4-5; DESIGN.md sections 4-8.
@@ -544,16 +726,21 @@ def run_pipeline(
     from brats_mtl.training import train_folds
 
     out = Path(out_dir)
-    inputs = [("DATA_DIR", data_dir), *(("--unlabeled folder", u) for u in unlabeled_dirs)]
-    if test_dir is not None:
-        inputs.append(("--test folder", test_dir))
-    if survival_csv is not None:
-        inputs.append(("--survival table", survival_csv))
+    run_inputs = resolve_run_inputs(
+        out, RunInputs(Path(data_dir), tuple(Path(u) for u in unlabeled_dirs),
+                       None if test_dir is None else Path(test_dir),
+                       None if survival_csv is None else Path(survival_csv)),
+        resume=resume and not overwrite,
+    )
+    data_dir, unlabeled_dirs = run_inputs.data_dir, run_inputs.unlabeled_dirs
+    test_dir, survival_csv = run_inputs.test_dir, run_inputs.survival_csv
     # read the survival table first: a bad table fails before hours of training
     survival_table = read_survival_csv(survival_csv) if survival_csv is not None else None
     prepare_output_dir(
-        out, "run", resume=resume, overwrite=overwrite, inputs=inputs, command_line=command_line
+        out, "run", resume=resume, overwrite=overwrite, inputs=run_inputs.as_inputs(),
+        command_line=command_line,
     )
+    record_run_inputs(out, run_inputs)  # what --resume reuses when not given again
     config = config or Config()
     run_dir = out / "run"
     tables = out / "tables"

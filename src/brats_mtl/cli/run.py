@@ -65,7 +65,9 @@ def command_line() -> str:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one setting, e.g. --set train.max_steps=500 (repeatable).")
 @click.option("--folds", default=None, help="Comma-separated folds to train and use (default all).")
-@click.option("--resume", is_flag=True, help="Continue in an existing output folder.")
+@click.option("--resume", is_flag=True,
+              help="Continue in an existing output folder; --unlabeled, --test and --survival "
+                   "not given again are those the run started with.")
 @click.option("--overwrite", is_flag=True,
               help="Start again: remove what an earlier run wrote in --out (only in a folder "
                    "brats-mtl created; other files are kept).")
@@ -76,8 +78,10 @@ def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, preset, c
 
     --resume without --preset, --config and --set continues with the run's saved
     configuration (OUT/run/config.yaml); with any of them the configuration is built
-    from those as in a first run. SIGTERM stops the run (exit status 143) after saving the training step in progress;
-    --resume continues it.
+    from those as in a first run. --resume reuses the --unlabeled, --test and --survival
+    inputs the run started with (recorded in OUT/.brats-mtl-output) unless given again, so
+    the report keeps its test-set row and survival section. SIGTERM stops the run (exit
+    status 143) after saving the training step in progress; --resume continues it.
     """
     from brats_mtl.config import load_config
     from brats_mtl.pipeline import preset_config, run_pipeline

@@ -152,11 +152,18 @@ def test_a_fold_without_best_uses_last_with_a_warning(tmp_path, cohort, caplog):
     assert (again["status"] == "ok").all()
 
 
-def test_no_checkpoint_at_all_fails_as_before(tmp_path, cohort):
+def test_an_untrained_fold_is_named_with_the_trained_ones(tmp_path, cohort):
     root, files = cohort
-    run = make_run(tmp_path / "run", [f.case_id for f in files], names=("best", None))
-    with pytest.raises(FileNotFoundError, match=r"fold_1/checkpoints/best.ckpt does not exist"):
-        predict_cohort(run, root, tmp_path / "out", config=fast_config(run), folds=[0, 1])
+    run = make_run(tmp_path / "run", [f.case_id for f in files], names=("last", None))
+    message = (
+        f"fold 1 of {run} was not trained (no fold_1/checkpoints/best.ckpt or last.ckpt); "
+        "trained folds: [0]"
+    )
+    for folds in ([1], [0, 1]):
+        with pytest.raises(FileNotFoundError) as error:
+            predict_cohort(run, root, tmp_path / "out", config=fast_config(run), folds=folds)
+        assert str(error.value) == message
+    assert not (tmp_path / "out").exists()  # refused before any case was read
     empty = make_run(tmp_path / "empty", [f.case_id for f in files], names=(None, None))
     with pytest.raises(
         ValueError,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -328,8 +329,12 @@ def test_interrupted_and_resumed_fold_equals_uninterrupted(cohort, tmp_path):
     assert not net.training
     for key, value in net.state_dict().items():
         assert torch.equal(value, b["state_dict"]["net." + key]), key
-    with pytest.raises(FileNotFoundError, match="folds with a best checkpoint: \\[0\\]"):
+    with pytest.raises(FileNotFoundError) as error:
         load_fold_model(run_dir, 1)
+    assert str(error.value) == (
+        f"fold 1 of {run_dir} was not trained (no fold_1/checkpoints/best.ckpt or last.ckpt); "
+        "trained folds: [0]"
+    )
     with pytest.raises(ValueError, match="model configuration"):
         train_fold(cohort, run_dir, 1, config=_config("model.norm_groups=2"),
                    cache_dir=tmp_path / "cache")
@@ -420,6 +425,76 @@ def test_cli_reports_user_errors(cohort, tmp_path):
     assert result.exit_code == 1
     assert "4 labeled cases cannot be split into 5 folds" in result.output
     assert "train.n_folds=4" in result.output
+
+
+def test_every_bad_case_is_reported_at_once_and_good_ones_stay_cached(tmp_path):
+    """A missing modality (found by discovery), a truncated file, labels outside the
+    convention and NaN voxels (found by caching) are listed in one error; the readable
+    cases are cached, and the retry after removing the bad ones preprocesses nothing."""
+
+    import nibabel as nib
+    from click.testing import CliRunner
+
+    from brats_mtl.cli.main import cli
+    from brats_mtl.training.cache import UnusableCasesError
+    from brats_mtl.training.runner import prepare_run
+
+    root = tmp_path / "data"
+    write_phantom_cohort(root, n_labeled=7, n_unlabeled=0, shape=SHAPE, seed=3)
+    ids = sorted(p.name for p in root.iterdir())
+    (root / ids[1] / f"{ids[1]}_flair.nii.gz").unlink()
+    t1 = root / ids[2] / f"{ids[2]}_t1.nii.gz"
+    t1.write_bytes(t1.read_bytes()[: t1.stat().st_size // 2])
+    seg = root / ids[3] / f"{ids[3]}_seg.nii.gz"
+    img = nib.load(seg)
+    labels = np.asarray(img.dataobj).copy()
+    labels[labels == 1] = 3
+    nib.save(nib.Nifti1Image(labels, img.affine, img.header), seg)
+    t2 = root / ids[4] / f"{ids[4]}_t2.nii.gz"
+    img = nib.load(t2)
+    image = np.asarray(img.dataobj, dtype=np.float32).copy()
+    image[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(image, img.affine), t2)
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    result = CliRunner().invoke(cli, ["train", str(root), "--out", str(run), "--fold", "0",
+                                      "--cache-dir", str(cache), "--set", "train.n_folds=2"])
+    assert result.exit_code == 1
+    assert "4 of 7 cases cannot be used for training:" in result.output
+    assert "fix or remove them and run again (cases already cached are kept)" in result.output
+    with pytest.raises(UnusableCasesError) as error:
+        prepare_run(root, run, _config(), cache_dir=cache)
+    assert [case_id for case_id, _ in error.value.problems] == ids[1:5]
+    lines = str(error.value).splitlines()
+    assert len(lines) == 6 and all(line.startswith(f"  {c}: ") for c, line in
+                                   zip(ids[1:5], lines[1:5], strict=True))
+    problems = dict(error.value.problems)
+    assert "flair" in problems[ids[1]] and str(t1) in problems[ids[2]]
+    assert str(seg) in problems[ids[3]] and str(t2) in problems[ids[4]]
+    good = [ids[0], *ids[5:]]
+    assert sorted(p.stem for p in cache.glob("*.json")) == good
+    stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    for case_id in ids[1:5]:
+        shutil.rmtree(root / case_id)
+    data = prepare_run(root, run, _config(), cache_dir=cache)
+    assert sorted(data.labeled) == good
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == stamps  # reused
+
+
+def test_bad_cases_are_all_reported_with_parallel_workers(cohort, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(cohort, root)
+    cases = discover_cases(root)
+    for files in cases[:2]:
+        path = files.images["t1ce"]
+        path.write_bytes(path.read_bytes()[:100])
+    from brats_mtl.training.cache import UnusableCasesError
+
+    with pytest.raises(UnusableCasesError) as error:
+        build_cache(cases, tmp_path / "cache", num_workers=2)
+    assert [c for c, _ in error.value.problems] == [c.case_id for c in cases[:2]]
+    assert str(error.value).startswith(f"2 of {len(cases)} cases cannot be used for training:")
+    assert len(list((tmp_path / "cache").glob("*.json"))) == len(cases) - 2
 
 
 # --- run folder rules ------------------------------------------------------------------
@@ -640,6 +715,16 @@ def test_resume_and_short_epochs_show_no_lightning_noise(cohort, tmp_path, caplo
     assert not [m for m in messages if "exists and is not empty" in m], messages
     assert not [m for m in messages if "logging interval" in m], messages
     assert caplog.text.count("no best.ckpt will be written and last.ckpt will be used") == 2
+    # resumed again at the same max_steps: nothing to train, said once, no warning
+    caplog.clear()
+    with caplog.at_level("INFO", logger="brats_mtl.training.runner"):
+        again = run(2, resume=True)
+    assert again.already_done and again.global_step == 2 and again.val_metrics == {}
+    assert (
+        "fold 0 already reached train.max_steps=2; nothing to train "
+        "(raise train.max_steps to continue)"
+    ) in caplog.messages
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
 
 
 def test_train_refuses_a_folder_it_did_not_create(cohort, tmp_path):

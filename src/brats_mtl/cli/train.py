@@ -148,6 +148,12 @@ def command(
         except (FileExistsError, FileNotFoundError, ValueError) as err:
             raise click.ClickException(str(err)) from None
     for r in results:
+        if r.already_done:
+            click.echo(
+                f"fold {r.fold}: already at train.max_steps ({r.global_step} steps), "
+                f"nothing trained; {r.fold_dir}"
+            )
+            continue
         dice = r.val_metrics
         summary = (
             "  ".join(f"{k}={v:.3f}" for k, v in dice.items()) if dice else "no validation"

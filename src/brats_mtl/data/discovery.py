@@ -108,7 +108,10 @@ class _BrokenCase:
 
 
 def discover_cases(
-    root: str | Path, *, invalid: list[tuple[str, str]] | None = None
+    root: str | Path,
+    *,
+    invalid: list[tuple[str, str]] | None = None,
+    consequence: str = "it will be reported as failed",
 ) -> list[CaseFiles]:
     """Find every case under ``root``, in any supported layout.
 
@@ -117,13 +120,18 @@ def discover_cases(
             (with ``imagesTr``/``imagesTs``), or a single case folder.
         invalid: None (default): a case folder that cannot be read as a case raises.
             A list: such cases are left out of the result, logged one warning each
-            (``"<case>: <problem>; it will be reported as failed"``) and
+            (``"<case>: <problem>; <consequence>"``) and
             ``(case_id, message)`` is appended for each, sorted by case ID, once the
             whole root has been read without a cohort error. The message is the one
-            that would have been raised (it names the folder and the files found). Collected: a case lacking a modality, two files
-            for one modality (e.g. ``.nii`` beside ``.nii.gz``, or both naming styles),
-            two segmentation files. A folder holding several cases has each case judged
-            alone. Used by prediction, where one broken case must not stop the cohort.
+            that would have been raised (it names the folder and the files found).
+            Collected: a case lacking a modality, two files for one modality (e.g.
+            ``.nii`` beside ``.nii.gz``, or both naming styles), two segmentation files.
+            A folder holding several cases has each case judged alone. Used by
+            prediction, where one broken case must not stop the cohort, and by training,
+            which reports every broken case at once.
+        consequence: the end of each warning on a broken case: what the caller does
+            with it (prediction: "it will be reported as failed"; training: "it cannot
+            be used for training").
 
     Returns:
         The readable cases sorted by ``case_id``. Unlabeled cases (no segmentation file,
@@ -187,9 +195,9 @@ def discover_cases(
         logger.info("found %s (%d labeled) under %s", _plural(len(cases), "case"), n_labeled, root)
     if broken:
         broken.sort(key=lambda b: b.case_id)
-        # the caller (prediction) reports these cases as failed: say so, not "skipped"
+        # say what the caller does with these cases, not "skipped"
         for b in broken:
-            logger.warning("%s: %s; it will be reported as failed", b.case_id, b.message)
+            logger.warning("%s: %s; %s", b.case_id, b.message, consequence)
         invalid.extend((b.case_id, b.message) for b in broken)
     return cases
 

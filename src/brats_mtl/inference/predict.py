@@ -1383,8 +1383,7 @@ def resolve_checkpoint(run_dir: str | Path, fold: int, which: str = "best") -> s
 
     ``best.ckpt`` is written at a fold's first validation, so a fold stopped before it
     has only ``last.ckpt``; that one is used then, with a WARNING naming the fold and
-    the file. A fold without either checkpoint is left to ``training.load_fold_model``
-    to report.
+    the file.
 
     Args:
         run_dir: the training run folder.
@@ -1393,9 +1392,16 @@ def resolve_checkpoint(run_dir: str | Path, fold: int, which: str = "best") -> s
 
     Returns:
         "best" or "last".
+
+    Raises:
+        FileNotFoundError: if the fold has neither checkpoint: "fold K of RUN was not
+            trained (no fold_K/checkpoints/best.ckpt or last.ckpt); trained folds: [...]"
+            (``training.runner.check_fold_trained``).
     """
     from brats_mtl import training
+    from brats_mtl.training.runner import check_fold_trained
 
+    check_fold_trained(run_dir, fold)
     if which != "best" or training.checkpoint_path(run_dir, fold, "best").is_file():
         return which
     last = training.checkpoint_path(run_dir, fold, "last")

@@ -19,6 +19,7 @@ from typing import Any
 
 _EXPORTS = {
     "CachedCase": "cache",
+    "UnusableCasesError": "cache",
     "build_cache": "cache",
     "PatchDataset": "datasets",
     "PatchSampler": "datasets",
@@ -28,6 +29,7 @@ _EXPORTS = {
     "MultiTaskModule": "module",
     "FoldResult": "runner",
     "available_folds": "runner",
+    "check_fold_trained": "runner",
     "checkpoint_path": "runner",
     "load_fold_model": "runner",
     "prepare_run": "runner",
@@ -35,6 +37,7 @@ _EXPORTS = {
     "run_checkpoints": "runner",
     "train_fold": "runner",
     "train_folds": "runner",
+    "trained_folds": "runner",
     "with_train_settings": "runner",
 }
 

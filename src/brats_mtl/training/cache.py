@@ -199,9 +199,43 @@ def cache_case(files: CaseFiles, cache_dir: str | Path, *, use_labels: bool = Tr
     return _from_meta(cache_dir, meta)
 
 
+#: What a bad case raises while it is read and preprocessed (``CaseDataError`` is a
+#: ``ValueError``; ``FileNotFoundError``: a file removed since the cases were found).
+_CASE_ERRORS = (ValueError, FileNotFoundError)
+
+
+class UnusableCasesError(ValueError):
+    """Some cases cannot be read or preprocessed; the message lists every one of them.
+
+    Attributes:
+        problems: ``(case_id, message)`` per bad case, sorted by case ID; each message is
+            the one reading the case raised (it names the file and the problem).
+        n_cases: how many cases were given in all.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]], n_cases: int) -> None:
+        self.problems = sorted(problems)
+        self.n_cases = n_cases
+        lines = "\n".join(f"  {case_id}: {message}" for case_id, message in self.problems)
+        super().__init__(
+            f"{len(self.problems)} of {n_cases} cases cannot be used for training:\n{lines}\n"
+            "fix or remove them and run again (cases already cached are kept)"
+        )
+
+
 def _cache_one(args: tuple[CaseFiles, str, bool]) -> CachedCase:
     files, cache_dir, use_labels = args
     return cache_case(files, cache_dir, use_labels=use_labels)
+
+
+def _is_cached(files: CaseFiles, cache_dir: str, use_labels: bool) -> bool:
+    """True when the case's cache entry is complete and current (False when a file is
+    missing: :func:`cache_case` then reports it)."""
+    try:
+        key = cache_key(files, use_labels and files.labeled)
+    except FileNotFoundError:
+        return False
+    return _load_valid(Path(cache_dir), files.case_id, key) is not None
 
 
 def _start_method() -> str:
@@ -221,6 +255,9 @@ def build_cache(
 ) -> list[CachedCase]:
     """Make sure every case is in the cache; preprocess the missing or stale ones.
 
+    Every case is tried before anything is raised: the good ones are cached (a retry
+    after fixing the bad ones reuses them) and the bad ones are reported together.
+
     Args:
         cases: the cases' files.
         cache_dir: the cache folder (created).
@@ -234,8 +271,11 @@ def build_cache(
         The cached cases, in the order of ``cases``.
 
     Raises:
-        ValueError: if two cases share an ID, or from preprocessing (names the file).
-        FileNotFoundError: if an input file is missing.
+        UnusableCasesError: (a ``ValueError``) if some cases cannot be read or
+            preprocessed (a truncated file, label values outside the convention, NaN
+            voxels, shapes that differ, a file gone missing); lists every such case with
+            its file and problem.
+        ValueError: if two cases share an ID.
     """
     cache_dir = Path(cache_dir)
     flags = [use_labels] * len(cases) if isinstance(use_labels, bool) else list(use_labels)
@@ -250,15 +290,28 @@ def build_cache(
             )
         seen.add(files.case_id)
     jobs = [(files, str(cache_dir), flag) for files, flag in zip(cases, flags, strict=True)]
-    todo = [
-        i
-        for i, (files, _, flag) in enumerate(jobs)
-        if _load_valid(cache_dir, files.case_id, cache_key(files, flag and files.labeled)) is None
-    ]
+    todo = [i for i, job in enumerate(jobs) if not _is_cached(*job)]
     if todo:
         logger.info("caching %d of %d cases in %s", len(todo), len(cases), cache_dir)
+    # every case is tried, so one attempt reports every bad case; the good ones stay cached
+    results: dict[int, CachedCase] = {}
+    failed: dict[int, str] = {}
     if num_workers > 1 and len(todo) > 1:
         context = multiprocessing.get_context(_start_method())
         with ProcessPoolExecutor(min(num_workers, len(todo)), mp_context=context) as pool:
-            list(pool.map(_cache_one, [jobs[i] for i in todo]))
-    return [_cache_one(job) for job in jobs]
+            futures = {i: pool.submit(_cache_one, jobs[i]) for i in todo}
+            for i, future in futures.items():
+                try:
+                    results[i] = future.result()
+                except _CASE_ERRORS as error:
+                    failed[i] = str(error)
+    for i, job in enumerate(jobs):
+        if i not in results and i not in failed:
+            try:
+                results[i] = _cache_one(job)
+            except _CASE_ERRORS as error:
+                failed[i] = str(error)
+    problems = [(jobs[i][0].case_id, message) for i, message in failed.items()]
+    if problems:
+        raise UnusableCasesError(problems, len(cases))
+    return [results[i] for i in range(len(jobs))]

@@ -41,7 +41,7 @@ from typing import Any
 
 from brats_mtl.config import Config, load_config, save_config, to_dict
 from brats_mtl.data import discover_cases
-from brats_mtl.training.cache import CachedCase, build_cache
+from brats_mtl.training.cache import CachedCase, UnusableCasesError, build_cache
 from brats_mtl.training.csvio import read_csv, write_csv
 from brats_mtl.training.splits import Splits, case_stratum, load_or_create_splits, read_splits
 
@@ -168,6 +168,9 @@ class FoldResult:
         val_metrics: mean ``dice_ET``, ``dice_WT``, ``dice_TC``, ``dice_mean`` of the last
             validation (empty without validation).
         best_dice_mean: highest validation ``dice_mean`` (None without validation).
+        already_done: True when a resumed fold's ``last.ckpt`` was already at
+            ``train.max_steps`` and nothing was trained (``val_metrics`` is then empty and
+            ``best_dice_mean`` None).
     """
 
     fold: int
@@ -177,6 +180,7 @@ class FoldResult:
     global_step: int
     val_metrics: dict[str, float]
     best_dice_mean: float | None
+    already_done: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,33 @@ def read_run_config(run_dir: str | Path) -> Config:
     return load_config(path)
 
 
+def trained_folds(run_dir: str | Path) -> list[int]:
+    """The folds of a run holding any checkpoint (``fold_K/checkpoints/*.ckpt``), sorted."""
+    folds = set()
+    for path in run_checkpoints(run_dir):
+        name = path.parent.parent.name.removeprefix("fold_")
+        if name.isdigit():
+            folds.add(int(name))
+    return sorted(folds)
+
+
+def check_fold_trained(run_dir: str | Path, fold: int) -> None:
+    """Raise when a fold has neither ``best.ckpt`` nor ``last.ckpt``.
+
+    Raises:
+        FileNotFoundError: "fold K of RUN was not trained (no fold_K/checkpoints/best.ckpt
+            or last.ckpt); trained folds: [...]" (the folds holding any checkpoint).
+    """
+    if any(checkpoint_path(run_dir, fold, w).is_file() for w in ("best", "last")):
+        return
+    folds = trained_folds(run_dir)
+    where = f"fold_{fold}/{CHECKPOINT_DIR}"
+    raise FileNotFoundError(
+        f"fold {fold} of {run_dir} was not trained (no {where}/best.ckpt or last.ckpt); "
+        + (f"trained folds: {folds}" if folds else "no fold has a checkpoint yet: train first")
+    )
+
+
 def load_fold_model(run_dir: str | Path, fold: int, which: str = "best"):
     """The trained network of one fold, on the CPU, in eval mode.
 
@@ -256,8 +287,10 @@ def load_fold_model(run_dir: str | Path, fold: int, which: str = "best"):
         ``brats_mtl.model.MultiTaskNet`` built from the run's ``config.yaml``.
 
     Raises:
-        FileNotFoundError: if the run has no config.yaml or the checkpoint is missing
-            (names it and lists the folds that have one).
+        FileNotFoundError: if the run has no config.yaml; if the fold has no checkpoint
+            at all (:func:`check_fold_trained`: "fold K of RUN was not trained ...;
+            trained folds: [...]"); if only the other checkpoint exists (names the file
+            and lists the folds that have the one asked for).
         ValueError: if ``which`` is unknown.
     """
     import torch
@@ -267,6 +300,7 @@ def load_fold_model(run_dir: str | Path, fold: int, which: str = "best"):
     path = checkpoint_path(run_dir, fold, which)
     config = read_run_config(run_dir)
     if not path.is_file():
+        check_fold_trained(run_dir, fold)
         try:
             folds = available_folds(run_dir, which)
         except (FileNotFoundError, ValueError):
@@ -277,7 +311,7 @@ def load_fold_model(run_dir: str | Path, fold: int, which: str = "best"):
             else f"no fold of {run_dir} has a {which} checkpoint yet"
         )
         if which == "best":
-            hint += " (best.ckpt is written at the first validation; 'last' may exist)"
+            hint += " (best.ckpt is written at the first validation; use 'last')"
         raise FileNotFoundError(f"checkpoint {path} does not exist; {hint}")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = {
@@ -437,6 +471,12 @@ def prepare_run(
     ``config.yaml`` is written once the cases are cached and the splits are settled, so
     an attempt refused on its data or splits leaves the saved configuration as it was.
 
+    Every case is checked before training: a case folder that cannot be read as a case
+    (a missing modality) and a case whose files cannot be read or preprocessed (a
+    truncated file, labels outside the convention, NaN voxels, shapes that differ) are
+    collected over all folders, and one :class:`~brats_mtl.training.cache.UnusableCasesError`
+    lists them all; the readable cases are cached first, so the retry reuses them.
+
     Args:
         data_dir: dataset folder (any supported layout); labeled cases are
             cross-validated, unlabeled ones (no segmentation) join every training set.
@@ -453,26 +493,37 @@ def prepare_run(
         The :class:`RunData`.
 
     Raises:
-        FileNotFoundError, ValueError: no cases found, duplicate case IDs, unreadable
-            files (from ``brats_mtl.data``); in a run with results, a changed model or loss
-            or splits that do not match; fewer labeled cases than folds.
+        UnusableCasesError: (a ``ValueError``) if some cases cannot be used (see above).
+        FileNotFoundError, ValueError: no cases found, duplicate case IDs (from
+            ``brats_mtl.data``); in a run with results, a changed model or loss or splits
+            that do not match; fewer labeled cases than folds.
 
     Source: DESIGN.md section 4 (splits saved and reused).
     """
     run_dir = Path(run_dir)
     has_results = _check_run_config(run_dir, config)
-    cases = list(discover_cases(data_dir))
+    # every case is checked before training: broken case folders (a missing modality)
+    # from discovery, unreadable files from caching; all of them are reported at once
+    invalid: list[tuple[str, str]] = []
+    consequence = "it cannot be used for training"
+    cases = list(discover_cases(data_dir, invalid=invalid, consequence=consequence))
     flags = [c.labeled for c in cases]
     for folder in unlabeled_dirs:
-        extra = discover_cases(folder)
+        extra = discover_cases(folder, invalid=invalid, consequence=consequence)
         cases += extra
         flags += [False] * len(extra)
-    cached = build_cache(
-        cases,
-        Path(cache_dir) if cache_dir is not None else run_dir / CACHE_DIR,
-        use_labels=flags,
-        num_workers=config.train.cache_workers if cache_workers is None else cache_workers,
-    )
+    n_cases = len(cases) + len(invalid)
+    try:
+        cached = build_cache(
+            cases,
+            Path(cache_dir) if cache_dir is not None else run_dir / CACHE_DIR,
+            use_labels=flags,
+            num_workers=config.train.cache_workers if cache_workers is None else cache_workers,
+        )
+    except UnusableCasesError as error:
+        raise UnusableCasesError(invalid + error.problems, n_cases) from None
+    if invalid:
+        raise UnusableCasesError(invalid, n_cases)
     labeled = {c.case_id: c for c in cached if c.labeled}
     unlabeled = [c for c in cached if not c.labeled]
     strata = {cid: case_stratum(c.grade, c.has_et) for cid, c in labeled.items()}
@@ -580,8 +631,14 @@ def train_on_cases(
     enable_progress_bar: bool = True,
     deterministic: bool | None = None,
     figure: bool = True,
+    name: str | None = None,
 ) -> FoldResult:
     """Fit the multi-task network on cached cases with Lightning; write a fold folder.
+
+    With ``resume``, a ``last.ckpt`` already at ``train.max_steps`` trains nothing: an
+    INFO says so ("fold K already reached train.max_steps=N; nothing to train (raise
+    train.max_steps to continue)"), no pre-training warning is given and the result has
+    ``already_done=True``.
 
     Args:
         config: the configuration (network, loss, training settings).
@@ -598,6 +655,7 @@ def train_on_cases(
             and when that is None too, on the CPU only (several CUDA kernels of 3-D
             upsampling have no deterministic backward pass).
         figure: save ``training_curves.png``.
+        name: what messages call the fold (e.g. "fold 0"); default ``out_dir``.
 
     Returns:
         The :class:`FoldResult`.
@@ -624,6 +682,25 @@ def train_on_cases(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = config.train
+    done = _resumed_at_max_steps(out / CHECKPOINT_DIR / "last.ckpt", t.max_steps, resume)
+    if done is not None:
+        logger.info(
+            "%s already reached train.max_steps=%d; nothing to train "
+            "(raise train.max_steps to continue)",
+            name or out,
+            t.max_steps,
+        )
+        best = out / CHECKPOINT_DIR / "best.ckpt"
+        return FoldResult(
+            fold=-1,
+            fold_dir=out,
+            last_checkpoint=out / CHECKPOINT_DIR / "last.ckpt",
+            best_checkpoint=best if best.is_file() else None,
+            global_step=done,
+            val_metrics={},
+            best_dice_mean=None,
+            already_done=True,
+        )
     if checkpoint_every_n_steps is None:
         checkpoint_every_n_steps = t.checkpoint_every_n_steps
     if deterministic is None:
@@ -730,6 +807,18 @@ def train_on_cases(
         val_metrics=val_metrics,
         best_dice_mean=best_score,
     )
+
+
+def _resumed_at_max_steps(last: Path, max_steps: int, resume: bool) -> int | None:
+    """The step of ``last`` when resuming from it would train nothing (it is at or past
+    ``max_steps``), else None (no resume, no checkpoint, or ``max_steps`` < 0: the
+    epoch limit decides)."""
+    if not resume or max_steps < 0 or not last.is_file():
+        return None
+    import torch
+
+    step = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    return step if step >= max_steps else None
 
 
 def _steps_per_epoch(n_patches: int, batch_size: int, world_size: int) -> int:
@@ -890,6 +979,7 @@ def train_fold(
         path,
         resume=resume,
         enable_progress_bar=enable_progress_bar,
+        name=f"fold {fold}",
     )
     return dataclasses.replace(result, fold=fold)
 

@@ -380,3 +380,13 @@ def test_a_broken_case_is_announced_as_failed_not_skipped(cohort, caplog):
     assert "skipped" not in message
     with pytest.raises(ValueError, match="lacks modality flair"):
         discover_cases(root)
+
+
+def test_the_broken_case_warning_ends_with_the_callers_consequence(cohort, caplog):
+    root, files = cohort
+    files[1].images["flair"].unlink()
+    with caplog.at_level(logging.WARNING, logger="brats_mtl.data.discovery"):
+        discover_cases(root, invalid=[], consequence="it cannot be used for training")
+    [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "lacks modality flair" in message
+    assert message.endswith("; it cannot be used for training")

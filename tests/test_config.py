@@ -59,3 +59,10 @@ def test_atomic_output_has_usual_permissions(tmp_path):
     with pytest.raises(FileExistsError):
         write_text_atomic(path, "b")
     assert path.read_text() == "a"
+
+
+def test_invalid_yaml_is_a_value_error_naming_the_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ValueError, match=r"config\.yaml is not valid YAML"):
+        load_config(path)

@@ -809,3 +809,13 @@ def test_train_has_the_shared_progress_option():
     for command in (run.command, demo.command, train.command):
         option = {p.name: p for p in command.params}["progress"]
         assert option.opts == ["--progress"] and option.secondary_opts == ["--no-progress"]
+
+
+def test_a_damaged_last_checkpoint_on_resume_is_named(tmp_path):
+    from brats_mtl.training.runner import _resumed_at_max_steps
+
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"last\.ckpt cannot be read .*--overwrite"):
+        _resumed_at_max_steps(last, max_steps=10, resume=True)
+    assert _resumed_at_max_steps(last, max_steps=10, resume=False) is None

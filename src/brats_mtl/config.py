@@ -235,7 +235,10 @@ def load_config(
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"configuration file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"configuration file {path} is not valid YAML: {error}") from None
         if not isinstance(data, dict):
             raise ValueError(f"configuration file {path} must hold a mapping of sections")
         merged = to_dict(config)

@@ -822,7 +822,8 @@ def table3_layout(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def _has_labels(folder: str | Path) -> bool:
     from brats_mtl.data import discover_cases
 
-    return any(c.labeled for c in discover_cases(folder))
+    # a broken case folder was already reported by prediction: do not stop here
+    return any(c.labeled for c in discover_cases(folder, invalid=[]))
 
 
 def _report_missing(what: str, missing: dict[str, list[str]]) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.cli.run import progress_option
+from brats_mtl.cli.run import command_line, progress_option
 
 
 @click.command("demo")
@@ -29,8 +29,6 @@ def command(out_dir, overwrite, resume, overrides, progress):
     the configuration saved in OUT/results/run/config.yaml is used. --overwrite starts
     again. SIGTERM stops it (exit status 143); the next run continues.
     """
-    import shlex
-    import sys
     import time
 
     from brats_mtl.config import apply_overrides, load_config
@@ -49,7 +47,7 @@ def command(out_dir, overwrite, resume, overrides, progress):
                 config = apply_overrides(demo_config(), overrides)
             result = run_demo(
                 out_dir, config, overwrite=overwrite, progress=progress,
-                command_line=shlex.join(["brats-mtl", *sys.argv[1:]]),
+                command_line=command_line(),
             )
         except (FileNotFoundError, FileExistsError, ValueError) as err:
             raise click.ClickException(str(err)) from err

@@ -1179,6 +1179,11 @@ def predict_cases(
             output_dir / CSV_NAME,
         )
         raise interrupted from None
+    except SystemExit:  # SIGTERM (training.runner.Terminated): the same clean-up, then exit
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        merge_records(output_dir, cohort_ids)
+        raise
     finally:
         bar.close()
     rows.extend(unreadable_rows)
@@ -1404,9 +1409,7 @@ def resolve_checkpoint(run_dir: str | Path, fold: int, which: str = "best") -> s
     check_fold_trained(run_dir, fold)
     if which != "best" or training.checkpoint_path(run_dir, fold, "best").is_file():
         return which
-    last = training.checkpoint_path(run_dir, fold, "last")
-    if not last.is_file():
-        return which
+    last = training.checkpoint_path(run_dir, fold, "last")  # exists: check_fold_trained
     logger.warning(
         "fold %d has no best.ckpt (its training stopped before the first validation); "
         "predicting with %s",

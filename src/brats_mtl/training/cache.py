@@ -201,7 +201,7 @@ def cache_case(files: CaseFiles, cache_dir: str | Path, *, use_labels: bool = Tr
 
 #: What a bad case raises while it is read and preprocessed (``CaseDataError`` is a
 #: ``ValueError``; ``FileNotFoundError``: a file removed since the cases were found).
-_CASE_ERRORS = (ValueError, FileNotFoundError)
+_CASE_ERRORS = (ValueError, OSError)  # OSError: FileNotFoundError, PermissionError, ...
 
 
 class UnusableCasesError(ValueError):

@@ -31,6 +31,7 @@ import dataclasses
 import logging
 import math
 import os
+import pickle
 import signal
 import threading
 import warnings
@@ -817,7 +818,15 @@ def _resumed_at_max_steps(last: Path, max_steps: int, resume: bool) -> int | Non
         return None
     import torch
 
-    step = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    try:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        step = int(checkpoint["global_step"])
+    except (RuntimeError, OSError, KeyError, ValueError, pickle.UnpicklingError) as error:
+        raise ValueError(
+            f"checkpoint {last} cannot be read ({type(error).__name__}: {error}); it is damaged "
+            "or not a brats-mtl checkpoint: delete it to resume from scratch, or train with "
+            "--overwrite"
+        ) from None
     return step if step >= max_steps else None
 
 

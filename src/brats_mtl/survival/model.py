@@ -275,9 +275,10 @@ def fit_age_model(
     if n_censored:
         left_out = censored.loc[censored["censored"]]
         logger.info(
-            "%s: %d censored rows kept out of the fit: %s",
+            "%s: %d censored %s kept out of the fit: %s",
             table.path,
             n_censored,
+            "row" if n_censored == 1 else "rows",
             ", ".join(
                 f"line {ln} {cid} (alive at {d:g} days)"
                 for cid, d, ln in zip(

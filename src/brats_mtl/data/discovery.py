@@ -229,6 +229,22 @@ def _is_nifti(name: str) -> bool:
     return not name.startswith(".") and _NIFTI_RE.search(name) is not None
 
 
+def _group_case_files(
+    names: list[str],
+) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
+    """File names grouped as case ID -> lower-case suffix (t1, seg, ...) -> names, and the
+    names that match no ``<ID>_<suffix>`` pattern."""
+    groups: dict[str, dict[str, list[str]]] = {}
+    unmatched: list[str] = []
+    for name in names:
+        match = _CASE_FILE_RE.match(name)
+        if match is None:
+            unmatched.append(name)
+            continue
+        groups.setdefault(match["case"], {}).setdefault(match["suffix"].lower(), []).append(name)
+    return groups, unmatched
+
+
 def _discover_case_folder(
     folder: Path,
     filenames: list[str],
@@ -240,14 +256,7 @@ def _discover_case_folder(
 
     A case that cannot be read raises, or is appended to ``broken`` when that is a list.
     """
-    groups: dict[str, dict[str, list[str]]] = {}
-    unmatched: list[str] = []
-    for name in filenames:
-        match = _CASE_FILE_RE.match(name)
-        if match is None:
-            unmatched.append(name)
-            continue
-        groups.setdefault(match["case"], {}).setdefault(match["suffix"].lower(), []).append(name)
+    groups, unmatched = _group_case_files(filenames)
     # A group with only a segmentation (e.g. a folder of predictions) is not a case.
     groups = {cid: g for cid, g in groups.items() if set(g) - {"seg"}}
     if not groups:
@@ -526,14 +535,7 @@ def _folder_label_maps(folder: Path, names: list[str]) -> list[LabelFile]:
     """The label maps lying directly in ``folder`` (see :func:`discover_label_maps`)."""
     if folder.name in _MSD_LABEL_DIRS:
         return [LabelFile(_NIFTI_RE.sub("", n), folder / n, MSD) for n in names]
-    groups: dict[str, dict[str, list[str]]] = {}
-    unmatched: list[str] = []
-    for name in names:
-        match = _CASE_FILE_RE.match(name)
-        if match is None:
-            unmatched.append(name)
-            continue
-        groups.setdefault(match["case"], {}).setdefault(match["suffix"].lower(), []).append(name)
+    groups, unmatched = _group_case_files(names)
     if not groups:
         # a flat folder of <ID>.nii.gz label files
         return [LabelFile(_NIFTI_RE.sub("", n), folder / n, None) for n in unmatched]

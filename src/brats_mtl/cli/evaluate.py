@@ -12,6 +12,11 @@ from pathlib import Path
 import click
 
 _CONVENTIONS = ("auto", "brats2019", "brats2023", "msd")
+# Kept literal so that --help does not import the package; pinned to the registries by
+# tests/test_evaluation_protocols.py.
+_PROTOCOLS = ("legacy", "lesionwise", "panoptica")
+_SCHEMES = ("auto", "brats2017", "msd", "brats2023", "gli-post", "ped2024")
+_TASKS = ("auto", "GLI", "SSA", "MEN", "MET", "PED", "GoAT")
 
 
 @click.command(name="evaluate")
@@ -56,6 +61,38 @@ _CONVENTIONS = ("auto", "brats2019", "brats2023", "msd")
     "--pred-convention. nnU-Net's BraTS label files (1 edema, 2 non-enhancing, 3 "
     "enhancing) outside a labelsTr folder need msd.",
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(_PROTOCOLS),
+    default="legacy",
+    show_default=True,
+    help="legacy: BraTS 2017-2021 online system (Dice, HD95 as medpy). lesionwise: BraTS "
+    "2023-2025 lesion-wise Dice and HD95 (plus whole-region scores, lesion counts). "
+    'panoptica: BraTS 2026 evaluator (needs pip install "brats-mtl[brats2026]").',
+)
+@click.option(
+    "--labels",
+    type=click.Choice(_SCHEMES),
+    default="auto",
+    show_default=True,
+    help="Label scheme of the references (and predictions): brats2017 (1 NCR/NET, 2 ED, "
+    "4 ET), msd, brats2023 (1 NETC, 2 SNFH, 3 ET), gli-post (+ 4 RC), ped2024 (1 ET, 2 NET, "
+    "3 CC, 4 ED); auto: from the layout, case IDs and values.",
+)
+@click.option(
+    "--task",
+    type=click.Choice(_TASKS),
+    default="auto",
+    show_default=True,
+    help="BraTS task of the lesion-wise parameters (dilation, volume threshold) and of the "
+    "panoptica config; auto: from BraTS-<TASK>-... case IDs (GLI otherwise).",
+)
+@click.option(
+    "--lesions-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="lesionwise: also write one row per reference lesion and region to this CSV.",
+)
 def command(
     pred_dir: Path,
     ref_dir: Path,
@@ -65,6 +102,10 @@ def command(
     missing_as_empty: bool,
     pred_convention: str,
     ref_convention: str,
+    protocol: str = "legacy",
+    labels: str = "auto",
+    task: str = "auto",
+    lesions_out: Path | None = None,
 ) -> None:
     """Dice, HD95, sensitivity, specificity of PRED_DIR against the references in REF_DIR.
 
@@ -83,12 +124,14 @@ def command(
                         labelsTr folder itself)
     """
     from brats_mtl.conventions import REGION_ORDER
-    from brats_mtl.evaluation import evaluate_folders, write_results_csv
+    from brats_mtl.evaluation import RESULT_COLUMNS, evaluate_folders
 
     if out_path.exists() and not overwrite:
         raise click.ClickException(
             f"results file {out_path} already exists; choose another --out or pass --overwrite"
         )
+    _check_protocol_options(protocol, labels, ref_convention, lesions_out, overwrite)
+    lesion_rows: list[dict] | None = [] if lesions_out is not None else None
     try:
         per_case, missing = evaluate_folders(
             pred_dir,
@@ -97,10 +140,17 @@ def command(
             missing_as_empty=missing_as_empty,
             pred_convention=None if pred_convention == "auto" else pred_convention,
             ref_convention=None if ref_convention == "auto" else ref_convention,
+            protocol=protocol,
+            labels=None if labels == "auto" else labels,
+            task=None if task == "auto" else task,
+            lesion_rows=lesion_rows,
         )
-        write_results_csv(per_case, out_path, overwrite=overwrite)
+        _write_tables(per_case, out_path, overwrite, lesion_rows, lesions_out)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from error
+    if protocol != "legacy" or list(per_case.columns) != list(RESULT_COLUMNS):
+        _echo_protocol_summary(per_case, out_path, protocol, missing, missing_as_empty)
+        return
 
     n_cases = len(per_case)
     click.echo(
@@ -111,6 +161,75 @@ def command(
         click.echo(
             f"{region:<8}{per_case[f'Dice_{region}'].mean():>12.4f}"
             f"{per_case[f'Hausdorff95_{region}'].mean():>17.2f}"
+        )
+    if missing["predictions"]:
+        how = "scored as empty" if missing_as_empty else "excluded; --missing-as-empty scores them"
+        click.echo(
+            f"Reference cases without prediction ({len(missing['predictions'])}, {how}): "
+            + ", ".join(missing["predictions"])
+        )
+    if missing["references"]:
+        click.echo(
+            f"Predictions without reference label map ({len(missing['references'])}, not "
+            "scored): " + ", ".join(missing["references"])
+        )
+
+
+def _check_protocol_options(
+    protocol: str, labels: str, ref_convention: str, lesions_out: Path | None, overwrite: bool
+) -> None:
+    if labels != "auto" and ref_convention != "auto":
+        raise click.UsageError("pass --labels or --ref-convention, not both")
+    if lesions_out is not None and protocol != "lesionwise":
+        raise click.UsageError("--lesions-out needs --protocol lesionwise")
+    if lesions_out is not None and lesions_out.exists() and not overwrite:
+        raise click.ClickException(
+            f"lesion table {lesions_out} already exists; choose another --lesions-out or "
+            "pass --overwrite"
+        )
+    if protocol == "panoptica":
+        from brats_mtl.evaluation.panoptica import panoptica_available
+
+        if not panoptica_available():
+            raise click.ClickException(
+                "--protocol panoptica needs the optional BraTS 2026 evaluator: "
+                'pip install "brats-mtl[brats2026]" (brats-evaluation and panoptica)'
+            )
+
+
+def _write_tables(per_case, out_path: Path, overwrite: bool, lesion_rows, lesions_out) -> None:
+    """The legacy CSV as the online system wrote it; any other table with its summary."""
+    import pandas as pd
+
+    from brats_mtl.evaluation import RESULT_COLUMNS, write_results_csv
+    from brats_mtl.evaluation.lesionwise import LESION_COLUMNS
+    from brats_mtl.evaluation.protocols import write_table_csv
+
+    if list(per_case.columns) == list(RESULT_COLUMNS):
+        write_results_csv(per_case, out_path, overwrite=overwrite)
+    else:
+        write_table_csv(per_case, out_path, overwrite=overwrite)
+    if lesions_out is not None:
+        table = pd.DataFrame(lesion_rows, columns=list(LESION_COLUMNS))
+        write_table_csv(table, lesions_out, overwrite=overwrite, summary=False)
+
+
+def _echo_protocol_summary(per_case, out_path, protocol, missing, missing_as_empty) -> None:
+    n_cases = len(per_case)
+    click.echo(
+        f"Evaluated {n_cases} case{'' if n_cases == 1 else 's'} ({protocol}); results written "
+        f"to {out_path}"
+    )
+    lesionwise = protocol != "legacy"
+    dice = "LesionWise_Dice" if lesionwise else "Dice"
+    hd95 = "LesionWise_Hausdorff95" if lesionwise else "Hausdorff95"
+    regions = [c[len(dice) + 1 :] for c in per_case.columns if c.startswith(f"{dice}_")]
+    what = "lesion-wise " if lesionwise else ""
+    click.echo(f"{'region':<8}{f'mean {what}Dice':>24}{f'mean {what}HD95 (mm)':>28}")
+    for region in regions:
+        click.echo(
+            f"{region:<8}{per_case[f'{dice}_{region}'].mean():>24.4f}"
+            f"{per_case[f'{hd95}_{region}'].mean():>28.2f}"
         )
     if missing["predictions"]:
         how = "scored as empty" if missing_as_empty else "excluded; --missing-as-empty scores them"

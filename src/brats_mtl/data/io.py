@@ -168,6 +168,36 @@ def load_label_map(
     return lut[labels], np.asarray(img.affine, dtype=np.float64), spacing_mm
 
 
+def load_raw_label_map(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Read a label map as the values stored in the file, without any convention.
+
+    For label schemes with more than three tumour labels (BraTS 2024+ post-treatment
+    glioma, pediatric tumours), which have no internal {0, 1, 2, 4} form; the caller
+    checks the values against its scheme (``brats_mtl.tasks.check_values``).
+
+    Args:
+        path: a 3-D NIfTI label map (``.nii`` or ``.nii.gz``).
+
+    Returns:
+        ``(labels, affine, spacing_mm)``: uint8 (X, Y, Z) file values; float64 (4, 4)
+        affine; voxel size in mm.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        CaseDataError: (a ``ValueError``) if the file is unreadable, not 3-D, or holds
+            non-integer, non-finite or out-of-range (0..255) values. Names the file.
+
+    Source: NIfTI label files of the BraTS 2017-2025 releases.
+    """
+    path = Path(path)
+    img = _open(path)
+    shape = _spatial_shape(img, path)
+    labels = _as_uint8_labels(_read(img, path).reshape(shape), path)
+    zooms = img.header.get_zooms()[:3]
+    spacing_mm = (float(zooms[0]), float(zooms[1]), float(zooms[2]))
+    return labels, np.asarray(img.affine, dtype=np.float64), spacing_mm
+
+
 def write_segmentation(
     labels: np.ndarray,
     reference: Case,

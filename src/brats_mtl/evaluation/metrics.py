@@ -209,6 +209,66 @@ def evaluate_labels(
     return {column: out[column] for column in METRIC_COLUMNS}
 
 
+def scheme_metric_columns(region_names: Sequence[str]) -> tuple[str, ...]:
+    """Online-system columns (``Dice_ET``, ..., ``Hausdorff95_<last>``) for any regions."""
+    return tuple(f"{metric}_{region}" for metric in METRIC_NAMES for region in region_names)
+
+
+def evaluate_region_labels(
+    pred_labels: np.ndarray,
+    ref_labels: np.ndarray,
+    regions: dict[str, tuple[int, ...]],
+    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+) -> dict[str, float]:
+    """``evaluate_labels`` for any regions given as sets of file values.
+
+    For label schemes whose labels have no internal {0, 1, 2, 4} form (BraTS 2024+
+    post-treatment glioma with RC, pediatric tumours 2024+): the same Dice, sensitivity,
+    specificity and medpy-style HD95 with the online system's empty rules, per region.
+
+    Args:
+        pred_labels: integer (X, Y, Z), predicted file values (0..255).
+        ref_labels: integer (X, Y, Z), reference file values, same shape.
+        regions: region name -> values it unites, in column order
+            (``brats_mtl.tasks.LabelScheme.regions``).
+        spacing_mm: voxel size along X, Y, Z in mm.
+
+    Returns:
+        ``{column: value}`` for ``scheme_metric_columns(regions)``.
+
+    Raises:
+        ValueError: if the shapes differ or ``spacing_mm`` is invalid.
+
+    Source: BraTS 2017-2020 online system's rules (module docstring), applied to the
+    regions of the BraTS 2023+ label schemes.
+    """
+    pred_labels = np.asarray(pred_labels)
+    ref_labels = np.asarray(ref_labels)
+    if pred_labels.shape != ref_labels.shape or pred_labels.ndim != 3:
+        raise ValueError(
+            f"prediction shape {pred_labels.shape} and reference shape {ref_labels.shape} "
+            "must be the same 3-D grid (X, Y, Z)"
+        )
+    spacing = _spacing(spacing_mm)
+    box = _bounding_box((pred_labels != 0) | (ref_labels != 0)) or (slice(0, 0),) * 3
+    pred_crop = pred_labels[box].astype(np.intp, copy=False)
+    ref_crop = ref_labels[box].astype(np.intp, copy=False)
+    out: dict[str, float] = {}
+    for region, values in regions.items():
+        lut = np.zeros(256, dtype=bool)
+        lut[list(values)] = True
+        pred, ref = lut[pred_crop], lut[ref_crop]
+        tp, fp, fn = _counts(pred, ref)
+        out[f"Dice_{region}"] = _dice(tp, fp, fn)
+        out[f"Sensitivity_{region}"] = _sensitivity(tp, fp, fn)
+        out[f"Specificity_{region}"] = _specificity(tp, fp, fn, ref_labels.size)
+        region_box = _bounding_box(pred | ref)
+        out[f"Hausdorff95_{region}"] = (
+            0.0 if region_box is None else _hd95_in_box(pred[region_box], ref[region_box], spacing)
+        )
+    return {column: out[column] for column in scheme_metric_columns(list(regions))}
+
+
 # --- counts and ratios --------------------------------------------------------------------
 
 

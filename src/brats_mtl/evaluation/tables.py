@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -370,6 +371,10 @@ def evaluate_folders(
     missing_as_empty: bool = False,
     pred_convention: LabelConvention | str | None = None,
     ref_convention: LabelConvention | str | None = None,
+    protocol: str = "legacy",
+    labels: str | None = None,
+    task: str | None = None,
+    lesion_rows: list[dict] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Evaluate every labeled reference case that has a prediction.
 
@@ -392,6 +397,14 @@ def evaluate_folders(
         ref_convention: label convention of every reference; None: from the layout
             (BraTS 2017-2021 or 2023+ case folders by their image names, MSD for
             ``labelsTr``/``labelsTs``), else inferred from the values per file.
+        protocol: ``"legacy"`` (BraTS 2017-2021 online system), ``"lesionwise"`` (BraTS
+            2023-2025) or ``"panoptica"`` (BraTS 2026 ``brats-evaluation``); see
+            ``evaluation.protocols``.
+        labels: the label scheme of every reference (``brats_mtl.tasks.LABEL_SCHEMES``);
+            None: per case from the layout, ID and values (``tasks.infer_label_scheme``).
+        task: lesion-wise / panoptica task (``GLI``, ``MET``, ...); None: from the IDs.
+        lesion_rows: lesionwise only: when a list, the per-lesion rows
+            (``lesionwise.LESION_COLUMNS``) of every case are appended to it.
 
     Returns:
         ``(per_case, missing)``: ``per_case`` has columns ``RESULT_COLUMNS``, one row per
@@ -451,6 +464,22 @@ def evaluate_folders(
         case_pred_convention = pred_convention
         if case_pred_convention is None and case_ref_convention == MSD:
             case_pred_convention = MSD
+        if _scored_by_scheme(protocol, labels, case_id, ref.label_convention):
+            tasks.append(
+                _SchemeTask(
+                    predictions.get(case_id),
+                    ref.path,
+                    case_id,
+                    protocol,
+                    labels or (None if ref_convention is None else ref_convention.name),
+                    ref.label_convention,
+                    pred_convention,
+                    task,
+                    lesion_rows is not None,
+                    infer_pred_convention=labels is None,
+                )
+            )
+            continue
         tasks.append(
             (predictions.get(case_id), ref.path, case_id, case_ref_convention, case_pred_convention)
         )
@@ -459,11 +488,76 @@ def evaluate_folders(
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
             rows = list(pool.map(_evaluate_task, tasks))
+    if any(isinstance(row, tuple) for row in rows):  # scored by label scheme
+        rows = [_collect_lesions(row, lesion_rows) for row in rows]
+        from brats_mtl.evaluation.protocols import table_columns
+
+        return pd.DataFrame(rows, columns=table_columns(rows)), missing
     per_case = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     return per_case, missing
 
 
+class _SchemeTask(NamedTuple):
+    """A case scored through its label scheme (``protocols.score_case``)."""
+
+    pred_path: Path | None
+    ref_path: Path
+    case_id: str
+    protocol: str
+    labels: str | None
+    layout_convention: LabelConvention | None
+    pred_convention: LabelConvention | None
+    task: str | None
+    want_lesions: bool
+    infer_pred_convention: bool = True
+
+
+def _scored_by_scheme(
+    protocol: str, labels: str | None, case_id: str, layout: LabelConvention | None
+) -> bool:
+    """Every protocol but legacy, a stated scheme, and BraTS 2023+ references (whose
+    scheme may be post-treatment or pediatric) go through ``protocols.score_case``."""
+    from brats_mtl.tasks import case_id_era
+
+    return (
+        protocol != "legacy"
+        or labels is not None
+        or layout is BRATS_2023
+        or case_id_era(case_id) == "2023+"
+    )
+
+
+def _score_scheme_task(task: _SchemeTask) -> tuple[dict[str, str | float], list[dict]]:
+    from brats_mtl.evaluation.protocols import score_case
+
+    lesions: list[dict] = []
+    row = score_case(
+        task.pred_path,
+        task.ref_path,
+        case_id=task.case_id,
+        protocol=task.protocol,
+        labels=task.labels,
+        layout_convention=task.layout_convention,
+        pred_convention=task.pred_convention,
+        task=task.task,
+        lesions=lesions if task.want_lesions else None,
+        infer_pred_convention=task.infer_pred_convention,
+    )
+    return row, lesions
+
+
+def _collect_lesions(row, lesion_rows: list[dict] | None) -> dict[str, str | float]:
+    if not isinstance(row, tuple):
+        return row
+    row, lesions = row
+    if lesion_rows is not None:
+        lesion_rows.extend(lesions)
+    return row
+
+
 def _evaluate_task(task: Sequence) -> dict[str, str | float]:
+    if isinstance(task, _SchemeTask):
+        return _score_scheme_task(task)
     pred_path, ref_path, case_id, ref_convention, pred_convention = task
     logger.debug("evaluating %s", case_id)
     return evaluate_case(

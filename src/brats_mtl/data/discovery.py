@@ -257,6 +257,7 @@ def _discover_case_folder(
     A case that cannot be read raises, or is appended to ``broken`` when that is a list.
     """
     groups, unmatched = _group_case_files(filenames)
+    _check_supported(folder, groups, filenames)
     # A group with only a segmentation (e.g. a folder of predictions) is not a case.
     groups = {cid: g for cid, g in groups.items() if set(g) - {"seg"}}
     if not groups:
@@ -315,6 +316,7 @@ def _case_images(
             f"case folder {folder} (case {case_id}) lacks modality {', '.join(missing)}: "
             f"found {sorted(n for names in by_suffix.values() for n in names)}; every case "
             f"needs {case_id}_t1, _t1ce, _t2, _flair (or -t1n, -t1c, -t2w, -t2f) .nii[.gz]"
+            + _missing_modality_note(by_suffix)
         )
     return {m: folder / images[m][0] for m in MODALITIES}
 
@@ -536,6 +538,7 @@ def _folder_label_maps(folder: Path, names: list[str]) -> list[LabelFile]:
     if folder.name in _MSD_LABEL_DIRS:
         return [LabelFile(_NIFTI_RE.sub("", n), folder / n, MSD) for n in names]
     groups, unmatched = _group_case_files(names)
+    _check_supported(folder, groups, names)
     if not groups:
         # a flat folder of <ID>.nii.gz label files
         return [LabelFile(_NIFTI_RE.sub("", n), folder / n, None) for n in unmatched]
@@ -561,3 +564,23 @@ def _folder_label_maps(folder: Path, names: list[str]) -> list[LabelFile]:
             convention = None
         labels.append(LabelFile(case_id, folder / seg_names[0], convention))
     return labels
+
+
+def _check_supported(folder: Path, groups: dict, names: list[str]) -> None:
+    """Refuse a folder of a BraTS task brats-mtl does not handle (MEN-RT, inpainting)."""
+    from brats_mtl.tasks import check_supported_case
+
+    for case_id in (folder.name, *groups):
+        try:
+            check_supported_case(case_id, names)
+        except ValueError as error:
+            raise ValueError(f"{folder}: {error}") from None
+
+
+def _missing_modality_note(by_suffix: dict[str, list[str]]) -> str:
+    """A 2023+ case with three modalities may be a BraSyn case: say it is not supported."""
+    from brats_mtl.tasks import UNSUPPORTED_TASKS
+
+    if any(s in BRATS2023_SUFFIXES for s in by_suffix):
+        return f" ({UNSUPPORTED_TASKS['BraSyn']})"
+    return ""

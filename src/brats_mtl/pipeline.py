@@ -944,7 +944,7 @@ def write_report(
         f"{config.train.n_folds}-fold CV, TTA {config.inference.tta} passes, "
         f"ET suppression below p={config.inference.et_probability_threshold} and "
         f"{config.inference.et_min_voxels} voxels. Metrics as the BraTS online system "
-        "(Dice: both empty = 1; HD95 in mm: both empty = 0, one empty = 373.13).",
+        "(Dice: both empty = 1; HD95 in mm: both empty = 0, one empty = 373.128664).",
         "",
         "## Segmentation (layout of the paper's Table 3; means over cases)",
         "",

@@ -387,7 +387,7 @@ def evaluate_folders(
             ``labelsTr``. Image files are never needed nor read.
         workers: processes evaluating cases in parallel (1: in this process).
         missing_as_empty: score a reference case without prediction as an empty prediction
-            (Dice 0 and HD95 373.13 where the reference region is non-empty), as the online
+            (Dice 0 and HD95 373.128664 where the reference region is non-empty), as the online
             system effectively did. Default: report and exclude it.
         pred_convention: label convention of the predictions; None infers it per file
             ({0, 1, 2, 4}: BraTS 2017-2021, a 3 and no 4: BraTS 2023+), except for an MSD

@@ -5,7 +5,7 @@ probability below ``et_probability_threshold``) and the segmentation holds fewer
 ``et_min_voxels`` ET voxels, those voxels are relabeled NCR/NET (label 1). ET voxels are
 inside the tumor core and the whole tumor, and NCR/NET is too, so TC and WT do not change;
 only ET does. This matters because BraTS scores a case without ET whose prediction has a
-single ET voxel with Dice 0 (and HD95 373.13), so a few false-positive voxels cost as
+single ET voxel with Dice 0 (and HD95 373.128664 mm), so a few false-positive voxels cost as
 much as missing a whole tumor.
 
 ``select_et_min_voxels`` picks the volume threshold that maximises the mean ET Dice over

@@ -223,10 +223,15 @@ def lesionwise_region(
         else:
             matched_voxels = int(component_voxels[components].sum())
             dice = 2.0 * int(overlap[k]) / (matched_voxels + int(lesion_voxels[k]))
-            sub = _union_box([lesion_boxes[k - 1], *(component_boxes[c - 1] for c in components)])
-            lesion_mask = lesion_of_voxel[sub] == k
-            match_mask = np.isin(pred_cc[sub], components)
-            hd95 = robust_hausdorff_mm(lesion_mask, match_mask, spacing)
+            if n_lesions == 1 and components.size == n_pred:
+                hd95 = full_hd95  # the lesion is the region, its match the prediction
+            else:
+                sub = _union_box(
+                    [lesion_boxes[k - 1], *(component_boxes[c - 1] for c in components)]
+                )
+                lesion_mask = lesion_of_voxel[sub] == k
+                match_mask = np.isin(pred_cc[sub], components)
+                hd95 = robust_hausdorff_mm(lesion_mask, match_mask, spacing)
             if not np.isfinite(hd95):
                 hd95 = penalty
         lesions.append(

@@ -65,6 +65,11 @@ def test_chain_writes_tables_figures_and_report(tiny_run):
     assert {"fig1_preprocessing", "fig3_best", "fig3_worst", "fig4_survival"} <= set(result.figures)
     report = result.report.read_text()
     assert "Table 3" in report and "figures/fig3_best.png" in report
+    # the lesion-wise table: its CSV, and its per-region summary in the report
+    lesionwise = pd.read_csv(out / "tables" / "train_set_out_of_fold_lesionwise.csv")
+    assert list(lesionwise["Label"])[:-5] == list(csv["Label"])[:-5]
+    assert (lesionwise["Dice_WT"] == csv["Dice_WT"]).all()  # the same whole-region Dice
+    assert "## Lesion-wise" in report and "LesionWise_Dice" in report
     # every out-of-fold label map keeps its input's grid
     for case_dir in sorted(cohort.train_dir.iterdir()):
         pred = nib.load(out / "predictions" / "out_of_fold" / f"{case_dir.name}.nii.gz")

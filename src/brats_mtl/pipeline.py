@@ -8,7 +8,8 @@ OUT/
                             metrics.csv, validation.csv, training_curves.png), cache/
   predictions/out_of_fold/  each fold's model on its held-out cases (<ID>.nii.gz)
   predictions/test/         the fold ensemble on the test cases (when a test folder is given)
-  tables/                   online-system CSVs per case, table3.csv, table4.csv
+  tables/                   online-system CSVs per case (legacy and lesion-wise), table3.csv,
+                            table4.csv
   figures/                  fig1_preprocessing.png, fig3_best.png, fig3_worst.png, fig4_survival.png
   survival/                 model.json, predictions.csv (when a survival table is given)
   report.md                 the tables and links to everything above
@@ -769,6 +770,7 @@ def run_pipeline(
     oof_cases, missing = evaluate_folders(oof_dir, data_dir)
     _report_missing("out-of-fold", missing)
     write_results_csv(oof_cases, tables / "train_set_out_of_fold.csv", overwrite=True)
+    oof_lesionwise = _lesionwise_table(oof_dir, data_dir, tables)
     rows = {"Train set (out-of-fold)": oof_cases}
 
     if test_dir is not None:
@@ -794,8 +796,48 @@ def run_pipeline(
         table4.to_csv(tables / "table4.csv", float_format="%.4f")
         figure_paths["fig4_survival"] = fig4
 
-    report = write_report(out, table3, table4, figure_paths, config, oof_cases)
+    report = write_report(
+        out, table3, table4, figure_paths, config, oof_cases, lesionwise=oof_lesionwise
+    )
     return PipelineResult(out, report, table3, table4, figure_paths)
+
+
+def _lesionwise_table(pred_dir: Path, data_dir: Path, tables: Path) -> pd.DataFrame:
+    """Out-of-fold lesion-wise table (BraTS 2023-2025 protocol), also written as a CSV."""
+    from brats_mtl.evaluation import evaluate_folders
+    from brats_mtl.evaluation.protocols import write_table_csv
+
+    per_case, _ = evaluate_folders(pred_dir, data_dir, protocol="lesionwise")
+    write_table_csv(per_case, tables / "train_set_out_of_fold_lesionwise.csv", overwrite=True)
+    return per_case
+
+
+def lesionwise_summary(per_case: pd.DataFrame) -> pd.DataFrame:
+    """Per region: mean lesion-wise Dice and HD95 (mm), summed lesion counts.
+
+    Args:
+        per_case: a lesion-wise table (``evaluate_folders(..., protocol="lesionwise")``).
+
+    Returns:
+        DataFrame indexed by region (ET, WT, TC, ...), columns ``LesionWise_Dice``,
+        ``LesionWise_Hausdorff95``, ``Num_TP``, ``Num_FP``, ``Num_FN``.
+
+    Source: BraTS 2023-2025 lesion-wise ranking metrics.
+    """
+    import pandas as pd
+
+    prefix = "LesionWise_Dice_"
+    regions = [c.removeprefix(prefix) for c in per_case.columns if c.startswith(prefix)]
+    rows = {}
+    for region in regions:
+        rows[region] = {
+            "LesionWise_Dice": per_case[f"LesionWise_Dice_{region}"].mean(),
+            "LesionWise_Hausdorff95": per_case[f"LesionWise_Hausdorff95_{region}"].mean(),
+            **{n: per_case[f"{n}_{region}"].sum() for n in ("Num_TP", "Num_FP", "Num_FN")},
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "region"
+    return table
 
 
 def table3_layout(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -930,8 +972,13 @@ def write_report(
     figures: dict[str, Path],
     config: Config,
     oof_cases: pd.DataFrame,
+    *,
+    lesionwise: pd.DataFrame | None = None,
 ) -> Path:
-    """Write ``OUT/report.md``: Tables 3 and 4, per-case results, links to figures and files."""
+    """Write ``OUT/report.md``: Tables 3 and 4, per-case results, links to figures and files.
+
+    ``lesionwise``: the out-of-fold lesion-wise table, summarised per region when given.
+    """
     import pandas as pd
 
     per_case = oof_cases.set_index("Label")[list(TABLE3_COLUMNS)].apply(pd.to_numeric)
@@ -959,6 +1006,18 @@ def write_report(
         "(ET probability, suppression, volumes in mL).",
         "",
     ]
+    if lesionwise is not None and len(lesionwise):
+        lines += [
+            "## Lesion-wise (BraTS 2023-2025 protocol; out-of-fold)",
+            "",
+            "Lesion-wise Dice and HD95 (mm) averaged over cases, lesion counts summed "
+            "(missed lesions and false-positive components score 0 and 374 mm).",
+            "",
+            _markdown_table(lesionwise_summary(lesionwise)),
+            "",
+            "File: `tables/train_set_out_of_fold_lesionwise.csv`.",
+            "",
+        ]
     if table4 is not None:
         lines += [
             "## Survival (layout of the paper's Table 4)",

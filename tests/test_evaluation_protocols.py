@@ -282,3 +282,29 @@ def test_panoptica_equals_calling_brats_evaluation(tmp_path):
     per_case, _ = evaluate_folders(tmp_path / "preds21", tmp_path / "refs21", protocol="panoptica")
     for column, value in want.items():
         assert per_case.iloc[0][column] == pytest.approx(value, abs=1e-9, nan_ok=True), column
+
+
+def test_region_metrics_of_a_three_region_scheme_equal_the_online_system():
+    from brats_mtl.evaluation import evaluate_labels, evaluate_region_labels
+    from brats_mtl.tasks import BRATS2023
+
+    rng = np.random.default_rng(0)
+    ref = _labels(netc=1, et=3, snfh=2)
+    pred = np.roll(ref, 1, axis=1)
+    pred[rng.random(SHAPE) < 0.01] = 3
+    got = evaluate_region_labels(pred, ref, dict(BRATS2023.regions), (1.0, 0.8, 2.0))
+    want = evaluate_labels(
+        BRATS2023.convention.to_internal(pred),
+        BRATS2023.convention.to_internal(ref),
+        (1.0, 0.8, 2.0),
+    )
+    assert got == want  # same columns, same order, same values
+
+
+def test_training_on_a_label_4_2023_file_says_why(tmp_path):
+    from brats_mtl.conventions import BRATS_2023
+    from brats_mtl.data import CaseDataError, load_label_map
+
+    path = _save(_labels(netc=1, rc=4), tmp_path / "seg.nii.gz")
+    with pytest.raises(CaseDataError, match="resection cavity.*gli-post, ped2024"):
+        load_label_map(path, BRATS_2023)

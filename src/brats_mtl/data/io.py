@@ -159,6 +159,7 @@ def load_label_map(
         raise CaseDataError(
             f"label map {path} holds values {bad} outside the {convention.name} convention "
             f"{sorted(convention.values)}; check the dataset layout or the file"
+            + _four_label_note(convention, bad)
         )
     lut = np.zeros(256, dtype=np.uint8)
     for file_value, internal in zip(convention.values, INTERNAL_LABELS, strict=True):
@@ -426,6 +427,18 @@ def _infer_convention(present: list[int], path: Path) -> LabelConvention:
     raise CaseDataError(
         f"label map {path} holds values {sorted(values)}, neither the BraTS 2017-2021 set "
         "{0, 1, 2, 4} nor the BraTS 2023 set {0, 1, 2, 3}; pass the convention explicitly"
+    )
+
+
+def _four_label_note(convention: LabelConvention, bad: list[int]) -> str:
+    """Label 4 in a BraTS 2023+ file: a post-treatment (RC) or pediatric 2024+ map."""
+    if convention is not BRATS_2023 or bad != [4]:
+        return ""
+    return (
+        ". Label 4 in a BraTS 2023+ file is the resection cavity (post-treatment glioma, "
+        "MET 2025+) or, for pediatric tumours 2024+, edema: `brats-mtl evaluate` scores "
+        "these label schemes (gli-post, ped2024), but training and prediction use the "
+        "three tumour labels only"
     )
 
 

@@ -1,8 +1,10 @@
-"""``brats-mtl evaluate``: score a folder of predictions as the BraTS 2017-2020 online system.
+"""``brats-mtl evaluate``: score a folder of predictions as the BraTS online systems.
 
-Writes the online system's CSV (per-case rows, then Mean, StdDev, Median, 25quantile,
-75quantile) and prints mean Dice and HD95 per region and the cases missing on either side.
-Source: DESIGN.md section 6.
+Protocols: ``legacy`` (the BraTS 2017-2021 online system), ``lesionwise`` (BraTS
+2023-2025) and ``panoptica`` (the BraTS 2026 evaluator, an optional extra). Writes the
+result CSV (per-case rows, then Mean, StdDev, Median, 25quantile, 75quantile) and prints
+mean Dice and HD95 per region and the cases missing on either side.
+Source: BraTS online evaluation; BraTS 2023 lesion-wise metrics code; brats-evaluation.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ _TASKS = ("auto", "GLI", "SSA", "MEN", "MET", "PED", "GoAT")
     "out_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Result CSV (online-system columns: Label, Dice_ET, ..., Hausdorff95_TC).",
+    help="Result CSV (columns per --protocol; legacy: Label, Dice_ET, ..., Hausdorff95_TC).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing result CSV.")
 @click.option(
@@ -81,7 +83,7 @@ _TASKS = ("auto", "GLI", "SSA", "MEN", "MET", "PED", "GoAT")
 )
 @click.option(
     "--task",
-    type=click.Choice(_TASKS),
+    type=click.Choice(_TASKS, case_sensitive=False),
     default="auto",
     show_default=True,
     help="BraTS task of the lesion-wise parameters (dilation, volume threshold) and of the "

@@ -212,7 +212,7 @@ def _imperfect(rng, ref, scheme):
     return pred
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(6))  # covers every scheme and every task
 def test_equal_to_the_2023_definition(seed):
     rng = np.random.default_rng(seed)
     scheme = list(LABEL_SCHEMES.values())[seed % len(LABEL_SCHEMES)]

@@ -21,6 +21,10 @@ for each region of the case's label scheme:
    sensitivity and specificity over the volume, and the counts of true-positive, false-
    positive and missed (kept) lesions.
 
+Volumes and distances use the reference's voxel spacing (the 2023 code reads the
+prediction's header; both must agree, and ``evaluate`` warns when they do not). The
+volume threshold is in mm^3 as in that code (voxels at 1 mm).
+
 Everything is computed on the bounding box of the case's tumour voxels. That is exact:
 dilating inside the box gives the whole-volume dilation restricted to the box (a path
 of structuring-element steps leaving the box can be clamped back into it, step by step),

@@ -2,6 +2,8 @@
 
 Writes the online system's CSV (per-case rows, then Mean, StdDev, Median, 25quantile,
 75quantile) and prints mean Dice and HD95 per region and the cases missing on either side.
+A case that cannot be scored (unreadable file, bad label values, another voxel grid) is
+listed as FAILED, the others are written, and the command exits with status 1.
 Source: DESIGN.md section 6.
 """
 
@@ -81,14 +83,24 @@ def command(
                         one folder (online-system / nnU-Net gt_segmentations)
       MSD task folder   Task01_BrainTumour/labelsTr/BRATS_001.nii.gz (or the
                         labelsTr folder itself)
+
+    Each prediction must lie on its reference's voxel grid (shape and affine). One
+    stored under another axis order or direction (e.g. LPS against a reference saved
+    in RAS) is reoriented onto it, with a warning and a Note column in the CSV; any other
+    difference (a shifted origin, another spacing or shape) is refused. A case that
+    cannot be scored (that, an unreadable or truncated file, label values outside the
+    convention) is listed as FAILED, the others are written, and the command exits with
+    status 1.
     """
     from brats_mtl.conventions import REGION_ORDER
     from brats_mtl.evaluation import evaluate_folders, write_results_csv
+    from brats_mtl.evaluation.tables import NOTE_COLUMN
 
     if out_path.exists() and not overwrite:
         raise click.ClickException(
             f"results file {out_path} already exists; choose another --out or pass --overwrite"
         )
+    failed: dict[str, str] = {}
     try:
         per_case, missing = evaluate_folders(
             pred_dir,
@@ -97,20 +109,30 @@ def command(
             missing_as_empty=missing_as_empty,
             pred_convention=None if pred_convention == "auto" else pred_convention,
             ref_convention=None if ref_convention == "auto" else ref_convention,
+            failed=failed,
         )
-        write_results_csv(per_case, out_path, overwrite=overwrite)
+        if len(per_case):
+            write_results_csv(per_case, out_path, overwrite=overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from error
 
     n_cases = len(per_case)
-    click.echo(
-        f"Evaluated {n_cases} case{'' if n_cases == 1 else 's'}; results written to {out_path}"
-    )
-    click.echo(f"{'region':<8}{'mean Dice':>12}{'mean HD95 (mm)':>17}")
-    for region in REGION_ORDER:
+    if n_cases:
         click.echo(
-            f"{region:<8}{per_case[f'Dice_{region}'].mean():>12.4f}"
-            f"{per_case[f'Hausdorff95_{region}'].mean():>17.2f}"
+            f"Evaluated {n_cases} case{'' if n_cases == 1 else 's'}; results written to {out_path}"
+        )
+        click.echo(f"{'region':<8}{'mean Dice':>12}{'mean HD95 (mm)':>17}")
+        for region in REGION_ORDER:
+            click.echo(
+                f"{region:<8}{per_case[f'Dice_{region}'].mean():>12.4f}"
+                f"{per_case[f'Hausdorff95_{region}'].mean():>17.2f}"
+            )
+    if NOTE_COLUMN in per_case:
+        notes = per_case[per_case[NOTE_COLUMN] != ""]
+        click.echo(
+            f"Predictions reoriented onto the reference grid ({len(notes)}, noted in the "
+            f"{NOTE_COLUMN} column): "
+            + ", ".join(f"{row.Label} ({row.Note})" for row in notes.itertuples())
         )
     if missing["predictions"]:
         how = "scored as empty" if missing_as_empty else "excluded; --missing-as-empty scores them"
@@ -122,4 +144,18 @@ def command(
         click.echo(
             f"Predictions without reference label map ({len(missing['references'])}, not "
             "scored): " + ", ".join(missing["references"])
+        )
+    if failed:
+        for case_id, error in failed.items():
+            click.echo(f"  FAILED {case_id}: {error}", err=True)
+        n_failed = len(failed)
+        them = "it" if n_failed == 1 else "them"
+        written = (
+            f"the others are scored in {out_path}"
+            if n_cases
+            else f"no case scored, {out_path} not written"
+        )
+        raise click.ClickException(
+            f"{n_failed} case{'' if n_failed == 1 else 's'} could not be scored ({written}); "
+            f"fix {them} and run the same command again" + (" with --overwrite" if n_cases else "")
         )

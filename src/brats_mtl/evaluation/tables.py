@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 SUMMARY_ROWS: tuple[str, ...] = ("Mean", "StdDev", "Median", "25quantile", "75quantile")
 #: Columns of the result CSV: the case ID, then ``METRIC_COLUMNS``.
 RESULT_COLUMNS: tuple[str, ...] = ("Label", *METRIC_COLUMNS)
+#: Last column of a per-case table where some prediction was reoriented onto its
+#: reference's grid (e.g. ``prediction reoriented LPS -> RAS``); absent otherwise, so a
+#: table of predictions on their references' grids keeps the online system's columns.
+NOTE_COLUMN: str = "Note"
 
 _NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
 
@@ -57,6 +61,13 @@ def evaluate_case(
 ) -> dict[str, str | float]:
     """Evaluate one predicted label file against its reference.
 
+    The two files must lie on one voxel grid (shape and affine equal within
+    ``brats_mtl.data.io.AFFINE_TOLERANCE``). A prediction on the same grid stored under
+    another axis order or direction (e.g. the reference saved in RAS through
+    ``nibabel.as_closest_canonical``, the prediction in the BraTS files' LPS) is reoriented
+    onto the reference grid with ``nibabel.orientations``, with a warning and a ``Note``;
+    any other difference is refused, never scored.
+
     Args:
         pred_path: predicted label map (NIfTI); None scores an empty prediction (all
             background), as the online system did for a case without a prediction.
@@ -69,46 +80,215 @@ def evaluate_case(
 
     Returns:
         ``{"Label": case_id, "Dice_ET": ..., ..., "Hausdorff95_TC": ...}`` (HD95 in mm, on
-        the reference's voxel spacing).
+        the reference's voxel spacing), plus ``"Note"`` (:data:`NOTE_COLUMN`), e.g.
+        ``"prediction reoriented LPS -> RAS"``, when the prediction was reoriented.
 
     Raises:
-        ValueError: if the two label maps differ in shape (names both files) or a file holds
-            values outside its convention (see ``read_label_map``).
+        ValueError: if the two label maps lie on different grids (the message names both
+            files, their shapes, orientations (``nibabel.aff2axcodes``), origins and
+            spacings, and what differs), or a file holds values outside its convention
+            (see ``read_label_map``) or is damaged.
         FileNotFoundError: if a file does not exist.
 
-    Source: DESIGN.md section 6.
+    Source: BraTS label maps are submitted on the grid of the provided scans; the
+    reorientation is ``nibabel.orientations`` (``io_orientation``, ``ornt_transform``,
+    ``apply_orientation``, ``inv_ornt_aff``); metrics as paper Table 3.
     """
+    row = _score_case(pred_path, ref_path, case_id, ref_convention, pred_convention)
+    if row.get(NOTE_COLUMN):
+        logger.warning(
+            "%s: %s onto the grid of reference %s", pred_path, row[NOTE_COLUMN], ref_path
+        )
+    return row
+
+
+def _score_case(
+    pred_path: str | Path | None,
+    ref_path: str | Path,
+    case_id: str | None,
+    ref_convention: LabelConvention | str | None,
+    pred_convention: LabelConvention | str | None,
+) -> dict[str, str | float]:
+    """``evaluate_case`` without its log line (it also runs in worker processes)."""
     ref_path = Path(ref_path)
     if case_id is None:
         case_id = _strip_nifti_suffix(ref_path.name)
-    ref_labels, ref_spacing_mm = read_label_map(
-        ref_path, _convention(ref_convention), role="reference"
+    ref_labels, ref_affine, ref_spacing_mm = _read_label_file(
+        ref_path, _convention(ref_convention), "reference"
     )
+    note = ""
     if pred_path is None:
         pred_labels = np.zeros_like(ref_labels)
     else:
         pred_path = Path(pred_path)
-        pred_labels, pred_spacing_mm = read_label_map(
-            pred_path, _convention(pred_convention), role="prediction"
+        pred_labels, pred_affine, _ = _read_label_file(
+            pred_path, _convention(pred_convention), "prediction"
         )
-        if pred_labels.shape != ref_labels.shape:
-            raise ValueError(
-                f"prediction {pred_path} has shape {pred_labels.shape} but reference "
-                f"{ref_path} has shape {ref_labels.shape}; predictions must be written on "
-                "the reference grid (same shape and affine; undo any crop or resampling)"
-            )
-        if not np.allclose(pred_spacing_mm, ref_spacing_mm, rtol=1e-3, atol=1e-4):
-            logger.warning(
-                "prediction %s has voxel spacing %s mm, reference %s has %s mm; "
-                "distances use the reference spacing",
-                pred_path,
-                tuple(pred_spacing_mm),
-                ref_path,
-                tuple(ref_spacing_mm),
-            )
+        pred_labels, note = _onto_reference_grid(
+            pred_labels, pred_affine, pred_path, ref_labels.shape, ref_affine, ref_path
+        )
     row: dict[str, str | float] = {"Label": case_id}
     row.update(evaluate_labels(pred_labels, ref_labels, ref_spacing_mm))
+    if note:
+        row[NOTE_COLUMN] = note
     return row
+
+
+def _onto_reference_grid(
+    pred_labels: np.ndarray,
+    pred_affine: np.ndarray,
+    pred_path: Path,
+    ref_shape: tuple[int, ...],
+    ref_affine: np.ndarray,
+    ref_path: Path,
+) -> tuple[np.ndarray, str]:
+    """The prediction's labels on the reference grid, and a note when they were reoriented.
+
+    Same grid: returned as is, note ``""``. The same grid under an axis permutation or
+    flip: reoriented with ``nibabel.orientations`` (the transform that takes the
+    prediction's closest axes to the reference's), note ``"prediction reoriented LPS ->
+    RAS"``. Anything else raises ValueError (``_grid_mismatch_message``).
+    """
+    from nibabel.orientations import (
+        apply_orientation,
+        inv_ornt_aff,
+        io_orientation,
+        ornt_transform,
+    )
+
+    if pred_labels.shape == tuple(ref_shape) and _same_affine(pred_affine, ref_affine):
+        return pred_labels, ""
+    pred_ornt, ref_ornt = io_orientation(pred_affine), io_orientation(ref_affine)
+    if np.isnan(pred_ornt).any() or np.isnan(ref_ornt).any():  # a degenerate affine
+        raise ValueError(
+            _grid_mismatch_message(
+                pred_path, pred_labels.shape, pred_affine, ref_path, ref_shape, ref_affine, None
+            )
+        )
+    transform = ornt_transform(pred_ornt, ref_ornt)
+    moved = apply_orientation(pred_labels, transform)  # a view: flips and a transpose
+    moved_affine = pred_affine @ inv_ornt_aff(transform, pred_labels.shape)
+    if moved.shape != tuple(ref_shape) or not _same_affine(moved_affine, ref_affine):
+        raise ValueError(
+            _grid_mismatch_message(
+                pred_path,
+                pred_labels.shape,
+                pred_affine,
+                ref_path,
+                ref_shape,
+                ref_affine,
+                (moved.shape, moved_affine),
+            )
+        )
+    note = f"prediction reoriented {_axcodes(pred_affine)} -> {_axcodes(ref_affine)}"
+    return np.ascontiguousarray(moved), note
+
+
+def _grid_mismatch_message(
+    pred_path: Path,
+    pred_shape: tuple[int, ...],
+    pred_affine: np.ndarray,
+    ref_path: Path,
+    ref_shape: tuple[int, ...],
+    ref_affine: np.ndarray,
+    moved: tuple[tuple[int, ...], np.ndarray] | None,
+) -> str:
+    """Why a prediction is not on its reference's grid: both grids and what differs.
+
+    ``moved`` is the prediction's (shape, affine) after reorienting it to the reference's
+    axes, or None when no reorientation could be computed.
+    """
+    from nibabel.affines import voxel_sizes
+
+    from brats_mtl.data.io import AFFINE_TOLERANCE
+
+    message = (
+        f"prediction {pred_path} does not lie on the voxel grid of reference {ref_path}, so "
+        f"the case is not scored: prediction {_grid_text(pred_shape, pred_affine)}; "
+        f"reference {_grid_text(ref_shape, ref_affine)}"
+    )
+    if moved is not None:
+        moved_shape, moved_affine = moved
+        differences = []
+        if tuple(moved_shape) != tuple(ref_shape):
+            differences.append(f"shape {tuple(moved_shape)} instead of {tuple(ref_shape)}")
+        offset = moved_affine[:3, 3] - ref_affine[:3, 3]
+        if not np.allclose(offset, 0, atol=AFFINE_TOLERANCE):
+            differences.append(
+                f"its origin shifted by {_mm(offset)} mm ({float(np.linalg.norm(offset)):.4g} "
+                "mm away)"
+            )
+        moved_spacing, ref_spacing = voxel_sizes(moved_affine), voxel_sizes(ref_affine)
+        if not np.allclose(
+            moved_spacing, ref_spacing, rtol=AFFINE_TOLERANCE, atol=AFFINE_TOLERANCE
+        ):
+            differences.append(f"spacing {_mm(moved_spacing)} mm instead of {_mm(ref_spacing)} mm")
+        cosines = np.sum(_unit_axes(moved_affine) * _unit_axes(ref_affine), axis=0)
+        angle = float(np.degrees(np.arccos(np.clip(cosines.min(), -1.0, 1.0))))
+        if angle > 1e-3:  # degrees; float32 storage of an affine is far finer
+            differences.append(f"its axes rotated by up to {angle:.3g} degrees")
+        if not differences:  # within tolerance one by one, not as a whole
+            differences.append("an affine beyond the tolerance of the reference's")
+        same = _axcodes(pred_affine) == _axcodes(ref_affine)
+        on_axes = "" if same else f" once reoriented to {_axcodes(ref_affine)}"
+        message += f"; the prediction{on_axes} has " + ", ".join(differences)
+    header = _nifti_header(pred_path)
+    if header is not None and int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        message += (
+            "; its header holds no orientation (qform_code and sform_code 0: saved without an "
+            "affine?)"
+        )
+    return message + (
+        ". Write each prediction on its reference's grid (same shape and affine): undo any "
+        "crop, resampling or shift; a label array already in the reference's voxel order "
+        "(e.g. saved with an identity affine) can be saved again with the reference's affine "
+        "and header"
+    )
+
+
+def _grid_text(shape: tuple[int, ...], affine: np.ndarray) -> str:
+    """``shape (X, Y, Z), LPS, origin (x, y, z) mm, spacing (a, b, c) mm``."""
+    from nibabel.affines import voxel_sizes
+
+    return (
+        f"shape {tuple(int(s) for s in shape)}, {_axcodes(affine)}, origin "
+        f"{_mm(affine[:3, 3])} mm, spacing {_mm(voxel_sizes(affine))} mm"
+    )
+
+
+def _axcodes(affine: np.ndarray) -> str:
+    """Orientation code of an affine, e.g. ``"LPS"`` (``nibabel.aff2axcodes``)."""
+    import nibabel as nib
+
+    return "".join(str(c) for c in nib.aff2axcodes(affine))
+
+
+def _unit_axes(affine: np.ndarray) -> np.ndarray:
+    """Unit direction of each voxel axis in world space, columns of a (3, 3) array."""
+    axes = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return axes / np.maximum(np.linalg.norm(axes, axis=0), np.finfo(np.float64).tiny)
+
+
+def _mm(values: np.ndarray) -> str:
+    """A vector of millimetres as ``(1, -2.5, 0)``, without float noise."""
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
+
+
+def _nifti_header(path: Path):
+    """The NIfTI header of ``path``, or None when it cannot be read."""
+    import nibabel as nib
+
+    try:
+        return nib.load(str(path)).header
+    except Exception:  # noqa: BLE001 - only used to add a hint to another error
+        return None
+
+
+def _same_affine(a: np.ndarray, b: np.ndarray) -> bool:
+    """Affines equal within ``AFFINE_TOLERANCE`` (relative and absolute), as ``load_case``."""
+    from brats_mtl.data.io import AFFINE_TOLERANCE
+
+    return bool(np.allclose(a, b, rtol=AFFINE_TOLERANCE, atol=AFFINE_TOLERANCE))
 
 
 def read_label_map(
@@ -135,19 +315,26 @@ def read_label_map(
             the values each convention in play allows; for a prediction whose values all
             fit another known convention it names that convention and the option to pass.
     """
+    labels, _affine, spacing_mm = _read_label_file(Path(path), convention, role)
+    return labels, spacing_mm
+
+
+def _read_label_file(
+    path: Path, convention: LabelConvention | None, role: str
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """``read_label_map`` with the affine: ``(labels, float64 (4, 4) affine, spacing_mm)``."""
     from brats_mtl.data import CaseDataError, load_label_map
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label file {path} does not exist")
     try:
-        labels, _affine, spacing_mm = load_label_map(path, convention)
+        labels, affine, spacing_mm = load_label_map(path, convention)
     except CaseDataError as error:
         message = _label_value_message(path, convention, role)
         if message is None:  # not a value problem (shape, dtype, damaged file): as raised
             raise
         raise CaseDataError(message) from error
-    return labels, tuple(float(s) for s in spacing_mm)
+    return labels, affine, (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
 
 
 def _label_value_message(
@@ -263,6 +450,9 @@ def summary_rows(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
 def results_table(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
     """Per-case rows followed by the five summary rows, columns ``RESULT_COLUMNS``.
 
+    A ``Note`` column (:data:`NOTE_COLUMN`) of ``per_case`` is kept last; it is empty in
+    the summary rows.
+
     Args:
         per_case: as returned by ``evaluate_folders``.
         ddof: see ``summary_rows``.
@@ -273,7 +463,8 @@ def results_table(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
     missing = [c for c in RESULT_COLUMNS if c not in per_case.columns]
     if missing:
         raise ValueError(f"per-case table lacks the columns {missing}")
-    cases = per_case.loc[:, list(RESULT_COLUMNS)]
+    columns = list(RESULT_COLUMNS) + ([NOTE_COLUMN] if NOTE_COLUMN in per_case else [])
+    cases = per_case.loc[:, columns]
     return pd.concat([cases, summary_rows(per_case, ddof=ddof)], ignore_index=True)
 
 
@@ -370,8 +561,15 @@ def evaluate_folders(
     missing_as_empty: bool = False,
     pred_convention: LabelConvention | str | None = None,
     ref_convention: LabelConvention | str | None = None,
+    failed: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Evaluate every labeled reference case that has a prediction.
+
+    Each case is scored on its reference's grid (see ``evaluate_case``: a prediction on
+    the same grid under another axis order is reoriented, with a warning and a ``Note``;
+    any other geometry is refused). A case that cannot be scored (an unreadable or
+    truncated file, label values outside the convention, another grid) does not stop the
+    others.
 
     Args:
         pred_dir: predictions, see ``find_predictions``.
@@ -392,10 +590,15 @@ def evaluate_folders(
         ref_convention: label convention of every reference; None: from the layout
             (BraTS 2017-2021 or 2023+ case folders by their image names, MSD for
             ``labelsTr``/``labelsTs``), else inferred from the values per file.
+        failed: where cases that cannot be scored go: a dict receives case ID -> error
+            message (naming the file) and the others are returned, as ``brats-mtl
+            evaluate`` does; None (default): after trying every case, raise ValueError
+            listing each such case and its error.
 
     Returns:
-        ``(per_case, missing)``: ``per_case`` has columns ``RESULT_COLUMNS``, one row per
-        evaluated case sorted by case ID; ``missing["predictions"]`` lists reference cases
+        ``(per_case, missing)``: ``per_case`` has columns ``RESULT_COLUMNS`` (and
+        :data:`NOTE_COLUMN` last when some prediction was reoriented), one row per
+        scored case sorted by case ID; ``missing["predictions"]`` lists reference cases
         without prediction (scored as empty when ``missing_as_empty``, else excluded),
         ``missing["references"]`` lists predictions without a labeled reference case
         (never scored). Both are also logged as warnings.
@@ -403,8 +606,8 @@ def evaluate_folders(
     Raises:
         FileNotFoundError: if a folder does not exist.
         ValueError: if a folder holds no label map, a case has two reference label maps,
-            no prediction matches a reference case, or a prediction and its reference
-            differ in shape (names both files).
+            or no prediction matches a reference case; with ``failed=None``, if some case
+            cannot be scored (lists every such case).
 
     Source: DESIGN.md section 6.
     """
@@ -455,24 +658,49 @@ def evaluate_folders(
             (predictions.get(case_id), ref.path, case_id, case_ref_convention, case_pred_convention)
         )
     if workers == 1 or len(tasks) == 1:
-        rows = [_evaluate_task(task) for task in tasks]
+        results = [_evaluate_task(task) for task in tasks]
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-            rows = list(pool.map(_evaluate_task, tasks))
-    per_case = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+            results = list(pool.map(_evaluate_task, tasks))
+    rows, errors = [], {}
+    for (pred_path, ref_path, case_id, *_), (row, error) in zip(tasks, results, strict=True):
+        if error is not None:
+            errors[case_id] = error
+            continue
+        if row.get(NOTE_COLUMN):
+            logger.warning(
+                "%s: %s onto the grid of reference %s", pred_path, row[NOTE_COLUMN], ref_path
+            )
+        rows.append(row)
+    if errors:
+        if failed is None:
+            raise ValueError(
+                f"{len(errors)} of {len(tasks)} cases could not be scored (failed={{}} collects "
+                "them and returns the others):\n"
+                + "\n".join(f"  {case_id}: {error}" for case_id, error in errors.items())
+            )
+        # the caller reports the messages
+        logger.warning(
+            "%d of %d cases could not be scored: %s", len(errors), len(tasks), ", ".join(errors)
+        )
+        failed.update(errors)
+    columns = list(RESULT_COLUMNS)
+    if any(NOTE_COLUMN in row for row in rows):
+        columns.append(NOTE_COLUMN)
+    per_case = pd.DataFrame(rows, columns=columns)
+    if NOTE_COLUMN in per_case:
+        per_case[NOTE_COLUMN] = per_case[NOTE_COLUMN].fillna("")
     return per_case, missing
 
 
-def _evaluate_task(task: Sequence) -> dict[str, str | float]:
+def _evaluate_task(task: Sequence) -> tuple[dict[str, str | float] | None, str | None]:
+    """``(row, None)`` for a scored case, ``(None, message)`` for one that cannot be."""
     pred_path, ref_path, case_id, ref_convention, pred_convention = task
     logger.debug("evaluating %s", case_id)
-    return evaluate_case(
-        pred_path,
-        ref_path,
-        case_id=case_id,
-        ref_convention=ref_convention,
-        pred_convention=pred_convention,
-    )
+    try:
+        return _score_case(pred_path, ref_path, case_id, ref_convention, pred_convention), None
+    except (ValueError, OSError) as error:  # unreadable, bad values, other grid, missing
+        return None, str(error) or type(error).__name__
 
 
 def _convention(convention: LabelConvention | str | None) -> LabelConvention | None:

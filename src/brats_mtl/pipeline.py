@@ -902,7 +902,9 @@ def _segmentation_figures(
     t2 = 2  # channel index of t2 in (t1, t1ce, t2, flair): the paper's Fig. 1 shows T2
     patch_size = _patch_size(run_dir)
     grid = patch_grid(pre.image.shape[1:], patch_size)
-    fig = preprocessing_figure(first.image[t2], pre.box, pre.image[t2], grid[0], modality="t2")
+    fig = preprocessing_figure(
+        first.image[t2], pre.box, pre.image[t2], grid[0], modality="t2", affine=first.affine
+    )
     paths["fig1_preprocessing"] = save_figure(fig, figures / "fig1_preprocessing.png", overwrite=True)
 
     for name, row in (("fig3_best", best), ("fig3_worst", worst)):
@@ -913,7 +915,7 @@ def _segmentation_figures(
             f"TC {float(row['Dice_TC']):.2f}"
         )
         flair = case.image[3]
-        fig = segmentation_figure(flair, case.labels, pred, title=title)
+        fig = segmentation_figure(flair, case.labels, pred, title=title, affine=case.affine)
         paths[name] = save_figure(fig, figures / f"{name}.png", overwrite=True)
     for curve in sorted(run_dir.glob("fold_*/training_curves.png")):
         paths[f"training_curves_{curve.parent.name}"] = curve

@@ -4,6 +4,9 @@ Protocols: ``legacy`` (the BraTS 2017-2021 online system), ``lesionwise`` (BraTS
 2023-2025) and ``panoptica`` (the BraTS 2026 evaluator, an optional extra). Writes the
 result CSV (per-case rows, then Mean, StdDev, Median, 25quantile, 75quantile) and prints
 mean Dice and HD95 per region and the cases missing on either side.
+A case that cannot be scored (unreadable file, bad label values, another voxel grid, a
+label scheme that does not fit) is listed as FAILED, the others are written, and the
+command exits with status 1, under every protocol.
 Source: BraTS online evaluation; BraTS 2023 lesion-wise metrics code; brats-evaluation.
 """
 
@@ -124,9 +127,17 @@ def command(
                         one folder (online-system / nnU-Net gt_segmentations)
       MSD task folder   Task01_BrainTumour/labelsTr/BRATS_001.nii.gz (or the
                         labelsTr folder itself)
+
+    Each prediction must lie on its reference's voxel grid (shape and affine). One
+    stored under another axis order or direction (e.g. LPS against a reference saved
+    in RAS) is reoriented onto it, with a warning and a Note column in the CSV; any other
+    difference (a shifted origin, another spacing or shape) is refused. A case that
+    cannot be scored (that, an unreadable or truncated file, label values outside the
+    convention or label scheme) is listed as FAILED, the others are written, and the
+    command exits with status 1; so under every --protocol.
     """
-    from brats_mtl.conventions import REGION_ORDER
-    from brats_mtl.evaluation import RESULT_COLUMNS, evaluate_folders
+    from brats_mtl.evaluation import evaluate_folders
+    from brats_mtl.evaluation.grid import NOTE_COLUMN
 
     if out_path.exists() and not overwrite:
         raise click.ClickException(
@@ -134,6 +145,7 @@ def command(
         )
     _check_protocol_options(protocol, labels, ref_convention, lesions_out, overwrite)
     lesion_rows: list[dict] | None = [] if lesions_out is not None else None
+    failed: dict[str, str] = {}
     try:
         per_case, missing = evaluate_folders(
             pred_dir,
@@ -146,23 +158,25 @@ def command(
             labels=None if labels == "auto" else labels,
             task=None if task == "auto" else task,
             lesion_rows=lesion_rows,
+            failed=failed,
         )
-        _write_tables(per_case, out_path, overwrite, lesion_rows, lesions_out)
+        if len(per_case):
+            _write_tables(per_case, out_path, overwrite, lesion_rows, lesions_out)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from error
-    if protocol != "legacy" or list(per_case.columns) != list(RESULT_COLUMNS):
-        _echo_protocol_summary(per_case, out_path, protocol, missing, missing_as_empty)
-        return
 
     n_cases = len(per_case)
-    click.echo(
-        f"Evaluated {n_cases} case{'' if n_cases == 1 else 's'}; results written to {out_path}"
-    )
-    click.echo(f"{'region':<8}{'mean Dice':>12}{'mean HD95 (mm)':>17}")
-    for region in REGION_ORDER:
+    if n_cases:
+        if protocol == "legacy" and _is_legacy_table(per_case):
+            _echo_legacy_summary(per_case, out_path)
+        else:
+            _echo_protocol_summary(per_case, out_path, protocol)
+    if NOTE_COLUMN in per_case:
+        notes = per_case[per_case[NOTE_COLUMN] != ""]
         click.echo(
-            f"{region:<8}{per_case[f'Dice_{region}'].mean():>12.4f}"
-            f"{per_case[f'Hausdorff95_{region}'].mean():>17.2f}"
+            f"Predictions reoriented onto the reference grid ({len(notes)}, noted in the "
+            f"{NOTE_COLUMN} column): "
+            + ", ".join(f"{row.Label} ({row.Note})" for row in notes.itertuples())
         )
     if missing["predictions"]:
         how = "scored as empty" if missing_as_empty else "excluded; --missing-as-empty scores them"
@@ -174,6 +188,20 @@ def command(
         click.echo(
             f"Predictions without reference label map ({len(missing['references'])}, not "
             "scored): " + ", ".join(missing["references"])
+        )
+    if failed:
+        for case_id, error in failed.items():
+            click.echo(f"  FAILED {case_id}: {error}", err=True)
+        n_failed = len(failed)
+        them = "it" if n_failed == 1 else "them"
+        written = (
+            f"the others are scored in {out_path}"
+            if n_cases
+            else f"no case scored, {out_path} not written"
+        )
+        raise click.ClickException(
+            f"{n_failed} case{'' if n_failed == 1 else 's'} could not be scored ({written}); "
+            f"fix {them} and run the same command again" + (" with --overwrite" if n_cases else "")
         )
 
 
@@ -199,15 +227,23 @@ def _check_protocol_options(
             )
 
 
+def _is_legacy_table(per_case) -> bool:
+    """The online system's columns (and a Note column when some case was reoriented)."""
+    from brats_mtl.evaluation import RESULT_COLUMNS
+    from brats_mtl.evaluation.grid import NOTE_COLUMN
+
+    return [c for c in per_case.columns if c != NOTE_COLUMN] == list(RESULT_COLUMNS)
+
+
 def _write_tables(per_case, out_path: Path, overwrite: bool, lesion_rows, lesions_out) -> None:
     """The legacy CSV as the online system wrote it; any other table with its summary."""
     import pandas as pd
 
-    from brats_mtl.evaluation import RESULT_COLUMNS, write_results_csv
+    from brats_mtl.evaluation import write_results_csv
     from brats_mtl.evaluation.lesionwise import LESION_COLUMNS
     from brats_mtl.evaluation.protocols import write_table_csv
 
-    if list(per_case.columns) == list(RESULT_COLUMNS):
+    if _is_legacy_table(per_case):
         write_results_csv(per_case, out_path, overwrite=overwrite)
     else:
         write_table_csv(per_case, out_path, overwrite=overwrite)
@@ -216,7 +252,22 @@ def _write_tables(per_case, out_path: Path, overwrite: bool, lesion_rows, lesion
         write_table_csv(table, lesions_out, overwrite=overwrite, summary=False)
 
 
-def _echo_protocol_summary(per_case, out_path, protocol, missing, missing_as_empty) -> None:
+def _echo_legacy_summary(per_case, out_path: Path) -> None:
+    from brats_mtl.conventions import REGION_ORDER
+
+    n_cases = len(per_case)
+    click.echo(
+        f"Evaluated {n_cases} case{'' if n_cases == 1 else 's'}; results written to {out_path}"
+    )
+    click.echo(f"{'region':<8}{'mean Dice':>12}{'mean HD95 (mm)':>17}")
+    for region in REGION_ORDER:
+        click.echo(
+            f"{region:<8}{per_case[f'Dice_{region}'].mean():>12.4f}"
+            f"{per_case[f'Hausdorff95_{region}'].mean():>17.2f}"
+        )
+
+
+def _echo_protocol_summary(per_case, out_path: Path, protocol: str) -> None:
     n_cases = len(per_case)
     click.echo(
         f"Evaluated {n_cases} case{'' if n_cases == 1 else 's'} ({protocol}); results written "
@@ -232,15 +283,4 @@ def _echo_protocol_summary(per_case, out_path, protocol, missing, missing_as_emp
         click.echo(
             f"{region:<8}{per_case[f'{dice}_{region}'].mean():>24.4f}"
             f"{per_case[f'{hd95}_{region}'].mean():>28.2f}"
-        )
-    if missing["predictions"]:
-        how = "scored as empty" if missing_as_empty else "excluded; --missing-as-empty scores them"
-        click.echo(
-            f"Reference cases without prediction ({len(missing['predictions'])}, {how}): "
-            + ", ".join(missing["predictions"])
-        )
-    if missing["references"]:
-        click.echo(
-            f"Predictions without reference label map ({len(missing['references'])}, not "
-            "scored): " + ", ".join(missing["references"])
         )

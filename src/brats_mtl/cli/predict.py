@@ -1,13 +1,13 @@
 """``brats-mtl predict``: segment a cohort with the fold models of a training run.
 
 Writes ``OUTPUT_DIR/<ID>.nii.gz`` (labels on the input grid, input's label convention),
-``OUTPUT_DIR/predictions.csv`` (ET probability, suppression, WT/TC/ET volumes in ml,
-seconds, status per case) and, with ``--save-probabilities``,
-``OUTPUT_DIR/probabilities/<ID>.nii.gz``. Cases already written with the same run and
-settings are skipped, so an interrupted run resumes (Ctrl-C exits with status 130 and
-prints the command that resumes); an OUTPUT_DIR filled by another run folder or other
-settings is refused unless ``--overwrite``; ``--shard I/N`` splits the cohort across
-processes or machines. Source: paper, Inference and 5.1; DESIGN.md section 5.
+``OUTPUT_DIR/predictions.csv`` (folds, the folds that trained on the case, ET
+probability, suppression, WT/TC/ET volumes in ml, seconds, status, warning, error per
+case) and, with ``--save-probabilities``, ``OUTPUT_DIR/probabilities/<ID>.nii.gz``.
+Cases already written with the same run and settings are skipped, so an interrupted run
+resumes (Ctrl-C exits with status 130 and prints the command that resumes); an OUTPUT_DIR
+filled by another run folder or other settings is refused unless ``--overwrite``;
+``--shard I/N`` splits the cohort across processes or machines. Source: paper, Inference and 5.1; DESIGN.md section 5.
 """
 
 from __future__ import annotations
@@ -119,7 +119,11 @@ def command(
     classifier says "no ET" and fewer than inference.et_min_voxels ET voxels are
     predicted. A case that cannot be read or predicted (e.g. a case folder without its
     flair file) is listed as FAILED with status "error" in predictions.csv, the others
-    are written, and the command exits with status 1.
+    are written, and the command exits with status 1. A case whose modalities are all 0
+    gets an all-background label map (status "empty"); a modality constant inside the
+    brain is 0 after normalisation (status "degraded"); both are listed with a warning.
+    Cases in the training split of a fold used are marked in the train_folds column, with
+    a warning: their scores are not held-out results (use --out-of-fold).
 
     Running the same command again resumes: finished cases are skipped. OUTPUT_DIR
     records the run folder, its weights and the settings that change labels
@@ -187,6 +191,8 @@ def command(
         f"{len(table) - len(failed)} of {plural(len(table), 'case')} segmented into "
         f"{output_dir}; table: {output_dir / CSV_NAME}"
     )
+    for _, row in table[table["status"].isin(["empty", "degraded"])].iterrows():
+        click.echo(f"  {row['status'].upper()} {row['case_id']}: {row['warning']}", err=True)
     if len(failed):
         for _, row in failed.iterrows():
             click.echo(f"  FAILED {row['case_id']}: {row['error']}", err=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -83,9 +85,10 @@ def load_case(files: CaseFiles, *, load_labels: bool = True) -> Case:
     Raises:
         FileNotFoundError: if a file is missing (names it).
         CaseDataError: (a ``ValueError``) if a file is unreadable or truncated; holds a
-            4-D stack where one 3-D volume is expected; differs from the ``t1`` file in
-            shape or affine; holds NaN/inf voxels; holds label values outside the case's
-            convention. The message names the file.
+            4-D stack where one 3-D volume is expected; differs from the other
+            modalities in shape or affine (the odd one out of the four is named, or all
+            four when no three agree; affines on one line); holds NaN/inf voxels; holds
+            label values outside the case's convention. The message names the file.
 
     Source: DESIGN.md section 1 (layouts, channel order, label conventions).
     """
@@ -106,10 +109,10 @@ def load_case(files: CaseFiles, *, load_labels: bool = True) -> Case:
             # As nnU-Net: a label affine differing from the images' is reported, not fatal;
             # the label map is read on the image voxel grid.
             logger.warning(
-                "segmentation %s: affine\n%s\ndiffers from the images' affine\n%s",
+                "segmentation %s: affine %s differs from the images' affine %s",
                 files.seg,
-                seg_affine,
-                affine,
+                _one_line(seg_affine),
+                _one_line(affine),
             )
     zooms = header.get_zooms()[:3]
     return Case(
@@ -301,31 +304,72 @@ def _load_modalities(images: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, n
     missing = [m for m in MODALITIES if m not in images]
     if missing:
         raise ValueError(f"case files lack modalities {missing}; need {list(MODALITIES)}")
-    first_path = Path(images[MODALITIES[0]])
-    first = _open(first_path)
-    shape = _spatial_shape(first, first_path)
-    affine = np.asarray(first.affine, dtype=np.float64)
+    paths = [Path(images[m]) for m in MODALITIES]
+    # headers only: nibabel reads the voxels lazily, so the grids are compared first
+    imgs = [_open(path) for path in paths]
+    shapes = [_spatial_shape(img, path) for img, path in zip(imgs, paths, strict=True)]
+    _check_one_grid(
+        paths, shapes, [str(s) for s in shapes], lambda a, b: a == b, "shape", "voxel grid"
+    )
+    affines = [np.asarray(img.affine, dtype=np.float64) for img in imgs]
+    _check_one_grid(
+        paths, affines, [_one_line(a) for a in affines], _same_affine, "affine", "grid"
+    )
+    shape, affine = shapes[0], affines[0]
     # One float32 block; each int16 volume is cast into it, never via a float64 copy.
     image = np.empty((len(MODALITIES), *shape), dtype=np.float32)
-    for c, modality in enumerate(MODALITIES):
-        path = Path(images[modality])
-        img = first if c == 0 else _open(path)
-        if c:
-            other = _spatial_shape(img, path)
-            if other != shape:
-                raise CaseDataError(
-                    f"{path} ({modality}) has shape {other} but {first_path} (t1) has "
-                    f"{shape}; all modalities of a case must share one voxel grid"
-                )
-            if not _same_affine(img.affine, affine):
-                raise CaseDataError(
-                    f"{path} ({modality}) has affine\n{np.asarray(img.affine)}\nbut "
-                    f"{first_path} (t1) has\n{affine}\nthe modalities must be co-registered "
-                    "on one grid (BraTS cases are)"
-                )
+    for c, (img, path) in enumerate(zip(imgs, paths, strict=True)):
         image[c] = _read(img, path, np.float32).reshape(shape)
         _check_finite(image[c], path)
-    return image, affine, first.header.copy()
+    return image, affine, imgs[0].header.copy()
+
+
+def _check_one_grid(
+    paths: list[Path],
+    values: list,
+    shown: list[str],
+    same: Callable[[Any, Any], bool],
+    what: str,
+    grid: str,
+) -> None:
+    """Raise naming the odd one out when the four modalities differ in ``what``.
+
+    The majority (three files agreeing) is taken as the case's grid, so the message
+    blames the one file that differs; with no majority every file is listed.
+    """
+    groups: list[list[int]] = []
+    for i, value in enumerate(values):
+        for group in groups:
+            if same(values[group[0]], value):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    if len(groups) == 1:
+        return
+    largest = max(groups, key=len)
+    advice = (
+        f"all modalities of a case must share one {grid} (BraTS cases are co-registered): "
+        "re-export or replace the odd file"
+    )
+    if len(largest) > len(values) // 2:
+        odd = [i for i in range(len(values)) if i not in largest]
+        majority = ", ".join(MODALITIES[i] for i in largest)
+        lines = "; ".join(f"{paths[i]} ({MODALITIES[i]}) has {what} {shown[i]}" for i in odd)
+        raise CaseDataError(
+            f"{lines}, but the other modalities ({majority}, e.g. {paths[largest[0]]}) have "
+            f"{shown[largest[0]]}; {advice}"
+        )
+    listing = "; ".join(
+        f"{paths[i]} ({MODALITIES[i]}): {shown[i]}" for i in range(len(values))
+    )
+    raise CaseDataError(f"the modalities differ in {what}, with no majority: {listing}; {advice}")
+
+
+def _one_line(affine: np.ndarray) -> str:
+    """An affine as one line, e.g. ``[[-1, 0, 0, 0], [0, -1, 0, 239], ...]``."""
+    rows = (", ".join(f"{v:.8g}" for v in row) for row in np.asarray(affine))
+    return "[" + ", ".join(f"[{r}]" for r in rows) + "]"
 
 
 def _load_msd_image(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:

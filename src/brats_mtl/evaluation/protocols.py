@@ -31,6 +31,7 @@ import pandas as pd
 
 from brats_mtl.atomic import atomic_output
 from brats_mtl.conventions import BRATS_2019, BRATS_2023, LabelConvention
+from brats_mtl.evaluation.grid import NOTE_COLUMN, onto_reference_grid
 from brats_mtl.tasks import (
     LabelScheme,
     check_scheme_for_case,
@@ -110,13 +111,16 @@ def score_case(
 
     Returns:
         ``{"Label": case_id, <protocol_columns>...}``; HD95 in mm on the reference's voxel
-        spacing.
+        spacing; plus ``"Note"`` (``grid.NOTE_COLUMN``), e.g. ``"prediction reoriented
+        LPS -> RAS"``, when the prediction was reoriented onto the reference grid.
 
     Raises:
         FileNotFoundError: if a file does not exist.
         ValueError: if the scheme cannot be inferred or does not fit the case, a file
-            holds values outside it, or the shapes differ (each message names the file);
-            for an unsupported task; for ``panoptica`` when the extra is not installed.
+            holds values outside it, or the prediction is not on the reference's voxel
+            grid up to an axis permutation or flip (``grid.onto_reference_grid``; each
+            message names the file); for an unsupported task; for ``panoptica`` when the
+            extra is not installed.
 
     Source: BraTS label tables (``brats_mtl.tasks``) and the protocols' definitions.
     """
@@ -136,32 +140,22 @@ def score_case(
     check_scheme_for_case(scheme, case_id, ref_path)
     check_values(scheme, present, ref_path, "reference")
 
+    note = ""
     if pred_path is None:
         pred_values = np.zeros_like(ref_values)
     else:
         pred_path = Path(pred_path)
-        pred_values, _, pred_spacing_mm = load_raw_label_map(pred_path)
-        if pred_values.shape != ref_values.shape:
-            raise ValueError(
-                f"prediction {pred_path} has shape {pred_values.shape} but reference "
-                f"{ref_path} has shape {ref_values.shape}; predictions must be written on "
-                "the reference grid (same shape and affine; undo any crop or resampling)"
-            )
-        if not np.allclose(pred_spacing_mm, spacing_mm, rtol=1e-3, atol=1e-4):
-            logger.warning(
-                "prediction %s has voxel spacing %s mm, reference %s has %s mm; "
-                "distances use the reference spacing",
-                pred_path,
-                tuple(pred_spacing_mm),
-                ref_path,
-                tuple(spacing_mm),
-            )
+        pred_values, pred_affine, _ = load_raw_label_map(pred_path)
         pred_values = _in_scheme(
             pred_values,
             pred_path,
             scheme,
             pred_convention,
             infer=labels is None if infer_pred_convention is None else infer_pred_convention,
+        )
+        # the one grid rule of every protocol: same grid, or reoriented with a note
+        pred_values, note = onto_reference_grid(
+            pred_values, pred_affine, pred_path, ref_values.shape, ref_affine, ref_path
         )
 
     row: dict[str, str | float] = {"Label": case_id}
@@ -190,6 +184,8 @@ def score_case(
                 pred_values, ref_values, scheme, ref_affine, case_id=case_id, task=task
             )
         )
+    if note:
+        row[NOTE_COLUMN] = note
     return row
 
 
@@ -246,10 +242,14 @@ def _present(values: np.ndarray) -> list[int]:
 
 
 def table_columns(rows: Sequence[dict]) -> list[str]:
-    """``Label``, then every other key of the rows in order of first appearance."""
+    """``Label``, then every other key of the rows in order of first appearance, and
+    ``Note`` (``grid.NOTE_COLUMN``) last when some row has one."""
     columns: dict[str, None] = {"Label": None}
     for row in rows:
         columns.update(dict.fromkeys(row))
+    if NOTE_COLUMN in columns:
+        del columns[NOTE_COLUMN]
+        columns[NOTE_COLUMN] = None
     return list(columns)
 
 
@@ -257,7 +257,8 @@ def summary_table(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
     """Per-case rows, then Mean, StdDev, Median, 25quantile, 75quantile of each column.
 
     NaN cells (a region a case's scheme does not have, or a NaN metric) are left out of
-    that column's statistics; a column with no value gives NaN.
+    that column's statistics; a column with no value gives NaN. A ``Note`` column
+    (``grid.NOTE_COLUMN``) is kept last, empty in the summary rows.
 
     Args:
         per_case: a ``Label`` column and numeric metric columns.
@@ -268,7 +269,7 @@ def summary_table(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
 
     Source: the BraTS online systems' result CSV (per-case rows, then summary rows).
     """
-    metrics = [c for c in per_case.columns if c != "Label"]
+    metrics = [c for c in per_case.columns if c not in ("Label", NOTE_COLUMN)]
     values = per_case.loc[:, metrics].to_numpy(dtype=np.float64)
     stats = np.full((len(SUMMARY_ROWS), len(metrics)), np.nan)
     for j in range(len(metrics)):
@@ -282,7 +283,9 @@ def summary_table(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
         stats[4, j] = np.percentile(column, 75)
     summary = pd.DataFrame(stats, columns=metrics)
     summary.insert(0, "Label", list(SUMMARY_ROWS))
-    return pd.concat([per_case, summary], ignore_index=True)
+    if NOTE_COLUMN in per_case:
+        summary[NOTE_COLUMN] = ""
+    return pd.concat([per_case, summary], ignore_index=True).loc[:, list(per_case.columns)]
 
 
 def write_table_csv(

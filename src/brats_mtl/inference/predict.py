@@ -18,10 +18,10 @@ For a cohort (:func:`predict_cases`, :func:`predict_cohort`), in ``OUTPUT_DIR``:
   and modification time), a hash of each fold model's weights and the settings that
   change label maps (:data:`LABEL_SETTINGS`, precision, patch size, folds, out-of-fold),
   written before the first case (:func:`claim_output_dir`).
-- ``predictions.csv``: all records merged (columns :data:`CSV_COLUMNS`), rewritten at the
-  end of every run under a file lock (``records/.lock``), so shards running at the same
-  time (``--shard``) and interrupted runs that are started again all end with one
-  complete table.
+- ``predictions.csv``: all records merged (columns :data:`CSV_COLUMNS`, floats to 6
+  significant digits), rewritten at the end of every run under a file lock
+  (``records/.lock``), so shards running at the same time (``--shard``) and interrupted
+  runs that are started again all end with one complete table.
 - ``probabilities/<ID>.nii.gz`` (``save_probabilities``): the fold-mean class
   probabilities before ET suppression, 4-D (X, Y, Z, 4), channel k = class k of
   ``conventions.CLASS_LABELS`` (background, NCR/NET, ED, ET, whatever the input's label
@@ -42,8 +42,15 @@ again; ``overwrite`` predicts every case again. Files of cases not predicted by 
 are never deleted; ``predictions.csv`` lists only the cases of the current input. Ctrl-C
 stops at once, leaves no partial file, merges the table and raises
 :class:`PredictionInterrupted`. A case that fails (unreadable or missing files, a case
-folder without one of its modalities, an empty image) is logged and recorded with status
+folder without one of its modalities, NaN voxels) is logged and recorded with status
 "error" and its message, and the others go on.
+
+Degenerate inputs go on, as users of nnU-Net expect: a case whose four modalities are 0
+everywhere (an empty brain mask) gets an all-background label map without running a model
+(every voxel is outside the brain) and status "empty"; a modality constant inside the
+brain (a blank scan) is 0 after normalisation (nnU-Net's ``max(std, 1e-8)``) and the case
+is predicted from the others, status "degraded"; both with a WARNING naming the case or
+the file, repeated in the ``warning`` column. Training refuses both (``training.cache``).
 
 Source: paper, Inference and section 5.1; DESIGN.md sections 2 and 5.
 """
@@ -93,12 +100,19 @@ from brats_mtl.preprocessing import brain_mask as nonzero_mask
 if TYPE_CHECKING:
     import pandas as pd
 
+    from brats_mtl.training.splits import Splits
+
 logger = logging.getLogger(__name__)
 
-#: Columns of ``predictions.csv``.
+#: Columns of ``predictions.csv``: ``folds`` the fold models used; ``train_folds`` those
+#: of them whose training split held the case (its scores are then not held-out results);
+#: ``status`` "ok", "empty" (no brain: all background), "degraded" (a modality constant
+#: inside the brain, predicted from the others) or "error"; ``warning`` why a case is
+#: empty or degraded; ``error`` the message of a failed case, on one line.
 CSV_COLUMNS: tuple[str, ...] = (
     "case_id",
     "folds",
+    "train_folds",
     "et_probability",
     "et_suppressed",
     "volume_WT_ml",
@@ -106,9 +120,13 @@ CSV_COLUMNS: tuple[str, ...] = (
     "volume_ET_ml",
     "seconds",
     "status",
+    "warning",
     "error",
 )
 CSV_NAME = "predictions.csv"
+#: Floats of ``predictions.csv`` keep 6 significant digits (volumes: 0.001 ml up to
+#: 999 ml), so binary noise such as ``62.431000000000004`` is not written.
+CSV_FLOAT_FORMAT = "%.6g"
 RECORDS_DIR = "records"
 #: Lock file of :func:`merge_records`, inside ``records/`` so that no stray file is left
 #: among the outputs.
@@ -344,6 +362,10 @@ class Segmenter:
         """Segment one loaded case: crop and z-score, then :meth:`predict_preprocessed`
         with the case's exact brain mask.
 
+        An empty brain (every voxel 0) gives an all-background label map and a modality
+        constant inside the brain is 0 after normalisation, each with a WARNING naming
+        the case or the file (:func:`degenerate_status`).
+
         Args:
             case: from ``brats_mtl.data.load_case`` (labels are not used).
             folds: the fold models to use (out-of-fold prediction: the case's own fold);
@@ -353,10 +375,11 @@ class Segmenter:
             :class:`CasePrediction` on the input grid.
 
         Raises:
-            ValueError: if a requested fold has no model, or preprocessing fails (names
-                the case's file).
+            ValueError: if a requested fold has no model, or preprocessing fails (NaN or
+                inf voxels; names the case's file).
         """
-        pre = preprocess_case(case)
+        pre = preprocess_case(case, allow_degenerate=True)
+        degenerate_status(case, pre)
         mask = nonzero_mask(crop(case.image, pre.box))
         return self.predict_preprocessed(pre, folds=folds, brain_mask=mask)
 
@@ -380,7 +403,9 @@ class Segmenter:
                 only with ``config.mask_outside_brain``.
 
         Returns:
-            :class:`CasePrediction` on the input grid (``pre.original_shape``).
+            :class:`CasePrediction` on the input grid (``pre.original_shape``). For an
+            empty brain (``pre.empty``) no model runs: all background, probabilities of
+            shape (4, 0, 0, 0), ET probability NaN.
 
         Raises:
             ValueError: if a requested fold has no model, or ``brain_mask`` does not
@@ -397,6 +422,17 @@ class Segmenter:
             raise ValueError(
                 f"case {pre.case_id}: brain mask of shape {np.shape(brain_mask)} does not "
                 f"match the cropped image {pre.image.shape[1:]}"
+            )
+        if pre.empty:  # no brain: every voxel is outside it, so background
+            return CasePrediction(
+                case_id=pre.case_id,
+                labels=np.zeros(pre.original_shape, dtype=np.uint8),
+                probabilities=np.zeros((len(CLASS_LABELS), 0, 0, 0), dtype=np.float32),
+                box=pre.box,
+                et_probability=float("nan"),
+                et_suppressed=False,
+                folds=folds,
+                fold_et_probabilities=(float("nan"),) * len(folds),
             )
         ensemble = FoldEnsemble()
         for fold in folds:
@@ -436,6 +472,44 @@ class Segmenter:
             folds=folds,
             fold_et_probabilities=ensemble.et_probabilities,
         )
+
+
+def degenerate_status(case: Case, pre: Preprocessed) -> tuple[str, str]:
+    """Whether a case preprocessed with ``allow_degenerate`` is empty or degraded.
+
+    Logs a WARNING naming the case (empty) or the modality's file (degraded).
+
+    Args:
+        case: the loaded case.
+        pre: ``preprocessing.preprocess_case(case, allow_degenerate=True)``.
+
+    Returns:
+        ``(status, warning)``: ("empty", why) when every voxel of every modality is 0
+        (the label map is all background); ("degraded", why) when a modality is constant
+        inside the brain (0 after normalisation, the case is predicted from the others);
+        else ("ok", "").
+
+    Source: the rule of this module for degenerate inputs; the constant channel as
+    nnU-Net's ``ZScoreNormalization``.
+    """
+    if pre.empty:
+        files = sorted({str(Path(p).parent) for p in case.files.images.values()})
+        warning = (
+            f"every voxel of its four modalities ({', '.join(files)}) is 0, an empty brain "
+            "mask: the segmentation is all background"
+        )
+    elif pre.constant_channels:
+        named = [f"{case.files.images.get(m, case.case_id)} ({m})" for m in pre.constant_channels]
+        verb = "is" if len(named) == 1 else "are"
+        warning = (
+            f"{', '.join(named)} {verb} constant inside the brain mask (blank or damaged?): "
+            "0 after normalisation, so the case is predicted from the other modalities "
+            "and may be poor; check the file"
+        )
+    else:
+        return "ok", ""
+    logger.warning("%s: %s", case.case_id, warning)
+    return ("empty" if pre.empty else "degraded"), warning
 
 
 def model_fingerprint(model: Any) -> str:
@@ -555,11 +629,13 @@ def _record(
     case_id: str,
     folds: Sequence[int],
     *,
+    train_folds: Sequence[int] = (),
     et_probability: float = float("nan"),
     et_suppressed: bool | None = None,
     volumes_ml: Mapping[str, float] | None = None,
     seconds: float = float("nan"),
     status: str = "ok",
+    warning: str = "",
     error: str = "",
     settings_key: str = "",
 ) -> dict:
@@ -567,6 +643,7 @@ def _record(
     return {
         "case_id": case_id,
         "folds": ",".join(map(str, folds)),
+        "train_folds": ",".join(map(str, train_folds)),
         "et_probability": et_probability,
         "et_suppressed": et_suppressed,
         "volume_WT_ml": volumes_ml.get("WT", float("nan")),
@@ -574,7 +651,9 @@ def _record(
         "volume_ET_ml": volumes_ml.get("ET", float("nan")),
         "seconds": seconds,
         "status": status,
-        "error": error,
+        "warning": warning,
+        # one line per CSV cell, whatever the message (e.g. an affine) held
+        "error": " ".join(line.strip() for line in error.splitlines()),
         # not a CSV column: which settings made the label map (_case_key)
         "settings_key": settings_key,
     }
@@ -650,7 +729,7 @@ def merge_records(
         target = output_dir / CSV_NAME
         tmp = target.with_name(f".{CSV_NAME}.{uuid.uuid4().hex}.tmp")
         try:
-            table.to_csv(tmp, index=False)
+            table.to_csv(tmp, index=False, float_format=CSV_FLOAT_FORMAT)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -1029,6 +1108,7 @@ def predict_cases(
     progress: bool = False,
     cohort_ids: Collection[str] | None = None,
     source: Mapping[str, Any] | None = None,
+    train_splits: Mapping[int, Collection[str]] | None = None,
 ) -> pd.DataFrame:
     """Predict cases into ``output_dir`` and merge ``predictions.csv``.
 
@@ -1055,11 +1135,17 @@ def predict_cases(
             ``predictions.csv`` lists only these (:func:`merge_records`). None: the
             table keeps every record, e.g. of other shards called with other lists.
         source: where the models come from (:func:`prediction_settings`).
+        train_splits: fold -> the case IDs of its training split (``splits.json``). A
+            case predicted by a fold that trained on it gets those folds in
+            ``train_folds``, and one WARNING lists such cases: their scores are not
+            held-out results. None: ``train_folds`` stays empty.
 
     Returns:
         One row per case of ``cases`` (predicted now, skipped, or failed), in order,
         then one per ``unreadable`` case; columns :data:`CSV_COLUMNS`; ``status`` is
-        "ok" or "error" (with the message in ``error``).
+        "ok", "empty" (every voxel 0: an all-background label map), "degraded" (a
+        modality constant inside the brain: predicted with it 0 after normalisation;
+        ``warning`` names the file) or "error" (with the message in ``error``).
 
     Raises:
         FileExistsError: the folder holds predictions of other models or settings, and
@@ -1085,11 +1171,23 @@ def predict_cases(
     def folds_of(case_id: str) -> tuple[int, ...]:
         return tuple((case_folds or {}).get(case_id, segmenter.folds))
 
+    trained_on = {k: set(ids) for k, ids in (train_splits or {}).items()}
+
+    def train_folds_of(case_id: str) -> tuple[int, ...]:
+        return tuple(k for k in folds_of(case_id) if case_id in trained_on.get(k, ()))
+
+    _warn_about_training_cases(known_ids, train_folds_of)
     rows, n_done, n_skipped, n_failed = [], 0, 0, 0
     unreadable_rows = []
     for case_id, error in sorted(unreadable.items()):
         logger.error("%s failed: %s", case_id, error)
-        record = _record(case_id, folds_of(case_id), status="error", error=error)
+        record = _record(
+            case_id,
+            folds_of(case_id),
+            train_folds=train_folds_of(case_id),
+            status="error",
+            error=error,
+        )
         _write_json_atomic(record, _record_path(output_dir, case_id))
         unreadable_rows.append(record)
     n_failed += len(unreadable_rows)
@@ -1109,7 +1207,8 @@ def predict_cases(
             start = time.perf_counter()
             try:
                 case = load_case(files, load_labels=False)
-                pre = preprocess_case(case)
+                pre = preprocess_case(case, allow_degenerate=True)
+                status, warning = degenerate_status(case, pre)
                 mask = nonzero_mask(crop(case.image, pre.box))
                 case = release_image(case)
                 prediction = segmenter.predict_preprocessed(pre, folds=folds, brain_mask=mask)
@@ -1131,10 +1230,13 @@ def predict_cases(
                 record = _record(
                     files.case_id,
                     folds,
+                    train_folds=train_folds_of(files.case_id),
                     et_probability=prediction.et_probability,
                     et_suppressed=prediction.et_suppressed,
                     volumes_ml=region_volumes_ml(prediction.labels, case.spacing_mm),
                     seconds=time.perf_counter() - start,
+                    status=status,
+                    warning=warning,
                     settings_key=key,
                 )
                 n_done += 1
@@ -1154,6 +1256,7 @@ def predict_cases(
                 record = _record(
                     files.case_id,
                     folds,
+                    train_folds=train_folds_of(files.case_id),
                     seconds=time.perf_counter() - start,
                     status="error",
                     error=str(exc) or type(exc).__name__,
@@ -1198,6 +1301,37 @@ def predict_cases(
     return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
 
 
+# statuses of a case whose label map was written
+_FINISHED = ("ok", "empty", "degraded")
+
+
+def _warn_about_training_cases(
+    case_ids: Sequence[str], train_folds_of: Callable[[str], tuple[int, ...]]
+) -> None:
+    """One WARNING listing the cases predicted by a fold that trained on them."""
+    seen = {cid: train_folds_of(cid) for cid in case_ids}
+    seen = {cid: folds for cid, folds in seen.items() if folds}
+    if not seen:
+        return
+    examples = ", ".join(
+        f"{cid} (fold{'s' if len(f) > 1 else ''} {','.join(map(str, f))})"
+        for cid, f in list(seen.items())[:5]
+    )
+    logger.warning(
+        "%s of %s %s in the training split of a fold model predicting %s (column "
+        "train_folds of %s), e.g. %s%s: scores on %s are not held-out results; for "
+        "cross-validation scores predict with --out-of-fold",
+        len(seen),
+        plural(len(case_ids), "case"),
+        "was" if len(seen) == 1 else "were",
+        "it" if len(seen) == 1 else "them",
+        CSV_NAME,
+        examples,
+        ", ..." if len(seen) > 5 else "",
+        "it" if len(seen) == 1 else "them",
+    )
+
+
 def _finished_record(
     output_dir: Path, case_id: str, key: str, save_probabilities: bool
 ) -> dict | None:
@@ -1206,7 +1340,7 @@ def _finished_record(
     if not seg_path.exists():
         return None
     record = _read_record(output_dir, case_id)
-    if record is None or record.get("status") != "ok":
+    if record is None or record.get("status") not in _FINISHED:
         logger.info(
             "%s: %s exists without a record of its prediction; predicting it again",
             case_id,
@@ -1266,7 +1400,9 @@ def predict_cohort(
             (:func:`resolve_checkpoint`); the settings record names the file loaded.
         out_of_fold: predict each case held out by a fold with that fold's model only
             (the paper's Table 3 "train set" row, DESIGN.md 4); cases held out by no
-            selected fold are skipped with a warning.
+            selected fold are skipped with a warning. Without it, cases in the training
+            split (``splits.json``) of a fold used are warned about and marked in
+            ``train_folds``: scores on them are not held-out results.
         shard: ``(I, N)``: predict only shard I of N (:func:`select_shard`); every
             shard writes into the same ``output_dir`` with the same settings.
         overwrite: predict cases whose label map exists again, also into a folder
@@ -1298,6 +1434,8 @@ def predict_cohort(
     check_output_outside_input(input_dir, output_dir)
     config = config or training.read_run_config(run_dir)
     check_inference_config(config.inference)
+    # the input first: a missing INPUT_DIR is named before any checkpoint warning
+    cases, unreadable = discover_prediction_cases(input_dir)
     if folds is None:
         folds = training.available_folds(run_dir, which)
         if which == "best":
@@ -1310,12 +1448,11 @@ def predict_cohort(
             )
     folds = sorted(set(int(f) for f in folds))
     checkpoints = {k: resolve_checkpoint(run_dir, k, which) for k in folds}
-    cases, unreadable = discover_prediction_cases(input_dir)
     by_id = {c.case_id: c for c in cases}
     all_ids = sorted(set(by_id) | set(unreadable))
     case_folds: dict[str, list[int]] | None = None
+    splits = _read_splits_if_any(run_dir, required=out_of_fold)
     if out_of_fold:
-        splits = training.read_splits(run_dir)
         case_folds = {cid: [k] for k in folds for cid in splits.val_ids(k)}
         absent = sorted(set(case_folds) - set(all_ids))
         if absent:
@@ -1380,7 +1517,25 @@ def predict_cohort(
         progress=progress,
         cohort_ids=all_ids,
         source=source,
+        train_splits=None
+        if splits is None
+        else {k: splits.train_ids(k) for k in folds if k < splits.n_folds},
     )
+
+
+def _read_splits_if_any(run_dir: str | Path, *, required: bool) -> Splits | None:
+    """``splits.json`` of the run; None (logged) when it is missing and not ``required``."""
+    from brats_mtl import training
+
+    try:
+        return training.read_splits(run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        if required:
+            raise
+        logger.warning(
+            "%s; cases of the folds' training splits cannot be marked in %s", exc, CSV_NAME
+        )
+        return None
 
 
 def resolve_checkpoint(run_dir: str | Path, fold: int, which: str = "best") -> str:

@@ -651,7 +651,9 @@ def train_on_cases(
         checkpoint_every_n_steps: also save ``last.ckpt`` every this many optimizer steps
             (besides every validation), bounding the work lost to an interruption; None:
             ``config.train.checkpoint_every_n_steps``.
-        enable_progress_bar: Lightning's progress bar.
+        enable_progress_bar: Lightning's progress bar; without it, plain INFO lines
+            (:class:`~brats_mtl.training.progress.ProgressLog`: the first and last steps,
+            one line every 30 s, one per validation).
         deterministic: deterministic algorithms; None: ``config.train.deterministic``,
             and when that is None too, on the CPU only (several CUDA kernels of 3-D
             upsampling have no deterministic backward pass).
@@ -717,6 +719,10 @@ def train_on_cases(
         LastCheckpoint(ckpt_dir / "last.ckpt", checkpoint_every_n_steps),
         ValidationCsvWriter(out / "validation.csv"),
     ]
+    if not enable_progress_bar:  # plain log lines instead (logs that are files)
+        from brats_mtl.training.progress import ProgressLog
+
+        callbacks.append(ProgressLog(name or str(out)))
     best_cb = None
     if has_val:
         best_cb = ModelCheckpoint(
@@ -838,24 +844,38 @@ def _steps_per_epoch(n_patches: int, batch_size: int, world_size: int) -> int:
 
 
 def first_validation_step(train: Any, steps_per_epoch: int) -> int:
-    """The optimizer step of the first validation: ``val_every_n_epochs`` epochs of
-    ``steps_per_epoch`` steps (Lightning's ``check_val_every_n_epoch``)."""
+    """The optimizer step of the first validation when training runs long enough:
+    ``val_every_n_epochs`` epochs of ``steps_per_epoch`` steps (Lightning's
+    ``check_val_every_n_epoch``)."""
     return train.val_every_n_epochs * steps_per_epoch
 
 
 def _warn_if_no_validation(train: Any, steps_per_epoch: int, out: Path) -> None:
-    """WARNING when ``train.max_steps`` ends the fit before its first validation."""
-    first = first_validation_step(train, steps_per_epoch)
+    """WARNING when ``train.max_steps`` ends the fit before its first validation, with the
+    settings that would give one.
+
+    Lightning validates at the end of every ``val_every_n_epochs``-th epoch, and
+    :class:`~brats_mtl.training.module.MultiTaskModule` asks for a validation where
+    ``max_steps`` stops training inside such an epoch; so a fit validates exactly when
+    the epochs its steps reach, ``ceil(max_steps / steps_per_epoch)``, are at least
+    ``val_every_n_epochs``.
+    """
     max_steps = train.max_steps
     if max_steps < 0:
         max_steps = train.max_epochs * steps_per_epoch
-    if max_steps < first:
-        logger.warning(
-            "%s: training stops at step %d, before the first validation at step %d "
-            "(train.val_every_n_epochs=%d x %d steps per epoch): no best.ckpt will be "
-            "written and last.ckpt will be used",
-            out, max_steps, first, train.val_every_n_epochs, steps_per_epoch,
-        )
+    epochs = math.ceil(max_steps / steps_per_epoch)
+    if epochs >= train.val_every_n_epochs:
+        return
+    first = first_validation_step(train, steps_per_epoch)
+    logger.warning(
+        "%s: training stops at step %d, before the first validation at step %d "
+        "(train.val_every_n_epochs=%d x %d steps per epoch): no best.ckpt will be "
+        "written and last.ckpt will be used; to validate, pass --set "
+        "train.val_every_n_epochs=%d (a validation where training stops, in epoch %d) or "
+        "--set train.max_steps=%d",
+        out, max_steps, first, train.val_every_n_epochs, steps_per_epoch,
+        max(epochs, 1), max(epochs, 1), first,
+    )
 
 
 def with_train_settings(config: Config, **settings: Any) -> Config:

@@ -940,7 +940,7 @@ def train_fold(
         cache_dir: folder of preprocessed cases (default ``RUN_DIR/cache``).
         cache_workers: processes preprocessing cases in parallel.
         checkpoint_every_n_steps: save ``last.ckpt`` every this many steps too.
-        enable_progress_bar: Lightning's progress bar.
+        enable_progress_bar: Lightning's progress bar (without it, plain log lines).
         deterministic: see :func:`train_on_cases`.
         command_line: recorded in the run folder's marker file when it is created.
 
@@ -948,6 +948,10 @@ def train_fold(
         data folders (:func:`brats_mtl.pipeline.prepare_run_dir`); ``overwrite`` removes
         only what training wrote in the fold folder
         (:func:`brats_mtl.pipeline.clear_fold_dir`).
+
+        A run folder that this call created (or found empty) and in which nothing was
+        written when it fails, e.g. on a DATA_DIR without cases, is removed again
+        (:func:`brats_mtl.pipeline.removed_if_unused_on_failure`).
 
         ``cache_workers``, ``checkpoint_every_n_steps`` and ``deterministic`` override
         the ``train`` values of ``config`` when given (not None), and are saved with it in
@@ -979,37 +983,41 @@ def train_fold(
             f"fold {fold} does not exist: train.n_folds={config.train.n_folds} gives folds "
             f"0 to {config.train.n_folds - 1}"
         )
-    if _is_launch_rank_zero():  # other ranks start once rank 0 has claimed the folder
-        from brats_mtl.pipeline import prepare_run_dir
+    from brats_mtl.pipeline import prepare_run_dir, removed_if_unused_on_failure
 
-        inputs = [("DATA_DIR", data_dir), *(("--unlabeled folder", u) for u in unlabeled_dirs)]
-        prepare_run_dir(run_dir, overwrite=overwrite, inputs=inputs, command_line=command_line)
-    path = fold_dir(run_dir, fold)
-    _prepare_fold_dir(path, resume=resume, overwrite=overwrite)
-    run = prepare_run(
-        data_dir,
-        run_dir,
-        config,
-        unlabeled_dirs=unlabeled_dirs,
-        cache_dir=cache_dir,
-    )
-    train_cases, val_cases = run.fold_cases(fold)
-    logger.info(
-        "fold %d: %d training cases (%d unlabeled), %d held out",
-        fold,
-        len(train_cases),
-        len(run.unlabeled),
-        len(val_cases),
-    )
-    result = train_on_cases(
-        config,
-        train_cases,
-        val_cases,
-        path,
-        resume=resume,
-        enable_progress_bar=enable_progress_bar,
-        name=f"fold {fold}",
-    )
+    rank_zero = _is_launch_rank_zero()
+    # a first attempt that fails before writing anything (no cases in DATA_DIR, a bad
+    # setting) leaves no marked, empty run folder behind
+    with removed_if_unused_on_failure(run_dir, enabled=rank_zero):
+        if rank_zero:  # other ranks start once rank 0 has claimed the folder
+            inputs = [("DATA_DIR", data_dir), *(("--unlabeled folder", u) for u in unlabeled_dirs)]
+            prepare_run_dir(run_dir, overwrite=overwrite, inputs=inputs, command_line=command_line)
+        path = fold_dir(run_dir, fold)
+        _prepare_fold_dir(path, resume=resume, overwrite=overwrite)
+        run = prepare_run(
+            data_dir,
+            run_dir,
+            config,
+            unlabeled_dirs=unlabeled_dirs,
+            cache_dir=cache_dir,
+        )
+        train_cases, val_cases = run.fold_cases(fold)
+        logger.info(
+            "fold %d: %d training cases (%d unlabeled), %d held out",
+            fold,
+            len(train_cases),
+            len(run.unlabeled),
+            len(val_cases),
+        )
+        result = train_on_cases(
+            config,
+            train_cases,
+            val_cases,
+            path,
+            resume=resume,
+            enable_progress_bar=enable_progress_bar,
+            name=f"fold {fold}",
+        )
     return dataclasses.replace(result, fold=fold)
 
 

@@ -15,8 +15,8 @@ _CONVENTIONS = ("auto", "brats2019", "brats2023", "msd")
 
 
 @click.command(name="evaluate")
-@click.argument("pred_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("ref_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("ref_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--out",
     "out_path",

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: an input and must exist.
 OUTPUT_PATHS = {
     ("train", "run_dir"), ("train", "cache_dir"), ("run", "out_dir"), ("demo", "out_dir"),
-    ("predict", "output_dir"), ("evaluate", "out_path"),
+    ("predict", "output_dir"), ("evaluate", "out_path"), ("evaluate", "lesions_out"),
     ("survival fit", "out"), ("survival predict", "out"), ("survival evaluate", "out"),
     ("survival evaluate", "per_case"), ("survival cv", "out"), ("survival cv", "per_case"),
     ("survival plot", "out"),

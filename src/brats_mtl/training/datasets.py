@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from brats_mtl.tasks import NetworkClasses, network_classes
 from brats_mtl.preprocessing import Box, patch_grid
+from brats_mtl.tasks import NetworkClasses, network_classes
 from brats_mtl.training.cache import CachedCase
 
 #: Values of ``train.patch_sampling``.

@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader
 
 from brats_mtl.config import Config, from_dict, to_dict
 from brats_mtl.conventions import ET_CLASS, REGION_ORDER
-from brats_mtl.tasks import NetworkClasses, network_classes
 from brats_mtl.losses import multitask_loss
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.tasks import NetworkClasses, network_classes
 from brats_mtl.training.cache import CachedCase
 from brats_mtl.training.csvio import read_csv, write_csv
 from brats_mtl.training.datasets import (

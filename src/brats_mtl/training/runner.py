@@ -43,9 +43,9 @@ from typing import Any
 from brats_mtl.config import Config, ModelConfig, load_config, save_config, to_dict
 from brats_mtl.data import CaseFiles, discover_cases
 from brats_mtl.data.io import case_label_scheme
+from brats_mtl.tasks import get_label_scheme, network_classes, patient_id, pick_training_scheme
 from brats_mtl.training.cache import CachedCase, UnusableCasesError, build_cache
 from brats_mtl.training.csvio import read_csv, write_csv
-from brats_mtl.tasks import get_label_scheme, network_classes, patient_id, pick_training_scheme
 from brats_mtl.training.splits import Splits, case_stratum, load_or_create_splits, read_splits
 
 logger = logging.getLogger(__name__)

@@ -310,3 +310,60 @@ def test_chain_on_gli_post(tmp_path):
 def test_chain_on_ped2024(tmp_path):
     data, table = _chain(tmp_path, "ped2024")
     _check_chain(tmp_path, "ped2024", data, table)
+
+
+@pytest.mark.slow
+def test_brats_mtl_run_on_a_2024_layout_cohort_reports_the_scheme_regions(tmp_path):
+    """`brats-mtl run` on post-treatment glioma phantoms: the tables, the report and
+    Fig. 3 use the gli-post regions (RC its own, never in TC or WT)."""
+    import torch
+    from click.testing import CliRunner
+
+    from brats_mtl.cli.main import cli
+    from brats_mtl.config import save_config
+    from brats_mtl.pipeline import demo_config, table3_columns
+
+    data = tmp_path / "data"
+    write_phantom_cohort(data, n_labeled=4, n_unlabeled=0, shape=(24, 24, 24), labels="gli-post")
+    config = apply_overrides(
+        demo_config(),
+        ["train.n_folds=2", "train.max_steps=1", "train.val_every_n_epochs=5", "inference.tta=0"],
+    )
+    save_config(config, tmp_path / "config.yaml")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = CliRunner().invoke(
+            cli,
+            ["run", str(data), "--out", str(tmp_path / "out"), "--config",
+             str(tmp_path / "config.yaml"), "--no-progress"],
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    columns = table3_columns("gli-post")
+    assert columns[:6] == ("Dice_ET", "Dice_WT", "Dice_TC", "Dice_NETC", "Dice_SNFH", "Dice_RC")
+    table3 = pd.read_csv(tmp_path / "out" / "tables" / "table3.csv", index_col=0)
+    assert list(table3.columns) == [*columns, "n_cases"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| Dataset"))
+    assert header == "| Dataset | " + " | ".join(columns) + " | n_cases |"
+    assert "| RC |" in report and "| NETC |" in report  # lesion-wise regions
+    volumes = pd.read_csv(tmp_path / "out" / "predictions" / "out_of_fold" / "predictions.csv")
+    assert {"volume_NETC_ml", "volume_SNFH_ml", "volume_RC_ml"} <= set(volumes.columns)
+    assert (tmp_path / "out" / "figures" / "fig3_best.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fig3_colours_every_label_of_each_scheme():
+    from brats_mtl.figures.slices import LABEL_COLOURS, overlay_rgba, scheme_colours
+
+    assert {v: c for v, (c, _) in scheme_colours("brats2017").items()} == LABEL_COLOURS
+    for scheme in ("gli-post", "ped2024"):
+        colours = scheme_colours(scheme)
+        assert sorted(colours) == [1, 2, 3, 4]
+        assert len({c for c, _ in colours.values()}) == 4  # four labels, four colours
+        rgba = overlay_rgba(np.array([[0, 1, 2, 3, 4]], dtype=np.uint8), scheme)
+        assert rgba[0, 0, 3] == 0 and (rgba[0, 1:, 3] > 0).all()
+    names = [name for _, name in scheme_colours("gli-post").values()]
+    assert names[-1] == "RC (resection cavity)"
+    assert [name for _, name in scheme_colours("ped2024").values()][2] == "CC (cyst)"

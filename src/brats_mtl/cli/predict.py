@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from brats_mtl.cli.run import labels_option
+
 
 @click.command(name="predict")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -91,6 +93,7 @@ import click
     metavar="KEY=VALUE",
     help="Override a configuration value, e.g. --set inference.overlap=0.25 (repeatable).",
 )
+@labels_option("INPUT_DIR (its label maps and the values written)")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 def command(
     run_dir: Path,
@@ -107,6 +110,7 @@ def command(
     overwrite: bool,
     save_probabilities: bool,
     overrides: tuple[str, ...],
+    labels: str | None,
     progress: bool,
 ) -> None:
     """Segment every case of INPUT_DIR with the fold models in RUN_DIR into OUTPUT_DIR.
@@ -165,6 +169,7 @@ def command(
             overwrite=overwrite,
             save_probabilities=save_probabilities,
             progress=progress,
+            labels=labels,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from error

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.cli.run import command_line, preset_option, progress_option
+from brats_mtl.cli.run import command_line, labels_option, preset_option, progress_option
 
 
 @click.command("train")
@@ -70,6 +70,7 @@ from brats_mtl.cli.run import command_line, preset_option, progress_option
     help="Also save last.ckpt every this many steps (0: only at validations and the end) "
     "[train.checkpoint_every_n_steps: 100].",
 )
+@labels_option("DATA_DIR's segmentations")
 @progress_option()
 def command(
     data_dir: Path,
@@ -85,6 +86,7 @@ def command(
     cache_dir: Path | None,
     cache_workers: int | None,
     checkpoint_every: int | None,
+    labels: str | None,
     progress: bool,
 ) -> None:
     """Train fold models on DATA_DIR with stratified k-fold cross-validation.
@@ -128,7 +130,8 @@ def command(
     from brats_mtl.training.runner import stop_on_sigterm, train_folds, with_train_settings
 
     config = with_train_settings(
-        config, cache_workers=cache_workers, checkpoint_every_n_steps=checkpoint_every
+        config, cache_workers=cache_workers, checkpoint_every_n_steps=checkpoint_every,
+        labels=labels,
     )
     folds = [fold] if fold is not None else None
     with stop_on_sigterm():

@@ -540,8 +540,9 @@ def _four_label_note(convention: LabelConvention, bad: list[int]) -> str:
         return ""
     return (
         ". Label 4 in a BraTS 2023+ file is the resection cavity (post-treatment glioma, "
-        "MET 2025+) or, for pediatric tumours 2024+, edema: read it with --labels gli-post "
-        "or --labels ped2024"
+        "MET 2025+) or, for pediatric tumours 2024+, edema: read these label schemes "
+        "(gli-post, ped2024) with --labels gli-post or --labels ped2024 (train, predict, "
+        "evaluate)"
     )
 
 

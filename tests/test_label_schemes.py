@@ -304,6 +304,17 @@ def test_chain_on_gli_post(tmp_path):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["train"]["labels"] == "gli-post" and saved["model"]["n_classes"] == 5
     _check_chain(tmp_path, "gli-post", data, table)
+    # data of another scheme is refused before any model is loaded, naming both
+    from brats_mtl.inference.predict import predict_cohort
+
+    other = tmp_path / "other"
+    write_phantom_cohort(other, n_labeled=1, n_unlabeled=1, shape=(16, 16, 16))
+    with pytest.raises(ValueError, match=r"BraTS2021_00000.*gli-post.*brats2017"):
+        predict_cohort(tmp_path / "run", other, tmp_path / "pred_other")
+    (other / "BraTS2021_00000").rename(tmp_path / "moved")  # only the unlabeled case left
+    with pytest.raises(ValueError, match=r"BraTS2021_00001.*2017-2021.*gli-post"):
+        predict_cohort(tmp_path / "run", other, tmp_path / "pred_other")
+    assert not (tmp_path / "pred_other").exists()
 
 
 @pytest.mark.slow

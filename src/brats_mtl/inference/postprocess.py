@@ -8,6 +8,11 @@ only ET does. This matters because BraTS scores a case without ET whose predicti
 single ET voxel with Dice 0 (and HD95 373.128664 mm), so a few false-positive voxels cost as
 much as missing a whole tumor.
 
+The same rule holds on every label scheme (``brats_mtl.tasks.NetworkClasses``): ET is
+relabeled to the scheme's non-enhancing core (NETC for brats2023 and gli-post, NET for
+ped2024, whose ET is label 1), which lies in TC and WT as ET does; the resection cavity
+(RC) and the cyst (CC) are never touched.
+
 ``select_et_min_voxels`` picks the volume threshold that maximises the mean ET Dice over
 out-of-fold cases, as nnU-Net chose its BraTS postprocessing (Isensee et al. 2021,
 "nnU-Net for brain tumor segmentation", which relabels small ET to NCR with a threshold

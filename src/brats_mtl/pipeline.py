@@ -31,12 +31,13 @@ Source: paper sections 4-5 (Tables 3 and 4, Figs. 1, 3, 4); DESIGN.md sections 4
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,9 +110,15 @@ def cpu_config(base: Config | None = None) -> Config:
     """The CPU-sized preset for real BraTS data on a machine without a GPU.
 
     The paper's architecture with widths (8, 16, 32, 64, 128) instead of (28, ..., 448), 64^3
-    patches taken at random from each case, and a fixed step budget. Fits a 2-core laptop:
-    one fold of a few cases trains in minutes. Not the paper's network: its numbers are not
-    the paper's. Inference uses 4 mirror passes, as the paper.
+    patches taken at random from each case, a fixed step budget and a learning rate of
+    1e-3 (the paper's 1e-4 barely moves this network in 300 steps; 1e-3 reached held-out
+    Dice WT/TC/ET of about 0.7-0.8 on the five sample cases, see the README's real-data
+    run). Fits a 2-core laptop. Not the paper's network: its numbers are not the paper's.
+    Inference uses 4 mirror passes, as the paper, 8 windows per forward pass: PyTorch
+    runs a 3-D convolution of a single narrow sample on its slow native path rather
+    than oneDNN (its ``use_mkldnn`` rule), which made one window at a time about 3x
+    slower per window at these widths (``benchmarks/bench_inference.py --configs cpu``).
+    Validation during training uses the same batch.
     """
     base = base or Config()
     return replace(
@@ -130,9 +137,11 @@ def cpu_config(base: Config | None = None) -> Config:
             patch_sampling="random",
             random_patches_per_case=4,
             max_epochs=1000,
+            lr=1e-3,
             max_steps=300,
             val_every_n_epochs=10,
         ),
+        inference=replace(base.inference, window_batch_size=8),
     )
 
 
@@ -259,13 +268,14 @@ class RunInputs:
     ``--resume`` continues with them (:func:`resolve_run_inputs`).
 
     Attributes:
-        data_dir: the labeled cohort (``DATA_DIR``).
+        data_dir: the labeled cohort (``DATA_DIR``); None when not given (``--resume``
+            then takes the recorded one).
         unlabeled_dirs: the ``--unlabeled`` folders (empty: none).
         test_dir: the ``--test`` folder, or None.
         survival_csv: the ``--survival`` table, or None.
     """
 
-    data_dir: Path
+    data_dir: Path | None
     unlabeled_dirs: tuple[Path, ...] = ()
     test_dir: Path | None = None
     survival_csv: Path | None = None
@@ -273,7 +283,7 @@ class RunInputs:
     def resolved(self) -> RunInputs:
         """The same inputs as absolute paths with symbolic links resolved."""
         return RunInputs(
-            Path(self.data_dir).resolve(),
+            None if self.data_dir is None else Path(self.data_dir).resolve(),
             tuple(Path(u).resolve() for u in self.unlabeled_dirs),
             None if self.test_dir is None else Path(self.test_dir).resolve(),
             None if self.survival_csv is None else Path(self.survival_csv).resolve(),
@@ -282,7 +292,7 @@ class RunInputs:
     def as_record(self) -> dict:
         """The marker's ``inputs`` mapping (strings; None for an input not given)."""
         return {
-            "data_dir": str(self.data_dir),
+            "data_dir": None if self.data_dir is None else str(self.data_dir),
             "unlabeled_dirs": [str(u) for u in self.unlabeled_dirs],
             "test_dir": None if self.test_dir is None else str(self.test_dir),
             "survival_csv": None if self.survival_csv is None else str(self.survival_csv),
@@ -290,7 +300,9 @@ class RunInputs:
 
     def as_inputs(self) -> list[tuple[str, Path]]:
         """``(what, path)`` of each input given, as :func:`prepare_output_dir` takes them."""
-        inputs = [("DATA_DIR", self.data_dir), *(("--unlabeled folder", u) for u in self.unlabeled_dirs)]
+        inputs = [("--unlabeled folder", u) for u in self.unlabeled_dirs]
+        if self.data_dir is not None:
+            inputs.insert(0, ("DATA_DIR", self.data_dir))
         if self.test_dir is not None:
             inputs.append(("--test folder", self.test_dir))
         if self.survival_csv is not None:
@@ -348,11 +360,15 @@ _RESUMABLE = (
 )
 
 
-def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -> RunInputs:
+def resolve_run_inputs(
+    out_dir: str | Path, given: RunInputs, *, resume: bool, without: Collection[str] = ()
+) -> RunInputs:
     """The inputs a ``run`` uses: on ``resume``, those recorded in ``out_dir``'s marker for
-    any not given (``unlabeled_dirs`` empty, ``test_dir``/``survival_csv`` None), with one
-    INFO line naming them; a given input that differs from the recorded one wins, with a
-    WARNING naming old -> new.
+    any not given (``data_dir`` None, ``unlabeled_dirs`` empty, ``test_dir``/
+    ``survival_csv`` None), with one INFO line naming them; a given input that differs
+    from the recorded one wins, with a WARNING naming old -> new. An input named in
+    ``without`` is not reused (``run --no-test``, ``--no-survival``), with an INFO line
+    naming the recorded one.
 
     Without ``resume``, or without recorded inputs (a new folder, an output of an older
     version), ``given`` is returned as it is.
@@ -361,6 +377,8 @@ def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -
         out_dir: the ``run`` output folder.
         given: the inputs given on the command line.
         resume: ``--resume``.
+        without: recorded inputs not to reuse: ``"test_dir"``, ``"survival_csv"``
+            (:data:`DROPPABLE_INPUTS`).
 
     Returns:
         The :class:`RunInputs` to use.
@@ -368,9 +386,18 @@ def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -
     Raises:
         FileNotFoundError: if a recorded input that is not given again no longer exists
             (the message names it and says to pass it again or to use ``--overwrite``).
+        ValueError: if ``without`` names another input, or one that ``given`` holds.
 
     Source: STYLE rules on outputs (a resumed run reports what its first run reported).
     """
+    for name in without:
+        if name not in DROPPABLE_INPUTS:
+            raise ValueError(
+                f"without={name!r}: only {', '.join(map(repr, DROPPABLE_INPUTS))} can be left out"
+            )
+        if getattr(given, name) is not None:
+            option, no_option = _DROP_OPTIONS[name]
+            raise ValueError(f"{option} and {no_option} exclude each other; choose one")
     recorded = read_run_inputs(out_dir) if resume else None
     if recorded is None:
         return given
@@ -380,6 +407,14 @@ def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -
     reused: list[str] = []
     for option, name in _RESUMABLE:
         old, now = _paths(getattr(recorded, name)), _paths(getattr(new, name))
+        if name in without:
+            chosen[name] = None
+            if old:
+                logger.info(
+                    "--resume: not reusing %s %s recorded in %s (%s)", option,
+                    " ".join(map(str, old)), marker, _DROP_OPTIONS[name][1],
+                )
+            continue
         if not now:  # not given: the recorded one, which must still be there
             chosen[name] = getattr(recorded, name)
             for path in old:
@@ -401,6 +436,37 @@ def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -
     if reused:
         logger.info("--resume: reusing the inputs recorded in %s: %s", marker, "; ".join(reused))
     return RunInputs(**chosen)
+
+
+#: Recorded inputs that a resumed ``run`` may leave out (``without``).
+DROPPABLE_INPUTS = ("test_dir", "survival_csv")
+#: The option giving each droppable input, and the one leaving it out.
+_DROP_OPTIONS = {"test_dir": ("--test", "--no-test"), "survival_csv": ("--survival", "--no-survival")}
+#: Files of ``run``'s output folder derived from each droppable input: removed when a
+#: resumed run leaves that input out, so no table or figure outlives the report's rows.
+#: (The test predictions, ``predictions/test``, are kept: they are costly to make again.)
+_DERIVED_OUTPUTS = {
+    "test_dir": ("tables/test_set_ensemble.csv",),
+    "survival_csv": ("survival", "tables/table4.csv", "figures/fig4_survival.png"),
+}
+
+
+def _remove_derived_outputs(out: Path, without: Collection[str]) -> None:
+    """Remove what ``run`` derived from the inputs in ``without`` (a resumed run that
+    leaves them out), in a folder that ``run`` marked as its own."""
+    marker = read_output_marker(out)
+    if marker is None or marker.get("command") != "run":
+        return
+    for name in without:
+        for rel in _DERIVED_OUTPUTS[name]:
+            path = out / rel
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            logger.info("%s: removed %s (derived from the input left out)", _DROP_OPTIONS[name][1], path)
 
 
 def _paths(value: Path | tuple[Path, ...] | None) -> tuple[Path, ...]:
@@ -671,6 +737,61 @@ def prepare_output_dir(
     return True
 
 
+@contextlib.contextmanager
+def removed_if_unused_on_failure(folder: str | Path, *, enabled: bool = True) -> Iterator[None]:
+    """Within the block, a command that fails before writing anything leaves no output
+    folder behind.
+
+    Only a folder that was absent, empty or held only the marker before the block is
+    touched. When the block raises (an error, Ctrl-C or SIGTERM) and such a folder holds
+    nothing but :data:`OUTPUT_MARKER` files and empty folders (e.g. the data folder held
+    no case, so nothing was written after the folder was claimed), those are removed, and
+    the folder itself when it did not exist before. A folder holding any other file is
+    left as it is: a retry reuses what it holds (e.g. the cases cached so far).
+
+    Args:
+        folder: the output folder the block claims (``--out``).
+        enabled: False leaves everything as it is (processes other than rank 0 of a
+            distributed launch, which do not claim the folder).
+    """
+    folder = Path(folder)
+    existed = folder.exists() or folder.is_symlink()
+    fresh = not existed or (
+        folder.is_dir()
+        and not folder.is_symlink()
+        and all(p.name == OUTPUT_MARKER for p in folder.iterdir())
+    )
+    try:
+        yield
+    except BaseException:
+        if enabled and fresh:
+            _remove_if_unused(folder, keep_folder=existed)
+        raise
+
+
+def _remove_if_unused(folder: Path, *, keep_folder: bool) -> None:
+    """Remove ``folder``'s markers and empty sub-folders when that is all it holds."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    for root, dirs, files in os.walk(folder):
+        if any(name != OUTPUT_MARKER for name in files) or any(
+            (Path(root) / name).is_symlink() for name in dirs
+        ):
+            return  # something was written: kept for the retry
+    try:
+        for root, dirs, files in os.walk(folder, topdown=False):
+            for name in files:
+                (Path(root) / name).unlink()
+            for name in dirs:
+                (Path(root) / name).rmdir()
+        if not keep_folder:
+            folder.rmdir()
+    except OSError as err:  # the command's own error matters more than this clean-up
+        logger.debug("could not remove the unused output folder %s: %s", folder, err)
+        return
+    logger.debug("removed the unused output folder %s", folder)
+
+
 @dataclass
 class PipelineResult:
     """What ``run_pipeline`` produced.
@@ -691,7 +812,7 @@ class PipelineResult:
 
 
 def run_pipeline(
-    data_dir: str | Path,
+    data_dir: str | Path | None,
     out_dir: str | Path,
     *,
     config: Config | None = None,
@@ -704,6 +825,8 @@ def run_pipeline(
     progress: bool = True,
     command_line: str | None = None,
     labels: str | None = None,
+    without: Collection[str] = (),
+    report_note: str | None = None,
 ) -> PipelineResult:
     """Train, predict out-of-fold (and on a test folder), evaluate, fit survival, report.
 
@@ -712,7 +835,8 @@ def run_pipeline(
     the report (ET, WT, TC, then e.g. NETC, SNFH, RC for ``gli-post``).
 
     Args:
-        data_dir: labeled BraTS cohort in any supported layout (cross-validated).
+        data_dir: labeled BraTS cohort in any supported layout (cross-validated); None
+            with ``resume``: the one recorded when the run started.
         out_dir: output folder (layout in the module docstring).
         config: configuration; default the paper's.
         unlabeled_dirs: folders of unlabeled cases for the VAE branch.
@@ -728,6 +852,13 @@ def run_pipeline(
         progress: progress bars.
         command_line: recorded in the output folder's marker file.
         labels: the data's label scheme (``--labels``); default: inferred from the data.
+        without: with ``resume``, recorded inputs not to reuse: ``"test_dir"`` (no
+            test-set row), ``"survival_csv"`` (no survival section); what the run derived
+            from them (``tables/test_set_ensemble.csv``; ``survival/``,
+            ``tables/table4.csv``, ``figures/fig4_survival.png``) is removed, the test
+            predictions are kept.
+        report_note: a paragraph placed right under the report's title (the demo says
+            there that its cohort is synthetic).
 
     Returns:
         A :class:`PipelineResult`.
@@ -736,14 +867,45 @@ def run_pipeline(
         FileExistsError: if ``out_dir`` is a non-empty folder and neither ``resume`` nor
             ``overwrite`` is set, or ``overwrite`` is set for a non-empty folder that
             brats-mtl did not create (see :func:`prepare_output_dir`).
-        ValueError: if an input lies inside ``out_dir``; from the stages (bad data, bad
-            configuration, a survival table with bad ages).
+        ValueError: if an input lies inside ``out_dir``; if no ``data_dir`` is given and
+            none is recorded; if ``without`` names an input that is given; from the
+            stages (bad data, bad configuration, a survival table with bad ages).
         FileNotFoundError: on ``resume``, if a recorded input not given again no longer
             exists; from the stages.
         brats_mtl.training.runner.Terminated: on SIGTERM during training (exit status 143).
 
+    A command that fails before it writes anything (e.g. a DATA_DIR without cases)
+    leaves no output folder behind (:func:`removed_if_unused_on_failure`).
+
     Source: paper sections 4-5; DESIGN.md sections 4-8.
     """
+    with removed_if_unused_on_failure(out_dir):
+        return _run_pipeline(
+            data_dir, out_dir, config=config, unlabeled_dirs=unlabeled_dirs,
+            test_dir=test_dir, survival_csv=survival_csv, folds=folds, resume=resume,
+            overwrite=overwrite, progress=progress, command_line=command_line,
+            without=without, report_note=report_note, labels=labels,
+        )
+
+
+def _run_pipeline(
+    data_dir: str | Path | None,
+    out_dir: str | Path,
+    *,
+    config: Config | None,
+    unlabeled_dirs: tuple[str | Path, ...],
+    test_dir: str | Path | None,
+    survival_csv: str | Path | None,
+    folds: tuple[int, ...] | None,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    command_line: str | None,
+    without: Collection[str],
+    report_note: str | None,
+    labels: str | None,
+) -> PipelineResult:
+    """:func:`run_pipeline` inside its clean-up on failure."""
     from brats_mtl.evaluation import evaluate_folders, write_results_csv
     from brats_mtl.inference import predict_cohort
     from brats_mtl.survival import read_survival_csv
@@ -751,11 +913,18 @@ def run_pipeline(
 
     out = Path(out_dir)
     run_inputs = resolve_run_inputs(
-        out, RunInputs(Path(data_dir), tuple(Path(u) for u in unlabeled_dirs),
+        out, RunInputs(None if data_dir is None else Path(data_dir),
+                       tuple(Path(u) for u in unlabeled_dirs),
                        None if test_dir is None else Path(test_dir),
                        None if survival_csv is None else Path(survival_csv)),
-        resume=resume and not overwrite,
+        resume=resume and not overwrite, without=without,
     )
+    if run_inputs.data_dir is None:
+        raise ValueError(
+            f"no DATA_DIR given and none recorded in {out / OUTPUT_MARKER}: give the "
+            "labeled cohort (DATA_DIR)"
+            + ("" if resume else "; --resume takes the one a run recorded")
+        )
     data_dir, unlabeled_dirs = run_inputs.data_dir, run_inputs.unlabeled_dirs
     test_dir, survival_csv = run_inputs.test_dir, run_inputs.survival_csv
     # read the survival table first: a bad table fails before hours of training
@@ -765,6 +934,8 @@ def run_pipeline(
         command_line=command_line,
     )
     record_run_inputs(out, run_inputs)  # what --resume reuses when not given again
+    if resume and not overwrite:
+        _remove_derived_outputs(out, without)
     config = config or Config()
     if labels is not None:
         config = replace(config, train=replace(config.train, labels=labels))
@@ -825,7 +996,14 @@ def run_pipeline(
         figure_paths["fig4_survival"] = fig4
 
     report = write_report(
-        out, table3, table4, figure_paths, config, oof_cases, lesionwise=oof_lesionwise
+        out,
+        table3,
+        table4,
+        figure_paths,
+        config,
+        oof_cases,
+        lesionwise=oof_lesionwise,
+        note=report_note,
     )
     return PipelineResult(out, report, table3, table4, figure_paths)
 
@@ -1015,10 +1193,13 @@ def write_report(
     oof_cases: pd.DataFrame,
     *,
     lesionwise: pd.DataFrame | None = None,
+    note: str | None = None,
 ) -> Path:
     """Write ``OUT/report.md``: Tables 3 and 4, per-case results, links to figures and files.
 
     ``lesionwise``: the out-of-fold lesion-wise table, summarised per region when given.
+    ``note``, when given, is the paragraph right under the title (e.g. the demo's
+    "synthetic cohort" notice).
     """
     import pandas as pd
 
@@ -1029,6 +1210,7 @@ def write_report(
     lines = [
         "# brats-mtl report",
         "",
+        *([note, ""] if note else []),
         f"Network widths {tuple(m.widths)}, patch {m.patch_size}^3, "
         f"{config.train.n_folds}-fold CV, TTA {config.inference.tta} passes, "
         f"ET suppression below p={config.inference.et_probability_threshold} and "
@@ -1187,7 +1369,7 @@ def run_demo(
             cohort.train_dir, out / "results", config=config,
             unlabeled_dirs=(cohort.unlabeled_dir,), test_dir=cohort.test_dir,
             survival_csv=cohort.survival_csv, resume=True, progress=progress,
-            command_line=command_line,
+            command_line=command_line, report_note=demo_report_note(cohort),
         )
     except ValueError as err:
         if reused:
@@ -1198,6 +1380,26 @@ def run_demo(
 #: Synthetic demo cases are numbered from here: BraTS 2021 training IDs end at 01666, so
 #: ``BraTS2021_90000`` and up can never be mistaken for (or matched against) a real case.
 DEMO_ID_BASE = 90000
+
+
+def demo_report_note(cohort: DemoCohort) -> str:
+    """The first paragraph of the demo's report: its cohort is synthetic, and its IDs only
+    look like BraTS 2021 IDs (counts read from the cohort's folders)."""
+
+    def count(folder: Path) -> int:
+        return sum(1 for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else 0
+
+    return (
+        "**Synthetic cohort: no patient data.** Every case in this report is a phantom "
+        f"that `brats-mtl demo` generated ({count(cohort.train_dir)} labeled, "
+        f"{count(cohort.unlabeled_dir)} unlabeled and {count(cohort.test_dir)} test cases: "
+        "ellipsoidal brains holding a tumour with a necrotic core, edema and, in most, an "
+        "enhancing rim), and the "
+        "survival table is synthetic too. The IDs "
+        f"({demo_case_id(0)} and up) follow the BraTS 2021 naming only so that the BraTS "
+        "readers take them; they are not BraTS 2021 cases (its IDs end at 01666). The "
+        "numbers show that the chain runs, not how the method does on MRI."
+    )
 
 
 def demo_case_id(index: int) -> str:

@@ -25,8 +25,8 @@ _TASKS = ("auto", "GLI", "SSA", "MEN", "MET", "PED", "GoAT")
 
 
 @click.command(name="evaluate")
-@click.argument("pred_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("ref_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("ref_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--out",
     "out_path",

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.cli.run import labels_option
+from brats_mtl.cli.run import labels_option, progress_bars_wanted, progress_option
 
 
 @click.command(name="predict")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("input_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--folds",
@@ -94,7 +94,7 @@ from brats_mtl.cli.run import labels_option
     help="Override a configuration value, e.g. --set inference.overlap=0.25 (repeatable).",
 )
 @labels_option("INPUT_DIR (its label maps and the values written)")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@progress_option()
 def command(
     run_dir: Path,
     input_dir: Path,
@@ -111,7 +111,7 @@ def command(
     save_probabilities: bool,
     overrides: tuple[str, ...],
     labels: str | None,
-    progress: bool,
+    progress: bool | None,
 ) -> None:
     """Segment every case of INPUT_DIR with the fold models in RUN_DIR into OUTPUT_DIR.
 
@@ -146,10 +146,17 @@ def command(
     )
     from brats_mtl.training import read_run_config
 
-    try:
+    try:  # option values the command line got wrong: exit status 2
         fold_list = None if folds is None else _parse_folds(folds)
         shard_index = parse_shard(shard)
-        config = apply_overrides(read_run_config(run_dir), overrides)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    try:
+        config = read_run_config(run_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    try:
+        config = apply_overrides(config, overrides)
         config = with_inference_overrides(
             config,
             tta=None if tta is None else int(tta),
@@ -157,6 +164,9 @@ def command(
             device=device,
             precision=precision,
         )
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--set/--device") from None
+    try:
         table = predict_cohort(
             run_dir,
             input_dir,
@@ -168,7 +178,7 @@ def command(
             shard=shard_index,
             overwrite=overwrite,
             save_probabilities=save_probabilities,
-            progress=progress,
+            progress=progress_bars_wanted(progress),
             labels=labels,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
@@ -239,8 +249,8 @@ def resume_command(context: click.Context) -> str:
         words.append("--save-probabilities")
     for override in params.get("overrides", ()):
         words += ["--set", override]
-    if not params.get("progress", True):
-        words.append("--no-progress")
+    if params.get("progress") is not None:
+        words.append("--progress" if params["progress"] else "--no-progress")
     return shlex.join(words)
 
 

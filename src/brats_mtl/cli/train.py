@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.cli.run import command_line, labels_option, preset_option, progress_option
+from brats_mtl.cli.run import (
+    command_line,
+    config_from_options,
+    labels_option,
+    preset_option,
+    progress_bars_wanted,
+    progress_option,
+)
 
 
 @click.command("train")
@@ -87,7 +94,7 @@ def command(
     cache_workers: int | None,
     checkpoint_every: int | None,
     labels: str | None,
-    progress: bool,
+    progress: bool | None,
 ) -> None:
     """Train fold models on DATA_DIR with stratified k-fold cross-validation.
 
@@ -111,7 +118,6 @@ def command(
     SIGTERM stops training after the step in progress, saves it in last.ckpt and exits
     with status 143; --resume continues.
     """
-    from brats_mtl.config import load_config
     from brats_mtl.pipeline import preset_config
 
     if fold is not None and all_folds:
@@ -122,10 +128,7 @@ def command(
     source = config_file
     if source is None and preset is None and saved.is_file():
         source = saved
-    try:
-        config = load_config(source, overrides, base=preset_config(preset or "paper"))
-    except (FileNotFoundError, ValueError) as err:
-        raise click.BadParameter(str(err), param_hint="--config/--set") from None
+    config = config_from_options(source, overrides, preset_config(preset or "paper"))
 
     from brats_mtl.training.runner import stop_on_sigterm, train_folds, with_train_settings
 
@@ -145,7 +148,7 @@ def command(
                 resume=resume,
                 overwrite=overwrite,
                 cache_dir=cache_dir,
-                enable_progress_bar=progress,
+                enable_progress_bar=progress_bars_wanted(progress),
                 command_line=command_line(),
             )
         except (FileExistsError, FileNotFoundError, ValueError) as err:

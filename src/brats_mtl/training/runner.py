@@ -706,7 +706,9 @@ def train_on_cases(
         checkpoint_every_n_steps: also save ``last.ckpt`` every this many optimizer steps
             (besides every validation), bounding the work lost to an interruption; None:
             ``config.train.checkpoint_every_n_steps``.
-        enable_progress_bar: Lightning's progress bar.
+        enable_progress_bar: Lightning's progress bar; without it, plain INFO lines
+            (:class:`~brats_mtl.training.progress.ProgressLog`: the first and last steps,
+            one line every 30 s, one per validation).
         deterministic: deterministic algorithms; None: ``config.train.deterministic``,
             and when that is None too, on the CPU only (several CUDA kernels of 3-D
             upsampling have no deterministic backward pass).
@@ -772,6 +774,10 @@ def train_on_cases(
         LastCheckpoint(ckpt_dir / "last.ckpt", checkpoint_every_n_steps),
         ValidationCsvWriter(out / "validation.csv"),
     ]
+    if not enable_progress_bar:  # plain log lines instead (logs that are files)
+        from brats_mtl.training.progress import ProgressLog
+
+        callbacks.append(ProgressLog(name or str(out)))
     best_cb = None
     if has_val:
         best_cb = ModelCheckpoint(
@@ -893,24 +899,38 @@ def _steps_per_epoch(n_patches: int, batch_size: int, world_size: int) -> int:
 
 
 def first_validation_step(train: Any, steps_per_epoch: int) -> int:
-    """The optimizer step of the first validation: ``val_every_n_epochs`` epochs of
-    ``steps_per_epoch`` steps (Lightning's ``check_val_every_n_epoch``)."""
+    """The optimizer step of the first validation when training runs long enough:
+    ``val_every_n_epochs`` epochs of ``steps_per_epoch`` steps (Lightning's
+    ``check_val_every_n_epoch``)."""
     return train.val_every_n_epochs * steps_per_epoch
 
 
 def _warn_if_no_validation(train: Any, steps_per_epoch: int, out: Path) -> None:
-    """WARNING when ``train.max_steps`` ends the fit before its first validation."""
-    first = first_validation_step(train, steps_per_epoch)
+    """WARNING when ``train.max_steps`` ends the fit before its first validation, with the
+    settings that would give one.
+
+    Lightning validates at the end of every ``val_every_n_epochs``-th epoch, and
+    :class:`~brats_mtl.training.module.MultiTaskModule` asks for a validation where
+    ``max_steps`` stops training inside such an epoch; so a fit validates exactly when
+    the epochs its steps reach, ``ceil(max_steps / steps_per_epoch)``, are at least
+    ``val_every_n_epochs``.
+    """
     max_steps = train.max_steps
     if max_steps < 0:
         max_steps = train.max_epochs * steps_per_epoch
-    if max_steps < first:
-        logger.warning(
-            "%s: training stops at step %d, before the first validation at step %d "
-            "(train.val_every_n_epochs=%d x %d steps per epoch): no best.ckpt will be "
-            "written and last.ckpt will be used",
-            out, max_steps, first, train.val_every_n_epochs, steps_per_epoch,
-        )
+    epochs = math.ceil(max_steps / steps_per_epoch)
+    if epochs >= train.val_every_n_epochs:
+        return
+    first = first_validation_step(train, steps_per_epoch)
+    logger.warning(
+        "%s: training stops at step %d, before the first validation at step %d "
+        "(train.val_every_n_epochs=%d x %d steps per epoch): no best.ckpt will be "
+        "written and last.ckpt will be used; to validate, pass --set "
+        "train.val_every_n_epochs=%d (a validation where training stops, in epoch %d) or "
+        "--set train.max_steps=%d",
+        out, max_steps, first, train.val_every_n_epochs, steps_per_epoch,
+        max(epochs, 1), max(epochs, 1), first,
+    )
 
 
 def with_train_settings(config: Config, **settings: Any) -> Config:
@@ -975,7 +995,7 @@ def train_fold(
         cache_dir: folder of preprocessed cases (default ``RUN_DIR/cache``).
         cache_workers: processes preprocessing cases in parallel.
         checkpoint_every_n_steps: save ``last.ckpt`` every this many steps too.
-        enable_progress_bar: Lightning's progress bar.
+        enable_progress_bar: Lightning's progress bar (without it, plain log lines).
         deterministic: see :func:`train_on_cases`.
         command_line: recorded in the run folder's marker file when it is created.
 
@@ -983,6 +1003,10 @@ def train_fold(
         data folders (:func:`brats_mtl.pipeline.prepare_run_dir`); ``overwrite`` removes
         only what training wrote in the fold folder
         (:func:`brats_mtl.pipeline.clear_fold_dir`).
+
+        A run folder that this call created (or found empty) and in which nothing was
+        written when it fails, e.g. on a DATA_DIR without cases, is removed again
+        (:func:`brats_mtl.pipeline.removed_if_unused_on_failure`).
 
         ``cache_workers``, ``checkpoint_every_n_steps`` and ``deterministic`` override
         the ``train`` values of ``config`` when given (not None), and are saved with it in
@@ -1014,38 +1038,42 @@ def train_fold(
             f"fold {fold} does not exist: train.n_folds={config.train.n_folds} gives folds "
             f"0 to {config.train.n_folds - 1}"
         )
-    if _is_launch_rank_zero():  # other ranks start once rank 0 has claimed the folder
-        from brats_mtl.pipeline import prepare_run_dir
+    from brats_mtl.pipeline import prepare_run_dir, removed_if_unused_on_failure
 
-        inputs = [("DATA_DIR", data_dir), *(("--unlabeled folder", u) for u in unlabeled_dirs)]
-        prepare_run_dir(run_dir, overwrite=overwrite, inputs=inputs, command_line=command_line)
-    path = fold_dir(run_dir, fold)
-    _prepare_fold_dir(path, resume=resume, overwrite=overwrite)
-    run = prepare_run(
-        data_dir,
-        run_dir,
-        config,
-        unlabeled_dirs=unlabeled_dirs,
-        cache_dir=cache_dir,
-    )
-    train_cases, val_cases = run.fold_cases(fold)
-    config = run.config or config
-    logger.info(
-        "fold %d: %d training cases (%d unlabeled), %d held out",
-        fold,
-        len(train_cases),
-        len(run.unlabeled),
-        len(val_cases),
-    )
-    result = train_on_cases(
-        config,
-        train_cases,
-        val_cases,
-        path,
-        resume=resume,
-        enable_progress_bar=enable_progress_bar,
-        name=f"fold {fold}",
-    )
+    rank_zero = _is_launch_rank_zero()
+    # a first attempt that fails before writing anything (no cases in DATA_DIR, a bad
+    # setting) leaves no marked, empty run folder behind
+    with removed_if_unused_on_failure(run_dir, enabled=rank_zero):
+        if rank_zero:  # other ranks start once rank 0 has claimed the folder
+            inputs = [("DATA_DIR", data_dir), *(("--unlabeled folder", u) for u in unlabeled_dirs)]
+            prepare_run_dir(run_dir, overwrite=overwrite, inputs=inputs, command_line=command_line)
+        path = fold_dir(run_dir, fold)
+        _prepare_fold_dir(path, resume=resume, overwrite=overwrite)
+        run = prepare_run(
+            data_dir,
+            run_dir,
+            config,
+            unlabeled_dirs=unlabeled_dirs,
+            cache_dir=cache_dir,
+        )
+        train_cases, val_cases = run.fold_cases(fold)
+        config = run.config or config
+        logger.info(
+            "fold %d: %d training cases (%d unlabeled), %d held out",
+            fold,
+            len(train_cases),
+            len(run.unlabeled),
+            len(val_cases),
+        )
+        result = train_on_cases(
+            config,
+            train_cases,
+            val_cases,
+            path,
+            resume=resume,
+            enable_progress_bar=enable_progress_bar,
+            name=f"fold {fold}",
+        )
     return dataclasses.replace(result, fold=fold)
 
 

@@ -56,6 +56,23 @@ logger = logging.getLogger(__name__)
 TABLE3_COLUMNS = tuple(f"Dice_{r}" for r in REGION_ORDER) + tuple(
     f"Hausdorff95_{r}" for r in REGION_ORDER
 )
+
+
+def table3_columns(scheme: str | None = None) -> tuple[str, ...]:
+    """Table 3 columns of a label scheme: Dice then HD95 of each of its regions.
+
+    The three-label schemes (and None) give :data:`TABLE3_COLUMNS`; ``gli-post`` and
+    ``ped2024`` add their single-label regions (NETC, SNFH, RC; NET, CC, ED) after ET,
+    WT, TC (``brats_mtl.tasks``).
+    """
+    from brats_mtl.tasks import network_classes
+
+    regions = network_classes(scheme).regions
+    if tuple(regions) == REGION_ORDER or scheme is None:
+        return TABLE3_COLUMNS
+    return tuple(f"Dice_{r}" for r in regions) + tuple(f"Hausdorff95_{r}" for r in regions)
+
+
 #: Column order of the paper's Table 4.
 TABLE4_COLUMNS = ("Accuracy", "MSE", "medianSE", "stdSE", "SpearmanR")
 
@@ -807,10 +824,15 @@ def run_pipeline(
     overwrite: bool = False,
     progress: bool = True,
     command_line: str | None = None,
+    labels: str | None = None,
     without: Collection[str] = (),
     report_note: str | None = None,
 ) -> PipelineResult:
     """Train, predict out-of-fold (and on a test folder), evaluate, fit survival, report.
+
+    The label scheme of the data (``tasks``; ``labels`` or inferred when training)
+    decides the network's classes, the values written and the regions of the tables and
+    the report (ET, WT, TC, then e.g. NETC, SNFH, RC for ``gli-post``).
 
     Args:
         data_dir: labeled BraTS cohort in any supported layout (cross-validated); None
@@ -829,6 +851,7 @@ def run_pipeline(
             folder brats-mtl created; see :func:`prepare_output_dir`).
         progress: progress bars.
         command_line: recorded in the output folder's marker file.
+        labels: the data's label scheme (``--labels``); default: inferred from the data.
         without: with ``resume``, recorded inputs not to reuse: ``"test_dir"`` (no
             test-set row), ``"survival_csv"`` (no survival section); what the run derived
             from them (``tables/test_set_ensemble.csv``; ``survival/``,
@@ -861,7 +884,7 @@ def run_pipeline(
             data_dir, out_dir, config=config, unlabeled_dirs=unlabeled_dirs,
             test_dir=test_dir, survival_csv=survival_csv, folds=folds, resume=resume,
             overwrite=overwrite, progress=progress, command_line=command_line,
-            without=without, report_note=report_note,
+            without=without, report_note=report_note, labels=labels,
         )
 
 
@@ -880,6 +903,7 @@ def _run_pipeline(
     command_line: str | None,
     without: Collection[str],
     report_note: str | None,
+    labels: str | None,
 ) -> PipelineResult:
     """:func:`run_pipeline` inside its clean-up on failure."""
     from brats_mtl.evaluation import evaluate_folders, write_results_csv
@@ -913,6 +937,8 @@ def _run_pipeline(
     if resume and not overwrite:
         _remove_derived_outputs(out, without)
     config = config or Config()
+    if labels is not None:
+        config = replace(config, train=replace(config.train, labels=labels))
     run_dir = out / "run"
     tables = out / "tables"
     figures = out / "figures"
@@ -929,6 +955,9 @@ def _run_pipeline(
             command_line=command_line,
         )
 
+    from brats_mtl.training import read_run_config
+
+    scheme = read_run_config(run_dir).train.labels  # None: the paper's classes
     # A fold whose training ended before its first validation has no best.ckpt;
     # predict_cohort then uses its last.ckpt, with a WARNING, fold by fold.
     logger.info("out-of-fold prediction")
@@ -937,10 +966,10 @@ def _run_pipeline(
         run_dir, data_dir, oof_dir, config=config, which="best", out_of_fold=True,
         folds=list(fold_list), progress=progress,
     )
-    oof_cases, missing = evaluate_folders(oof_dir, data_dir)
+    oof_cases, missing = evaluate_folders(oof_dir, data_dir, labels=scheme)
     _report_missing("out-of-fold", missing)
     write_results_csv(oof_cases, tables / "train_set_out_of_fold.csv", overwrite=True)
-    oof_lesionwise = _lesionwise_table(oof_dir, data_dir, tables)
+    oof_lesionwise = _lesionwise_table(oof_dir, data_dir, tables, scheme)
     rows = {"Train set (out-of-fold)": oof_cases}
 
     if test_dir is not None:
@@ -951,15 +980,15 @@ def _run_pipeline(
             progress=progress,
         )
         if _has_labels(test_dir):
-            test_cases, missing = evaluate_folders(test_pred, test_dir)
+            test_cases, missing = evaluate_folders(test_pred, test_dir, labels=scheme)
             _report_missing("test", missing)
             write_results_csv(test_cases, tables / "test_set_ensemble.csv", overwrite=True)
             rows["Test set (fold ensemble)"] = test_cases
 
-    table3 = table3_layout(rows)
+    table3 = table3_layout(rows, table3_columns(scheme))
     table3.to_csv(tables / "table3.csv", float_format="%.4f")
 
-    figure_paths = _segmentation_figures(data_dir, oof_dir, oof_cases, run_dir, figures)
+    figure_paths = _segmentation_figures(data_dir, oof_dir, oof_cases, run_dir, figures, scheme)
     table4 = None
     if survival_table is not None:
         table4, fig4 = _survival(survival_table, out / "survival", config)
@@ -979,12 +1008,14 @@ def _run_pipeline(
     return PipelineResult(out, report, table3, table4, figure_paths)
 
 
-def _lesionwise_table(pred_dir: Path, data_dir: Path, tables: Path) -> pd.DataFrame:
+def _lesionwise_table(
+    pred_dir: Path, data_dir: Path, tables: Path, scheme: str | None = None
+) -> pd.DataFrame:
     """Out-of-fold lesion-wise table (BraTS 2023-2025 protocol), also written as a CSV."""
     from brats_mtl.evaluation import evaluate_folders
     from brats_mtl.evaluation.protocols import write_table_csv
 
-    per_case, _ = evaluate_folders(pred_dir, data_dir, protocol="lesionwise")
+    per_case, _ = evaluate_folders(pred_dir, data_dir, protocol="lesionwise", labels=scheme)
     write_table_csv(per_case, tables / "train_set_out_of_fold_lesionwise.csv", overwrite=True)
     return per_case
 
@@ -1017,20 +1048,23 @@ def lesionwise_summary(per_case: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def table3_layout(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def table3_layout(
+    per_case: dict[str, pd.DataFrame], columns: tuple[str, ...] = TABLE3_COLUMNS
+) -> pd.DataFrame:
     """The paper's Table 3: mean Dice and HD95 (mm) per region, one row per data set.
 
     Args:
         per_case: data-set name -> per-case online-system table (``evaluate_folders``).
+        columns: the metric columns (:func:`table3_columns` of the data's label scheme).
 
     Returns:
-        DataFrame indexed by data set, columns ``TABLE3_COLUMNS`` plus ``n_cases``.
+        DataFrame indexed by data set, columns ``columns`` plus ``n_cases``.
     """
     import pandas as pd
 
     rows = {}
     for name, cases in per_case.items():
-        row = {c: float(pd.to_numeric(cases[c]).mean()) for c in TABLE3_COLUMNS}
+        row = {c: float(pd.to_numeric(cases[c]).mean()) for c in columns}
         row["n_cases"] = len(cases)
         rows[name] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
@@ -1057,11 +1091,13 @@ def _segmentation_figures(
     oof_cases: pd.DataFrame,
     run_dir: Path,
     figures: Path,
+    scheme: str | None = None,
 ) -> dict[str, Path]:
-    """Fig. 1 on the first case; Fig. 3 on the best and worst out-of-fold cases."""
+    """Fig. 1 on the first case; Fig. 3 on the best and worst out-of-fold cases, in the
+    colours of every label of the data's ``scheme``."""
     import pandas as pd
 
-    from brats_mtl.data import discover_cases, load_case, load_label_map
+    from brats_mtl.data import discover_cases, load_case, load_label_map, load_raw_label_map
     from brats_mtl.figures.common import save_figure
     from brats_mtl.figures.slices import preprocessing_figure, segmentation_figure
     from brats_mtl.preprocessing import patch_grid, preprocess_case
@@ -1074,7 +1110,7 @@ def _segmentation_figures(
     order = oof_cases.assign(mean_dice=dice.to_numpy()).sort_values("mean_dice")
     best, worst = order.iloc[-1], order.iloc[0]
 
-    first = load_case(cases[str(best["Label"])])
+    first = load_case(cases[str(best["Label"])], scheme=scheme)
     pre = preprocess_case(first)
     t2 = 2  # channel index of t2 in (t1, t1ce, t2, flair): the paper's Fig. 1 shows T2
     patch_size = _patch_size(run_dir)
@@ -1085,14 +1121,18 @@ def _segmentation_figures(
     paths["fig1_preprocessing"] = save_figure(fig, figures / "fig1_preprocessing.png", overwrite=True)
 
     for name, row in (("fig3_best", best), ("fig3_worst", worst)):
-        case = load_case(cases[str(row["Label"])])
-        pred, _, _ = load_label_map(oof_dir / f"{case.case_id}.nii.gz")
+        case = load_case(cases[str(row["Label"])], scheme=scheme)
+        written = oof_dir / f"{case.case_id}.nii.gz"
+        four_labels = scheme is not None and table3_columns(scheme) != TABLE3_COLUMNS
+        pred, _, _ = load_raw_label_map(written) if four_labels else load_label_map(written)
         title = (
             f"{case.case_id}: Dice ET {float(row['Dice_ET']):.2f}, WT {float(row['Dice_WT']):.2f}, "
             f"TC {float(row['Dice_TC']):.2f}"
         )
         flair = case.image[3]
-        fig = segmentation_figure(flair, case.labels, pred, title=title, affine=case.affine)
+        fig = segmentation_figure(
+            flair, case.labels, pred, title=title, affine=case.affine, scheme=scheme
+        )
         paths[name] = save_figure(fig, figures / f"{name}.png", overwrite=True)
     for curve in sorted(run_dir.glob("fold_*/training_curves.png")):
         paths[f"training_curves_{curve.parent.name}"] = curve
@@ -1163,7 +1203,8 @@ def write_report(
     """
     import pandas as pd
 
-    per_case = oof_cases.set_index("Label")[list(TABLE3_COLUMNS)].apply(pd.to_numeric)
+    columns = [c for c in table3.columns if c != "n_cases"]
+    per_case = oof_cases.set_index("Label")[columns].apply(pd.to_numeric)
     per_case.index.name = "case"
     m = config.model
     lines = [

@@ -410,3 +410,181 @@ def check_scheme_for_case(scheme: LabelScheme, case_id: str, path: object) -> No
         f"{4 if era == '2017-2021' else 3} in {era} files). Pass the --labels of its release "
         f"({'brats2017' if era == '2017-2021' else 'brats2023, gli-post or ped2024'})"
     )
+
+
+# --- training and prediction on a scheme ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkClasses:
+    """The classes a network trained on one label scheme predicts, in internal labels.
+
+    Schemes with three tumour labels (``brats2017``, ``msd``, ``brats2023``) are read into
+    the internal {0, 1, 2, 4} labels of the paper (NCR/NET, ED, ET; ``LabelConvention``)
+    and share its four classes, so the paper's network on the paper's data is unchanged
+    and a run trained on one of them predicts any other. Schemes with four tumour labels
+    (``gli-post``, ``ped2024``) keep their file values as internal labels: class ``k``
+    is file value ``k``, background first.
+
+    The paper's method carries over label by label:
+
+    - the ET classifier's target is "the patch holds the scheme's ET" (``et_label``);
+    - ET suppression relabels ET to the scheme's non-enhancing core (``core_label``:
+      NCR/NET for brats2017, NETC for brats2023/gli-post, NET for ped2024), a label of
+      TC and WT alike, so neither region changes;
+    - the resection cavity (RC, gli-post) is a class of its own, in no tumour region, and
+      suppression never touches it.
+
+    Attributes:
+        scheme: the label scheme.
+        labels: internal label value of each network class, background first.
+        names: sub-region name of each class (``"background"`` first).
+        et_label: internal label of ET.
+        core_label: internal label ET is relabelled to by ET suppression.
+        regions: region name -> internal labels, in the scheme's column order.
+    """
+
+    scheme: LabelScheme
+    labels: tuple[int, ...]
+    names: tuple[str, ...]
+    et_label: int
+    core_label: int
+    regions: Mapping[str, tuple[int, ...]]
+
+    @property
+    def n_classes(self) -> int:
+        """Number of network output classes (``model.n_classes``)."""
+        return len(self.labels)
+
+    @property
+    def et_class(self) -> int:
+        """Index of the ET class."""
+        return self.labels.index(self.et_label)
+
+    @property
+    def key(self) -> str:
+        """Schemes of one key share their classes: ``"internal"`` or the scheme name."""
+        return "internal" if self.scheme.convention is not None else self.scheme.name
+
+    def to_classes(self, labels: np.ndarray) -> np.ndarray:
+        """Internal labels -> class indices 0..n_classes-1 (int64, same shape).
+
+        Raises:
+            ValueError: if ``labels`` holds a value that is no class.
+        """
+        lut = np.full(256, -1, dtype=np.int64)
+        lut[list(self.labels)] = np.arange(len(self.labels))
+        classes = lut[np.asarray(labels).astype(np.intp, copy=False)]
+        if (classes < 0).any():
+            raise ValueError(
+                f"labels must be in {self.labels} ({self.scheme.name}), found "
+                f"{np.unique(labels).tolist()}"
+            )
+        return classes
+
+    def to_labels(self, classes: np.ndarray) -> np.ndarray:
+        """Class indices -> internal labels (uint8, same shape)."""
+        return np.asarray(self.labels, dtype=np.uint8)[np.asarray(classes)]
+
+
+def network_classes(scheme: LabelScheme | str | None = None) -> NetworkClasses:
+    """The network classes of a label scheme (None: the paper's, ``brats2017``).
+
+    Raises:
+        ValueError: on an unknown scheme name.
+
+    Source: the label tables of the BraTS releases (module docstring); for the three-label
+    schemes, the internal labels of the paper (BraTS 2017-2021: 1 NCR/NET, 2 ED, 4 ET).
+    """
+    scheme = BRATS2017 if scheme is None else get_label_scheme(scheme)
+    if scheme.convention is not None:
+        return NetworkClasses(
+            scheme=scheme,
+            labels=(0, 1, 2, 4),
+            names=("background", "NCR/NET", "ED", "ET"),
+            et_label=4,
+            core_label=1,
+            regions={"ET": (4,), "WT": (1, 2, 4), "TC": (1, 4)},
+        )
+    core = {"gli-post": "NETC", "ped2024": "NET"}[scheme.name]
+    by_name = {name: value for value, name in scheme.labels.items()}
+    return NetworkClasses(
+        scheme=scheme,
+        labels=scheme.values,
+        names=("background", *scheme.labels.values()),
+        et_label=scheme.regions["ET"][0],
+        core_label=by_name[core],
+        regions=dict(scheme.regions),
+    )
+
+
+def check_run_scheme(run_scheme: LabelScheme | str, data_scheme: LabelScheme | str, where: object) -> None:
+    """Refuse data of a scheme whose classes differ from those a run was trained on.
+
+    ``brats2017``, ``msd`` and ``brats2023`` share the paper's four classes (see
+    :class:`NetworkClasses`) and predict one another; every other pair is refused.
+
+    Raises:
+        ValueError: naming both schemes and ``where`` (the run folder).
+    """
+    run, data = network_classes(run_scheme), network_classes(data_scheme)
+    if run.key != data.key:
+        raise ValueError(
+            f"the run {where} was trained on the {run.scheme.describe()} label scheme, but "
+            f"the data is in the {data.scheme.describe()} scheme; predict it with a run "
+            f"trained on {data.scheme.name} data (or pass --labels if the data's scheme "
+            "was inferred wrongly)"
+        )
+
+
+def patient_id(case_id: str) -> str:
+    """The patient of a case: a 2023+ ID without its timepoint, else the case ID itself.
+
+    ``BraTS-GLI-00000-000`` and ``BraTS-GLI-00000-100`` are two scans of patient
+    ``BraTS-GLI-00000`` (BraTS 2023+ naming: ``BraTS-<TASK>-<patient>-<timepoint>``).
+    """
+    match = _ID_2023_RE.match(case_id)
+    if match is None or not match["tp"]:
+        return case_id
+    return case_id[: match.end("patient")]
+
+
+def pick_training_scheme(
+    schemes: Mapping[str, LabelScheme], explicit: LabelScheme | str | None = None
+) -> LabelScheme:
+    """The one scheme of a training set's labeled cases.
+
+    Args:
+        schemes: case ID -> scheme inferred from its label map (unlabeled cases are left
+            out: they join any scheme).
+        explicit: ``--labels``; every case is then read in it.
+
+    Returns:
+        ``explicit`` when given, else the schemes' common one (``brats2017`` when no case
+        is labeled). Schemes sharing the paper's four classes (brats2017, msd,
+        brats2023) mix: each case is read in its own and the first by name is returned.
+
+    Raises:
+        ValueError: if the cases' schemes disagree; lists the cases of each scheme.
+    """
+    if explicit is not None:
+        return get_label_scheme(explicit)
+    if not schemes:
+        return BRATS2017
+    by_key: dict[str, dict[str, list[str]]] = {}
+    for case_id, scheme in sorted(schemes.items()):
+        key = network_classes(scheme).key
+        by_key.setdefault(key, {}).setdefault(scheme.name, []).append(case_id)
+    if len(by_key) > 1:
+        lines = []
+        for names in by_key.values():
+            for name, cases in names.items():
+                shown = ", ".join(cases[:20]) + (" ..." if len(cases) > 20 else "")
+                lines.append(f"  {name} ({len(cases)} cases): {shown}")
+        raise ValueError(
+            "the training cases disagree on the label scheme:\n" + "\n".join(lines) + "\n"
+            "split the folder by scheme, or pass --labels NAME to read every case in one "
+            f"scheme ({', '.join(LABEL_SCHEMES)})"
+        )
+    (names,) = by_key.values()
+    return LABEL_SCHEMES[min(names)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.cli.run import progress_bars_wanted, progress_option
+from brats_mtl.cli.run import labels_option, progress_bars_wanted, progress_option
 
 
 @click.command(name="predict")
@@ -93,6 +93,7 @@ from brats_mtl.cli.run import progress_bars_wanted, progress_option
     metavar="KEY=VALUE",
     help="Override a configuration value, e.g. --set inference.overlap=0.25 (repeatable).",
 )
+@labels_option("INPUT_DIR (its label maps and the values written)")
 @progress_option()
 def command(
     run_dir: Path,
@@ -109,6 +110,7 @@ def command(
     overwrite: bool,
     save_probabilities: bool,
     overrides: tuple[str, ...],
+    labels: str | None,
     progress: bool | None,
 ) -> None:
     """Segment every case of INPUT_DIR with the fold models in RUN_DIR into OUTPUT_DIR.
@@ -177,6 +179,7 @@ def command(
             overwrite=overwrite,
             save_probabilities=save_probabilities,
             progress=progress_bars_wanted(progress),
+            labels=labels,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from error

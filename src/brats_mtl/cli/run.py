@@ -27,6 +27,20 @@ def preset_option(*, default: str | None = "paper", extra_help: str = ""):
     )
 
 
+def labels_option(what: str = "the data"):
+    """The ``--labels`` option of ``run``, ``train`` and ``predict``: a label scheme of
+    ``brats_mtl.tasks`` (default: inferred per case from layout, ID and values)."""
+    from brats_mtl.tasks import LABEL_SCHEMES
+
+    return click.option(
+        "--labels", "labels", type=click.Choice(list(LABEL_SCHEMES)), default=None,
+        help=f"Label scheme of {what} (values in the files): brats2017 (1 NCR/NET, 2 ED, "
+        "4 ET), msd, brats2023 (1 NETC, 2 SNFH, 3 ET), gli-post (+ 4 RC), ped2024 (1 ET, "
+        "2 NET, 3 CC, 4 ED). Default: inferred from each case's layout, ID and values; a "
+        "folder whose cases disagree is refused.",
+    )
+
+
 def progress_option():
     """The ``--progress/--no-progress`` option of ``run``, ``demo``, ``train`` and
     ``predict``; None when neither is given (see :func:`progress_bars_wanted`)."""
@@ -121,9 +135,10 @@ def command_line() -> str:
 @click.option("--overwrite", is_flag=True,
               help="Start again: remove what an earlier run wrote in --out (only in a folder "
                    "brats-mtl created; other files are kept).")
+@labels_option()
 @progress_option()
 def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, no_test, no_survival,
-            preset, config_file, overrides, folds, resume, overwrite, progress):
+            preset, config_file, overrides, folds, resume, overwrite, labels, progress):
     """Train, predict out-of-fold, evaluate, fit survival and write a report for DATA_DIR.
 
     --resume without --preset, --config and --set continues with the run's saved
@@ -176,7 +191,7 @@ def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, no_test, 
                 data_dir, out_dir, config=config, unlabeled_dirs=tuple(unlabeled_dirs),
                 test_dir=test_dir, survival_csv=survival_csv, folds=fold_list, resume=resume,
                 overwrite=overwrite, progress=progress_bars_wanted(progress),
-                command_line=command_line(), without=without,
+                command_line=command_line(), without=without, labels=labels,
             )
         except (FileNotFoundError, FileExistsError, ValueError) as err:
             raise click.ClickException(str(err)) from err

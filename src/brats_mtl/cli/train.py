@@ -9,6 +9,7 @@ import click
 from brats_mtl.cli.run import (
     command_line,
     config_from_options,
+    labels_option,
     preset_option,
     progress_bars_wanted,
     progress_option,
@@ -76,6 +77,7 @@ from brats_mtl.cli.run import (
     help="Also save last.ckpt every this many steps (0: only at validations and the end) "
     "[train.checkpoint_every_n_steps: 100].",
 )
+@labels_option("DATA_DIR's segmentations")
 @progress_option()
 def command(
     data_dir: Path,
@@ -91,6 +93,7 @@ def command(
     cache_dir: Path | None,
     cache_workers: int | None,
     checkpoint_every: int | None,
+    labels: str | None,
     progress: bool | None,
 ) -> None:
     """Train fold models on DATA_DIR with stratified k-fold cross-validation.
@@ -130,7 +133,8 @@ def command(
     from brats_mtl.training.runner import stop_on_sigterm, train_folds, with_train_settings
 
     config = with_train_settings(
-        config, cache_workers=cache_workers, checkpoint_every_n_steps=checkpoint_every
+        config, cache_workers=cache_workers, checkpoint_every_n_steps=checkpoint_every,
+        labels=labels,
     )
     folds = [fold] if fold is not None else None
     with stop_on_sigterm():

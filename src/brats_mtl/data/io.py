@@ -27,6 +27,13 @@ from brats_mtl.conventions import (
     get_label_convention,
 )
 from brats_mtl.data.discovery import MSD_CHANNELS, CaseFiles
+from brats_mtl.tasks import (
+    LabelScheme,
+    check_scheme_for_case,
+    check_values,
+    get_label_scheme,
+    infer_label_scheme,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,17 +77,22 @@ class Case:
         return self.files.case_id
 
 
-def load_case(files: CaseFiles, *, load_labels: bool = True) -> Case:
+def load_case(
+    files: CaseFiles, *, load_labels: bool = True, scheme: LabelScheme | str | None = None
+) -> Case:
     """Read the four modalities (and the segmentation) of one case.
 
     Args:
         files: a record from :func:`~brats_mtl.data.discover_cases`.
         load_labels: read the segmentation when the case has one.
+        scheme: the label scheme of the segmentation (``brats_mtl.tasks``). None or a
+            three-label scheme: the layout's convention, read into {0, 1, 2, 4}; a
+            four-label scheme (``gli-post``, ``ped2024``): its file values, checked.
 
     Returns:
         The :class:`Case`; ``image`` float32 (4, X, Y, Z) in ``t1, t1ce, t2, flair``
         order (MSD channels FLAIR, T1w, T1gd, T2w are reordered), ``labels`` uint8
-        (X, Y, Z) in the internal {0, 1, 2, 4} set.
+        (X, Y, Z) in the internal {0, 1, 2, 4} set (file values for a four-label scheme).
 
     Raises:
         FileNotFoundError: if a file is missing (names it).
@@ -98,7 +110,7 @@ def load_case(files: CaseFiles, *, load_labels: bool = True) -> Case:
         image, affine, header = _load_modalities(files.images)
     labels = None
     if load_labels and files.seg is not None:
-        labels, seg_affine, _ = load_label_map(files.seg, files.label_convention)
+        labels, seg_affine = _load_case_labels(files, scheme)
         if labels.shape != image.shape[1:]:
             raise CaseDataError(
                 f"segmentation {files.seg} has shape {labels.shape} but the images of case "
@@ -123,6 +135,48 @@ def load_case(files: CaseFiles, *, load_labels: bool = True) -> Case:
         header=header,
         spacing_mm=(float(zooms[0]), float(zooms[1]), float(zooms[2])),
     )
+
+
+def _load_case_labels(
+    files: CaseFiles, scheme: LabelScheme | str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The case's segmentation in internal labels and its affine (see :func:`load_case`)."""
+    scheme = None if scheme is None else get_label_scheme(scheme)
+    if scheme is None or scheme.convention is not None:
+        labels, affine, _ = load_label_map(files.seg, files.label_convention)
+        return labels, affine
+    labels, affine, _ = load_raw_label_map(files.seg)
+    check_scheme_for_case(scheme, files.case_id, files.seg)
+    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)).tolist()
+    try:
+        check_values(scheme, present, files.seg, "segmentation")
+    except ValueError as exc:
+        raise CaseDataError(str(exc)) from None
+    return labels, affine
+
+
+def case_label_scheme(files: CaseFiles, explicit: LabelScheme | str | None = None) -> LabelScheme:
+    """The label scheme of a case's segmentation: ``explicit``, else inferred.
+
+    Inferred by ``brats_mtl.tasks.infer_label_scheme`` from the layout, the case ID and,
+    when those do not decide (2023+ IDs and layouts, plain names), the values in the file.
+    An unlabeled case gets the scheme its layout and ID imply.
+
+    Raises:
+        CaseDataError: (a ``ValueError``) if the file cannot be read or its values name no
+            scheme (names the case).
+    """
+    if explicit is not None:
+        return get_label_scheme(explicit)
+    present: list[int] = []
+    decided = files.layout in ("msd", "brats2018", "brats2020", "brats2021")
+    if files.seg is not None and not decided:
+        labels, _, _ = load_raw_label_map(files.seg)
+        present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)).tolist()
+    try:
+        return infer_label_scheme(files.case_id, files.label_convention, present)
+    except ValueError as exc:
+        raise CaseDataError(f"{files.seg}: {exc}") from None
 
 
 def load_label_map(
@@ -209,6 +263,7 @@ def write_segmentation(
     *,
     convention: LabelConvention | str | None = None,
     overwrite: bool = False,
+    scheme: LabelScheme | str | None = None,
 ) -> Path:
     """Write a label map on the grid of a loaded case, atomically.
 
@@ -250,11 +305,16 @@ def write_segmentation(
     inputs = [*reference.files.images.values(), reference.files.seg]
     if any(p is not None and _same_file(p, path) for p in inputs):
         raise ValueError(f"refusing to write {path}: it is an input file of {reference.case_id}")
-    conv = _resolve_convention(convention, reference.files.label_convention)
-    try:
-        out = conv.from_internal(labels)
-    except ValueError as exc:
-        raise ValueError(f"cannot write {path}: {exc}") from exc
+    scheme = None if scheme is None else get_label_scheme(scheme)
+    if scheme is not None and scheme.convention is None:
+        out = labels.astype(np.uint8)
+        check_values(scheme, np.unique(out).tolist(), path, "prediction")
+    else:
+        conv = _resolve_convention(convention, reference.files.label_convention)
+        try:
+            out = conv.from_internal(labels)
+        except ValueError as exc:
+            raise ValueError(f"cannot write {path}: {exc}") from exc
 
     if reference.header is None:  # a Case built in memory: a fresh header, codes 1 (scanner)
         ref = nib.Nifti1Header()
@@ -480,9 +540,9 @@ def _four_label_note(convention: LabelConvention, bad: list[int]) -> str:
         return ""
     return (
         ". Label 4 in a BraTS 2023+ file is the resection cavity (post-treatment glioma, "
-        "MET 2025+) or, for pediatric tumours 2024+, edema: `brats-mtl evaluate` scores "
-        "these label schemes (gli-post, ped2024), but training and prediction use the "
-        "three tumour labels only"
+        "MET 2025+) or, for pediatric tumours 2024+, edema: read these label schemes "
+        "(gli-post, ped2024) with --labels gli-post or --labels ped2024 (train, predict, "
+        "evaluate)"
     )
 
 

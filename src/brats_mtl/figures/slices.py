@@ -37,6 +37,42 @@ LABEL_COLOURS: dict[int, tuple[float, float, float, float]] = {
     ET: (0.9, 0.0, 0.0, 0.8),
 }
 LABEL_NAMES: dict[int, str] = {ED: "ED (edema)", NCR_NET: "NCR/NET", ET: "ET"}
+#: Overlay colour of each sub-region name of every label scheme (``brats_mtl.tasks``):
+#: the Fig. 3 colours for the three tumour sub-regions and their 2023+ names, blue for
+#: the resection cavity, violet for the cyst.
+SUBREGION_COLOURS: dict[str, tuple[float, float, float, float]] = {
+    "ED": LABEL_COLOURS[ED],
+    "SNFH": LABEL_COLOURS[ED],
+    "NCR/NET": LABEL_COLOURS[NCR_NET],
+    "NETC": LABEL_COLOURS[NCR_NET],
+    "NET": LABEL_COLOURS[NCR_NET],
+    "ET": LABEL_COLOURS[ET],
+    "RC": (0.1, 0.4, 1.0, 0.7),
+    "CC": (0.7, 0.3, 1.0, 0.7),
+}
+_LONG_NAMES = {"ED": "ED (edema)", "SNFH": "SNFH (edema)", "RC": "RC (resection cavity)",
+               "CC": "CC (cyst)"}
+
+
+def scheme_colours(
+    scheme: str | None = None,
+) -> dict[int, tuple[tuple[float, float, float, float], str]]:
+    """Internal label -> (RGBA colour, legend name) for every tumour label of a scheme.
+
+    Args:
+        scheme: a label scheme name (``brats_mtl.tasks``); None: the paper's labels.
+
+    Returns:
+        One entry per non-background class of ``tasks.network_classes(scheme)``; the
+        three-label schemes give :data:`LABEL_COLOURS` and :data:`LABEL_NAMES`.
+    """
+    from brats_mtl.tasks import network_classes
+
+    classes = network_classes(scheme)
+    return {
+        label: (SUBREGION_COLOURS[name], _LONG_NAMES.get(name, name))
+        for label, name in zip(classes.labels[1:], classes.names[1:], strict=True)
+    }
 
 
 #: Display axes in nibabel axis codes (the direction each axis runs toward): image rows run
@@ -151,17 +187,21 @@ def tumor_slice_index(labels: np.ndarray) -> int:
     return int(np.argmax(per_slice))
 
 
-def overlay_rgba(labels: np.ndarray) -> np.ndarray:
+def overlay_rgba(labels: np.ndarray, scheme: str | None = None) -> np.ndarray:
     """RGBA overlay of a 2-D internal label map with the Fig. 3 colours.
 
     Args:
-        labels: uint8 (H, W) internal labels {0, 1, 2, 4}.
+        labels: uint8 (H, W) internal labels {0, 1, 2, 4} (a four-label scheme's values).
+        scheme: the label scheme (:func:`scheme_colours`); None: the paper's labels.
 
     Returns:
         float32 (H, W, 4); transparent where the label is 0.
     """
     rgba = np.zeros((*labels.shape, 4), dtype=np.float32)
-    for value, colour in LABEL_COLOURS.items():
+    colours = (
+        LABEL_COLOURS if scheme is None else {v: c for v, (c, _) in scheme_colours(scheme).items()}
+    )
+    for value, colour in colours.items():
         rgba[labels == value] = colour
     return rgba
 
@@ -245,6 +285,7 @@ def segmentation_figure(
     title: str = "",
     *,
     affine: np.ndarray,
+    scheme: str | None = None,
 ) -> Figure:
     """Fig. 3: ground truth beside prediction on one axial slice, in radiological convention
     (anterior at the top, the patient's left on the image's right).
@@ -258,10 +299,12 @@ def segmentation_figure(
             files); default the slice with the most reference tumor voxels.
         title: figure title (e.g. the case ID and its Dice).
         affine: float (4, 4) voxel -> world affine of the three volumes' grid.
+        scheme: the labels' scheme (``brats_mtl.tasks``): every label of it gets a colour
+            and a legend entry (:func:`scheme_colours`); None: the paper's labels.
 
     Returns:
         A matplotlib Figure: ground truth left, prediction right; edema green, NCR/NET
-        yellow, ET red.
+        yellow, ET red (resection cavity blue, cyst violet), with a legend.
 
     Raises:
         ValueError: if the three volumes do not share one shape, or ``affine`` is not a
@@ -284,11 +327,17 @@ def segmentation_figure(
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))
     for ax, labels, name in ((axes[0], reference, "ground truth"), (axes[1], prediction, "prediction")):
         ax.imshow(view.slice(background, z), cmap="gray", interpolation="nearest", aspect=view.aspect)
-        ax.imshow(overlay_rgba(view.slice(labels, z)), interpolation="nearest", aspect=view.aspect)
+        ax.imshow(
+            overlay_rgba(view.slice(labels, z), scheme), interpolation="nearest", aspect=view.aspect
+        )
         ax.set_title(f"{name} (slice {z})", fontsize=10)
         ax.set_axis_off()
-    handles = [Patch(color=LABEL_COLOURS[v][:3], label=LABEL_NAMES[v]) for v in (ED, NCR_NET, ET)]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=9)
+    if scheme is None:
+        entries = [(LABEL_COLOURS[v], LABEL_NAMES[v]) for v in (ED, NCR_NET, ET)]
+    else:
+        entries = list(scheme_colours(scheme).values())
+    handles = [Patch(color=colour[:3], label=name) for colour, name in entries]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 1))

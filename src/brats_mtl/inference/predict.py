@@ -66,7 +66,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,6 +96,13 @@ from brats_mtl.inference.sliding_window import (
 from brats_mtl.inference.tta import mirror_axes
 from brats_mtl.preprocessing import Box, Preprocessed, crop, preprocess_case, uncrop
 from brats_mtl.preprocessing import brain_mask as nonzero_mask
+from brats_mtl.tasks import (
+    LabelScheme,
+    NetworkClasses,
+    check_run_scheme,
+    check_scheme_for_case,
+    network_classes,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,6 +131,19 @@ CSV_COLUMNS: tuple[str, ...] = (
     "error",
 )
 CSV_NAME = "predictions.csv"
+
+
+def csv_columns(rows: Iterable[Mapping[str, Any]] = ()) -> list[str]:
+    """:data:`CSV_COLUMNS`, with the volume of every further region of a label scheme
+    found in ``rows`` (``volume_NETC_ml``, ``volume_RC_ml``, ...) after ``volume_ET_ml``."""
+    extra: list[str] = []
+    for row in rows:
+        extra += [
+            k for k in row if k.startswith("volume_") and k not in CSV_COLUMNS and k not in extra
+        ]
+    at = CSV_COLUMNS.index("volume_ET_ml") + 1
+    return [*CSV_COLUMNS[:at], *extra, *CSV_COLUMNS[at:]]
+
 #: Floats of ``predictions.csv`` keep 6 significant digits (volumes: 0.001 ml up to
 #: 999 ml), so binary noise such as ``62.431000000000004`` is not written.
 CSV_FLOAT_FORMAT = "%.6g"
@@ -239,6 +259,9 @@ class Segmenter:
         precision: "auto" (bf16 on CPUs with AMX, else 32; ``network.
             resolve_precision``), "32" (float32) or "bf16" (bfloat16 autocast); default
             ``config.precision``. Not used by callables.
+        classes: the network classes of the run's label scheme
+            (``tasks.network_classes``): class -> internal label, ET and the label ET
+            suppression relabels it to. Default: the paper's (brats2017).
 
     Raises:
         ValueError: on invalid settings, no models, mixed patch sizes, or a callable in
@@ -255,6 +278,7 @@ class Segmenter:
         *,
         patch_size: int | None = None,
         precision: str | None = None,
+        classes: NetworkClasses | None = None,
     ) -> None:
         from brats_mtl.inference.network import (
             network_predictor,
@@ -263,6 +287,7 @@ class Segmenter:
         )
 
         self.config = config = config or InferenceConfig()
+        self.classes = network_classes() if classes is None else classes
         check_inference_config(config)
         if precision is None:
             precision = config.precision
@@ -427,7 +452,7 @@ class Segmenter:
             return CasePrediction(
                 case_id=pre.case_id,
                 labels=np.zeros(pre.original_shape, dtype=np.uint8),
-                probabilities=np.zeros((len(CLASS_LABELS), 0, 0, 0), dtype=np.float32),
+                probabilities=np.zeros((self.classes.n_classes, 0, 0, 0), dtype=np.float32),
                 box=pre.box,
                 et_probability=float("nan"),
                 et_suppressed=False,
@@ -448,7 +473,7 @@ class Segmenter:
             del prediction
         cfg = self.config
         et_probability = ensemble.et_probability()
-        labels = ensemble.labels(cfg.ensemble)
+        labels = self.classes.to_labels(ensemble.classes(cfg.ensemble))
         probabilities = ensemble.mean_probabilities()
         if cfg.mask_outside_brain:
             inside = nonzero_mask(pre.image) if brain_mask is None else brain_mask
@@ -461,6 +486,8 @@ class Segmenter:
             et_probability,
             probability_threshold=cfg.et_probability_threshold,
             min_voxels=cfg.et_min_voxels,
+            et_label=self.classes.et_label,
+            core_label=self.classes.core_label,
         )
         return CasePrediction(
             case_id=pre.case_id,
@@ -583,8 +610,9 @@ def write_probabilities(
     import nibabel as nib
 
     shape = tuple(case.image.shape[1:])
-    data = np.empty((*shape, len(CLASS_LABELS)), dtype=np.uint8)
-    for k in range(len(CLASS_LABELS)):
+    n_classes = len(prediction.probabilities)
+    data = np.empty((*shape, n_classes), dtype=np.uint8)
+    for k in range(n_classes):
         full = uncrop(
             prediction.probabilities[k], prediction.box, shape, fill=1.0 if k == 0 else 0.0
         )
@@ -594,7 +622,11 @@ def write_probabilities(
     img = nib.Nifti1Image(data, case.affine, header)
     img.header.set_slope_inter(1.0 / 255.0, 0.0)
     img.header["cal_min"], img.header["cal_max"] = 0.0, 1.0
-    img.header["descrip"] = b"class probs: background, NCR/NET, ED, ET"
+    img.header["descrip"] = (
+        b"class probs: background, NCR/NET, ED, ET"
+        if n_classes == len(CLASS_LABELS)
+        else f"class probs: {n_classes} classes".encode()
+    )
     return save_nifti(img, path, overwrite=overwrite)
 
 
@@ -649,6 +681,12 @@ def _record(
         "volume_WT_ml": volumes_ml.get("WT", float("nan")),
         "volume_TC_ml": volumes_ml.get("TC", float("nan")),
         "volume_ET_ml": volumes_ml.get("ET", float("nan")),
+        # regions of a four-label scheme beyond WT, TC, ET (e.g. volume_RC_ml)
+        **{
+            f"volume_{region}_ml": value
+            for region, value in volumes_ml.items()
+            if region not in ("WT", "TC", "ET")
+        },
         "seconds": seconds,
         "status": status,
         "warning": warning,
@@ -724,7 +762,7 @@ def merge_records(
                     ", ..." if len(stale) > 10 else "",
                 )
             rows = [r for r in rows if r.get("case_id") in wanted]
-        table = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+        table = pd.DataFrame(rows, columns=csv_columns(rows))
         table = table.sort_values("case_id", kind="stable").reset_index(drop=True)
         target = output_dir / CSV_NAME
         tmp = target.with_name(f".{CSV_NAME}.{uuid.uuid4().hex}.tmp")
@@ -1225,6 +1263,7 @@ def predict_cases(
                     case,
                     segmentation_path(output_dir, files.case_id),
                     overwrite=True,
+                    scheme=segmenter.classes.scheme,
                 )
                 partial = None
                 record = _record(
@@ -1233,7 +1272,9 @@ def predict_cases(
                     train_folds=train_folds_of(files.case_id),
                     et_probability=prediction.et_probability,
                     et_suppressed=prediction.et_suppressed,
-                    volumes_ml=region_volumes_ml(prediction.labels, case.spacing_mm),
+                    volumes_ml=region_volumes_ml(
+                        prediction.labels, case.spacing_mm, segmenter.classes.regions
+                    ),
                     seconds=time.perf_counter() - start,
                     status=status,
                     warning=warning,
@@ -1298,7 +1339,7 @@ def predict_cases(
         n_failed,
         output_dir / CSV_NAME,
     )
-    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+    return pd.DataFrame(rows, columns=csv_columns(rows))
 
 
 # statuses of a case whose label map was written
@@ -1379,8 +1420,14 @@ def predict_cohort(
     save_probabilities: bool = False,
     precision: str | None = None,
     progress: bool = False,
+    labels: LabelScheme | str | None = None,
 ) -> pd.DataFrame:
     """Segment every case of ``input_dir`` with the fold models of a training run.
+
+    The run's label scheme (``train.labels`` of its ``config.yaml``; none recorded: the
+    paper's four classes) decides the classes, ET suppression, the values written and
+    the regions of ``predictions.csv``; the input must be of a scheme with the same
+    classes (:func:`check_input_schemes`).
 
     A case folder that cannot be read (a modality missing, two files for one modality)
     fails alone: it is recorded with status "error" and the others are predicted
@@ -1411,6 +1458,7 @@ def predict_cohort(
         precision: "32" or "bf16" (see :class:`Segmenter`); default
             ``config.inference.precision``.
         progress: show a progress bar.
+        labels: the input's label scheme (``--labels``); default: inferred per case.
 
     Returns:
         This shard's rows (see :func:`predict_cases`); ``predictions.csv`` lists the
@@ -1423,8 +1471,9 @@ def predict_cohort(
             weights or other settings and ``overwrite`` is False (lists the differences).
         ValueError: on invalid settings, when no fold has a checkpoint, when
             ``output_dir`` is, lies inside or contains ``input_dir``
-            (:func:`check_output_outside_input`), or when the input folder as a whole
-            cannot be read (see :func:`discover_prediction_cases`).
+            (:func:`check_output_outside_input`), when the input folder as a whole
+            cannot be read (see :func:`discover_prediction_cases`), or when its label
+            scheme differs from the run's (names both).
         PredictionInterrupted: on Ctrl-C, after clean-up (see :func:`predict_cases`).
 
     Source: paper, Inference, 5.1 and Table 3; DESIGN.md sections 4 and 5.
@@ -1436,6 +1485,8 @@ def predict_cohort(
     check_inference_config(config.inference)
     # the input first: a missing INPUT_DIR is named before any checkpoint warning
     cases, unreadable = discover_prediction_cases(input_dir)
+    classes = network_classes(training.read_run_config(run_dir).train.labels)
+    check_input_schemes(cases, classes, run_dir, labels)
     if folds is None:
         folds = training.available_folds(run_dir, which)
         if which == "best":
@@ -1491,7 +1542,7 @@ def predict_cohort(
         config.inference.tta,
     )
     models = {k: training.load_fold_model(run_dir, k, checkpoints[k]) for k in folds}
-    segmenter = Segmenter(models, config.inference, precision=precision)
+    segmenter = Segmenter(models, config.inference, precision=precision, classes=classes)
     logger.info(
         "precision %s on %s",
         resolve_precision(segmenter.precision, segmenter.device),
@@ -1521,6 +1572,39 @@ def predict_cohort(
         if splits is None
         else {k: splits.train_ids(k) for k in folds if k < splits.n_folds},
     )
+
+
+def check_input_schemes(
+    cases: Sequence[CaseFiles],
+    classes: NetworkClasses,
+    run_dir: str | Path,
+    labels: LabelScheme | str | None = None,
+) -> None:
+    """Refuse input cases whose label scheme has other classes than the run's.
+
+    A case's scheme is ``labels`` when given, else inferred from its segmentation (when
+    it has one), layout and ID (``data.case_label_scheme``). A case without a
+    segmentation and a run on a four-label scheme must at least agree in era (a BraTS
+    2017-2021 ID is never written with 2023+ values, ``tasks.check_scheme_for_case``).
+
+    Raises:
+        ValueError: naming the run, both schemes and the first case that disagrees.
+    """
+    from brats_mtl.data.io import case_label_scheme
+
+    for files in cases:
+        if labels is None and files.seg is None:
+            if classes.key != "internal":
+                check_scheme_for_case(classes.scheme, files.case_id, files.images["t1"])
+            continue
+        try:
+            scheme = case_label_scheme(files, labels)
+        except (ValueError, OSError):  # an unreadable reference: prediction never reads it
+            continue
+        try:
+            check_run_scheme(classes.scheme, scheme, run_dir)
+        except ValueError as exc:
+            raise ValueError(f"case {files.case_id}: {exc}") from None
 
 
 def _read_splits_if_any(run_dir: str | Path, *, required: bool) -> Splits | None:

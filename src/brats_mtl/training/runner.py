@@ -40,8 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brats_mtl.config import Config, load_config, save_config, to_dict
-from brats_mtl.data import discover_cases
+from brats_mtl.config import Config, ModelConfig, load_config, save_config, to_dict
+from brats_mtl.data import CaseFiles, discover_cases
+from brats_mtl.data.io import case_label_scheme
+from brats_mtl.tasks import get_label_scheme, network_classes, patient_id, pick_training_scheme
 from brats_mtl.training.cache import CachedCase, UnusableCasesError, build_cache
 from brats_mtl.training.csvio import read_csv, write_csv
 from brats_mtl.training.splits import Splits, case_stratum, load_or_create_splits, read_splits
@@ -192,11 +194,14 @@ class RunData:
         labeled: case ID -> cached labeled case (the cross-validated cases).
         unlabeled: cached unlabeled cases (join every fold's training set).
         splits: the run's folds.
+        config: the configuration with the label scheme resolved (``train.labels`` and
+            ``model.n_classes`` set from the data; see :func:`resolve_label_scheme`).
     """
 
     labeled: dict[str, CachedCase]
     unlabeled: list[CachedCase]
     splits: Splits
+    config: Config | None = None
 
     def fold_cases(self, fold: int) -> tuple[list[CachedCase], list[CachedCase]]:
         """(training cases, held-out cases) of ``fold``; unlabeled cases train in every fold."""
@@ -502,7 +507,6 @@ def prepare_run(
     Source: DESIGN.md section 4 (splits saved and reused).
     """
     run_dir = Path(run_dir)
-    has_results = _check_run_config(run_dir, config)
     # every case is checked before training: broken case folders (a missing modality)
     # from discovery, unreadable files from caching; all of them are reported at once
     invalid: list[tuple[str, str]] = []
@@ -513,6 +517,8 @@ def prepare_run(
         extra = discover_cases(folder, invalid=invalid, consequence=consequence)
         cases += extra
         flags += [False] * len(extra)
+    config = resolve_label_scheme(config, [c for c, f in zip(cases, flags, strict=True) if f])
+    has_results = _check_run_config(run_dir, config)
     n_cases = len(cases) + len(invalid)
     try:
         cached = build_cache(
@@ -520,6 +526,7 @@ def prepare_run(
             Path(cache_dir) if cache_dir is not None else run_dir / CACHE_DIR,
             use_labels=flags,
             num_workers=config.train.cache_workers if cache_workers is None else cache_workers,
+            scheme=config.train.labels,
         )
     except UnusableCasesError as error:
         raise UnusableCasesError(invalid + error.problems, n_cases) from None
@@ -535,6 +542,7 @@ def prepare_run(
         config.train.seed,
         unlabeled_ids=[c.case_id for c in unlabeled],
         replace_mismatched=not has_results,
+        patients={cid: patient_id(cid) for cid in labeled},
     )
     _save_run_config(run_dir, config, has_results)
     logger.info(
@@ -543,7 +551,54 @@ def prepare_run(
         splits.n_folds,
         len(unlabeled),
     )
-    return RunData(labeled=labeled, unlabeled=unlabeled, splits=splits)
+    return RunData(labeled=labeled, unlabeled=unlabeled, splits=splits, config=config)
+
+
+def resolve_label_scheme(config: Config, labeled_cases: Sequence[CaseFiles]) -> Config:
+    """``config`` with the training label scheme and the class count it implies.
+
+    The scheme is ``train.labels`` when set (``--labels``), else the one every labeled
+    case's segmentation is in (``data.case_label_scheme``; unlabeled cases join any
+    scheme). ``model.n_classes`` becomes the scheme's class count (4 for brats2017, msd
+    and brats2023: the paper's network; 5 for gli-post and ped2024). An inferred
+    three-label scheme leaves ``config`` as it is (``train.labels`` None means the
+    paper's four classes, whichever of the three files the cases are in), so the run
+    folder of the paper's configuration on the paper's data is the same as ever.
+
+    Raises:
+        ValueError: on an unknown ``train.labels``; labeled cases whose schemes disagree
+            (lists the cases per scheme); a ``model.n_classes`` set to another count than
+            the default 4 or the scheme's.
+        CaseDataError: a segmentation whose values name no scheme.
+
+    Source: BraTS label tables (``brats_mtl.tasks``); paper section 4.2 (softmax over
+    the classes, background first).
+    """
+    explicit = config.train.labels
+    if explicit is not None:
+        scheme = get_label_scheme(explicit)
+    else:
+        schemes = {}
+        for files in labeled_cases:
+            try:
+                schemes[files.case_id] = case_label_scheme(files)
+            except (ValueError, OSError):  # unreadable: caching reports it with the others
+                continue
+        scheme = pick_training_scheme(schemes)
+    n_classes = network_classes(scheme).n_classes
+    if config.model.n_classes not in (ModelConfig().n_classes, n_classes):
+        raise ValueError(
+            f"model.n_classes={config.model.n_classes} does not fit the {scheme.describe()} "
+            f"label scheme ({n_classes} classes, background included); leave model.n_classes "
+            "unset: the label scheme decides it"
+        )
+    if explicit is None and scheme.convention is not None:
+        return config
+    return dataclasses.replace(
+        config,
+        train=dataclasses.replace(config.train, labels=scheme.name),
+        model=dataclasses.replace(config.model, n_classes=n_classes),
+    )
 
 
 # --- Lightning -----------------------------------------------------------------------
@@ -1002,6 +1057,7 @@ def train_fold(
             cache_dir=cache_dir,
         )
         train_cases, val_cases = run.fold_cases(fold)
+        config = run.config or config
         logger.info(
             "fold %d: %d training cases (%d unlabeled), %d held out",
             fold,

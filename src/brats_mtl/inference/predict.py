@@ -354,7 +354,7 @@ class Segmenter:
     def _window_runner(self, predictor) -> Callable[[np.ndarray], VolumePrediction]:
         cfg = self.config
 
-        def run(image: np.ndarray) -> VolumePrediction:
+        def run(image: np.ndarray, progress=None) -> VolumePrediction:
             return predict_sliding_window(
                 image,
                 predictor,
@@ -363,6 +363,7 @@ class Segmenter:
                 tta=cfg.tta,
                 batch_size=cfg.window_batch_size,
                 device=self.device,
+                progress=progress,
             )
 
         return run
@@ -370,8 +371,8 @@ class Segmenter:
     def _whole_runner(self, volume_predictor, multiple: int):
         cfg = self.config
 
-        def run(image: np.ndarray) -> VolumePrediction:
-            return predict_whole_volume(
+        def run(image: np.ndarray, progress=None) -> VolumePrediction:
+            prediction = predict_whole_volume(
                 image,
                 volume_predictor,
                 patch_size=self.patch_size,
@@ -380,6 +381,9 @@ class Segmenter:
                 tta=cfg.tta,
                 device=self.device,
             )
+            if progress is not None:  # one pass per mirror: reported when all are done
+                progress(1, 1)
+            return prediction
 
         return run
 
@@ -414,6 +418,7 @@ class Segmenter:
         *,
         folds: Sequence[int] | None = None,
         brain_mask: np.ndarray | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> CasePrediction:
         """Segment one preprocessed case (``preprocessing.preprocess_case``).
 
@@ -426,6 +431,9 @@ class Segmenter:
                 image is exactly 0 outside the brain; inside, all four channels are 0
                 together only where every raw value equals its modality's mean). Used
                 only with ``config.mask_outside_brain``.
+            progress: called as windows finish with (done, total) over all folds, a unit
+                being one window in one mirror pass of one fold (whole-volume mode: one
+                fold); for progress bars.
 
         Returns:
             :class:`CasePrediction` on the input grid (``pre.original_shape``). For an
@@ -460,8 +468,14 @@ class Segmenter:
                 fold_et_probabilities=(float("nan"),) * len(folds),
             )
         ensemble = FoldEnsemble()
-        for fold in folds:
-            prediction = self._runners[fold](pre.image)
+        for index, fold in enumerate(folds):
+            fold_progress = None
+            if progress is not None:
+
+                def fold_progress(done: int, total: int, index: int = index) -> None:
+                    progress(index * total + done, len(folds) * total)
+
+            prediction = self._runners[fold](pre.image, fold_progress)
             ensemble.add(prediction.probs, prediction.et_probability)
             logger.debug(
                 "case %s fold %d: ET probability %.3f over %d windows",
@@ -1134,6 +1148,73 @@ class PredictionInterrupted(KeyboardInterrupt):
         )
 
 
+class WindowProgress:
+    """Progress inside one case, fed by :meth:`Segmenter.predict_preprocessed`.
+
+    On a terminal (``bar=True``) a tqdm bar of windows (windows done / total, rate and
+    time left) under the cohort's bar of cases; otherwise plain log lines: the first
+    batch, then at most one line every ``every_s`` seconds, then the last, each with the
+    windows done / total, the seconds so far and an estimate of the seconds left (the
+    mean time per window so far times the windows left).
+
+    Args:
+        case_id: named in every line.
+        bar: draw a tqdm bar (stdout and stderr are terminals) instead of log lines.
+        every_s: seconds between two log lines.
+        clock: seconds, monotonic (tests pass a fake clock).
+    """
+
+    def __init__(
+        self,
+        case_id: str,
+        *,
+        bar: bool,
+        every_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.case_id = case_id
+        self.every_s = every_s
+        self._clock = clock
+        self._use_bar = bar
+        self._bar = None
+        self._start = clock()
+        self._last_line: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        """Record that ``done`` of ``total`` windows (x mirrors x folds) are finished."""
+        if self._use_bar:
+            from tqdm.auto import tqdm
+
+            if self._bar is None:
+                self._bar = tqdm(
+                    total=total, desc=self.case_id, unit="window", position=1, leave=False
+                )
+            self._bar.update(done - self._bar.n)
+            return
+        now = self._clock()
+        due = self._last_line is None or now - self._last_line >= self.every_s
+        if not (due or done == total):
+            return
+        self._last_line = now
+        elapsed = now - self._start
+        left = elapsed / done * (total - done) if done else float("nan")
+        logger.info(
+            "%s: windows %d/%d (%.0f%%), %.0f s, about %.0f s left",
+            self.case_id,
+            done,
+            total,
+            100.0 * done / total,
+            elapsed,
+            left,
+        )
+
+    def close(self) -> None:
+        """Remove the bar (the cohort's bar of cases stays)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 def predict_cases(
     cases: Sequence[CaseFiles],
     segmenter: Segmenter,
@@ -1168,7 +1249,9 @@ def predict_cases(
         overwrite: predict cases whose label map exists again, and replace the folder's
             recorded settings (files of other cases are left alone).
         save_probabilities: also write ``probabilities/<ID>.nii.gz``.
-        progress: show a tqdm progress bar.
+        progress: show tqdm progress bars (cases, and windows inside a case); when
+            False, each case logs its windows done / total and an estimate of the time
+            left about every 30 s (:class:`WindowProgress`).
         cohort_ids: every case ID of the whole input (all shards, readable or not):
             ``predictions.csv`` lists only these (:func:`merge_records`). None: the
             table keeps every record, e.g. of other shards called with other lists.
@@ -1249,7 +1332,13 @@ def predict_cases(
                 status, warning = degenerate_status(case, pre)
                 mask = nonzero_mask(crop(case.image, pre.box))
                 case = release_image(case)
-                prediction = segmenter.predict_preprocessed(pre, folds=folds, brain_mask=mask)
+                window_progress = WindowProgress(files.case_id, bar=progress)
+                try:
+                    prediction = segmenter.predict_preprocessed(
+                        pre, folds=folds, brain_mask=mask, progress=window_progress
+                    )
+                finally:
+                    window_progress.close()
                 del pre, mask
                 if save_probabilities:
                     # a probability map without its label map is what an interrupted run

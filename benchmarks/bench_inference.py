@@ -26,13 +26,13 @@ float32 unless named bf16):
 - ``whole_tta{0,4,8}``, ``whole_5x4``: the whole-volume mode, one model or the paper's
   five folds x 4 mirrors.
 - ``whole_bf16_tta4``, ``whole_bf16_5x4``, ``window_bf16_tta4``: bfloat16 autocast.
-- ``cpu_b1_tta4``, ``cpu_b8_tta4``, ``cpu_b8_o25_tta4``, ``cpu_b8_o0_tta4``,
-  ``cpu_b8_tta0`` (``--configs cpu`` runs them beside ``window_tta4`` and
+- ``cpu_b1_tta{0,4}``, ``cpu_b8_tta{0,4}``, ``cpu_b8_bf16_tta4``, ``cpu_b8_o25_tta4``,
+  ``cpu_b8_o0_tta4`` (``--configs cpu`` runs most of them beside ``window_tta4`` and
   ``window_bf16_tta4``): the CPU preset (``--preset cpu``: widths 8-128, 64^3 windows)
   with 1 or 8 windows per forward pass and overlap 0.5 / 0.25 / 0 (the fewest windows
   that cover the crop), float32 or bf16; random weights, or the trained run of
-  ``--cpu-run-dir``. Dice of ``cpu_b8_tta4`` against ``cpu_b1_tta4`` (batch 1: the
-  preset's earlier default, the same function), of the others against ``cpu_b8_tta4``.
+  ``--cpu-run-dir``. Dice of ``cpu_b8_*`` against ``cpu_b1_*`` (batch 1: the preset's
+  earlier default, the same function), of the approximate ones against ``cpu_b8_tta4``.
 - ``window_tta8``, ``window_5x4`` and ``window_bf16_5x4``: 8 mirrors, and five folds x 4
   mirrors, with windows (long: ~10 and ~25 min in float32); not in the default list,
   extrapolated from ``window_tta4`` / ``window_bf16_tta4`` (x 2, x 5) and printed as such
@@ -94,16 +94,17 @@ SPECS: dict[str, Spec] = {
     "window_bf16_5x4": Spec("ours", folds=5, precision="bf16", reference="window_5x4"),
     # the CPU preset (widths 8-128, 64^3 windows: 80 windows on this case at overlap 0.5)
     "cpu_b1_tta4": Spec("ours", net="cpu", reference="cpu_b1_tta4"),
+    "cpu_b1_tta0": Spec("ours", net="cpu", tta=0, reference="cpu_b1_tta0"),
+    "cpu_b8_tta0": Spec("ours", net="cpu", batch=8, tta=0, reference="cpu_b1_tta0"),
     "cpu_b8_tta4": Spec("ours", net="cpu", batch=8, reference="cpu_b1_tta4"),
     "cpu_b8_bf16_tta4": Spec("ours", net="cpu", batch=8, precision="bf16", reference="cpu_b8_tta4"),
     "cpu_b8_o25_tta4": Spec("ours", net="cpu", batch=8, overlap=0.25, reference="cpu_b8_tta4"),
     "cpu_b8_o0_tta4": Spec("ours", net="cpu", batch=8, overlap=0.0, reference="cpu_b8_tta4"),
-    "cpu_b8_tta0": Spec("ours", net="cpu", batch=8, tta=0, reference="cpu_b8_tta4"),
 }
 #: ``--configs cpu``: the CPU preset's levers beside the paper network's pass, same run.
 CPU_CONFIGS = (
-    "window_tta4,window_bf16_tta4,cpu_b1_tta4,cpu_b8_tta4,cpu_b8_bf16_tta4,cpu_b8_o25_tta4,"
-    "cpu_b8_o0_tta4"
+    "window_tta4,window_bf16_tta4,cpu_b1_tta0,cpu_b8_tta0,cpu_b8_tta4,cpu_b8_bf16_tta4,"
+    "cpu_b8_o25_tta4"
 )
 DEFAULT_CONFIGS = (
     "window_tta0,window_tta4,monai_cl_tta4,monai_plain_tta0,whole_tta0,whole_tta4,"

@@ -42,7 +42,7 @@ def test_paper_shapes_on_meta(paper_meta_net):
     assert out.seg_logits.shape == (2, 4, 128, 128, 128)
     assert out.cls_logits.shape == (2, 2)
     assert out.recon.shape == (2, 4, 128, 128, 128)
-    assert out.mu.shape == out.logvar.shape == (2, 50, 16, 16, 16)  # Table 1 read as DESIGN 3
+    assert out.mu.shape == out.logvar.shape == (2, 50, 16, 16, 16)  # Table 1 read as docs/design.md section 3
     features = paper_meta_net.encode(x)
     assert [tuple(f.shape[1:]) for f in features] == [
         (28, 128, 128, 128), (56, 64, 64, 64), (112, 32, 32, 32), (224, 16, 16, 16), (448, 8, 8, 8)

@@ -18,7 +18,7 @@ def test_paper_rows_read_like_tables_1_and_2():
     vae = {r.name: r for r in by_part["VAE decoder"]}
     assert list(vae) == ["DownStage3", "Mean", "Std", "Sample", "DC4", "Up3", "DC3", "Up2",
                          "DC2", "Up1", "DC1", "VAEOut"]
-    # Table 1 (as read in DESIGN.md 3): output channels x edge
+    # Table 1 (as read in docs/design.md section 3): output channels x edge
     table1 = {"DownStage3": (100, 16), "Mean": (50, 16), "Std": (50, 16), "Sample": (100, 16),
               "DC4": (224, 16), "Up3": (224, 32), "DC3": (112, 32), "Up2": (112, 64),
               "DC2": (56, 64), "Up1": (56, 128), "DC1": (28, 128), "VAEOut": (4, 128)}

@@ -1,4 +1,4 @@
-"""Brain mask, crop/uncrop, z-score, padding and the patch grid (DESIGN.md section 2)."""
+"""Brain mask, crop/uncrop, z-score, padding and the patch grid (docs/design.md section 2)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Every default cites where it comes from. The tree is saved with every run (YAML)
 read back from a file, and single values can be overridden with ``key=value`` strings
 (``model.widths=[4,8,16,32,64]``, ``train.max_steps=20``), as the CLI's ``--set`` does.
 
-Source: paper sections 4.1-4.3 and Tables 1-2; ``DESIGN.md`` sections 2-7 where the paper
+Source: paper sections 4.1-4.3 and Tables 1-2; ``docs/design.md`` sections 2-7 where the paper
 is silent.
 """
 
@@ -27,7 +27,7 @@ class ModelConfig:
     """The multi-task network (paper section 4.2, Fig. 2, Tables 1 and 2)."""
 
     in_channels: int = 4  # t1, t1ce, t2, flair (paper section 3)
-    n_classes: int = 4  # background, NCR/NET, ED, ET (softmax over 4 labels, DESIGN 3)
+    n_classes: int = 4  # background, NCR/NET, ED, ET (softmax over 4 labels, docs/design.md section 3)
     widths: tuple[int, ...] = (28, 56, 112, 224, 448)  # first layer 28, depth 4 (paper 4.2)
     norm_groups: int = 4  # GroupNorm with 4 groups (Table 1 caption)
     negative_slope: float = 0.01  # LeakyReLU slope; paper gives none, PyTorch default
@@ -53,7 +53,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training procedure (paper, Training Procedure; DESIGN 4)."""
+    """Training procedure (paper, Training Procedure; docs/design.md section 4)."""
 
     n_folds: int = 5  # stratified five-fold cross-validation (paper)
     batch_size: int = 2  # paper
@@ -87,13 +87,13 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """Inference (paper, Inference; DESIGN 5)."""
+    """Inference (paper, Inference; docs/design.md section 5)."""
 
     tta: int = 4  # mirror TTA passes: 0 (off), 4 (identity + 3 flips, paper), 8 (all flips)
     overlap: float = 0.5  # sliding-window overlap (fraction of the window); not in the paper
     window_batch_size: int = 1  # windows per forward pass; 2 was no faster on CPU and 1.8x the memory
-    et_probability_threshold: float = 0.5  # classifier "no ET" below this (DESIGN 5)
-    et_min_voxels: int = 500  # suppress ET only when fewer voxels than this (DESIGN 5)
+    et_probability_threshold: float = 0.5  # classifier "no ET" below this (docs/design.md section 5)
+    et_min_voxels: int = 500  # suppress ET only when fewer voxels than this (docs/design.md section 5)
     ensemble: str = "vote"  # "vote": per-voxel majority (paper 5.1); "mean": probabilities
     mode: str = "window"  # "window": sliding windows; "whole": one pass over the padded crop
     channels_last: bool = True  # measured faster for 3-D convs on CPU
@@ -104,7 +104,7 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class SurvivalConfig:
-    """Survival classes of the BraTS online system (DESIGN 7)."""
+    """Survival classes of the BraTS online system (docs/design.md section 7)."""
 
     short_days: float = 300.0  # short survivors: < 300 days
     long_days: float = 450.0  # long survivors: > 450 days

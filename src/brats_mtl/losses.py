@@ -20,7 +20,7 @@ which keeps the graph connected (every parameter receives a gradient, exactly ze
 segmentation decoder and classifier when no sample is labeled; distributed training needs
 no unused-parameter search) and never produces NaN.
 
-Source: paper 4.2 (Training Procedure); DESIGN.md section 3.
+Source: paper 4.2 (Training Procedure); docs/design.md section 3.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def multitask_loss(
     Raises:
         ValueError: if the batch sizes or shapes disagree.
 
-    Source: paper 4.2 (Training Procedure); DESIGN.md section 3.
+    Source: paper 4.2 (Training Procedure); docs/design.md section 3.
     """
     seg_logits = output.seg_logits
     batch = seg_logits.shape[0]

@@ -26,7 +26,7 @@ only the entries listed above, and only in a folder that holds the marker, i.e. 
 brats-mtl created; a non-empty folder without it (a home or data folder given as
 ``--out`` by mistake) is refused. Inputs inside the output folder are refused too.
 
-Source: paper sections 4-5 (Tables 3 and 4, Figs. 1, 3, 4); DESIGN.md sections 4-8.
+Source: paper sections 4-5 (Tables 3 and 4, Figs. 1, 3, 4); docs/design.md sections 4-8.
 """
 
 from __future__ import annotations
@@ -341,7 +341,7 @@ def record_run_inputs(out_dir: str | Path, inputs: RunInputs) -> None:
     output of a version without markers) is left as it is: writing one would let
     ``--overwrite`` remove files there.
 
-    Source: DESIGN.md section 8 (outputs); STYLE rules on outputs.
+    Source: docs/design.md section 8 (outputs); the README's rules on outputs.
     """
     out = Path(out_dir)
     data = _load_marker(out)
@@ -388,7 +388,7 @@ def resolve_run_inputs(
             (the message names it and says to pass it again or to use ``--overwrite``).
         ValueError: if ``without`` names another input, or one that ``given`` holds.
 
-    Source: STYLE rules on outputs (a resumed run reports what its first run reported).
+    Source: the README's rules on outputs (a resumed run reports what its first run reported).
     """
     for name in without:
         if name not in DROPPABLE_INPUTS:
@@ -634,7 +634,7 @@ def prepare_run_dir(
         FileExistsError: if ``run_dir`` is a file, holds another command's output or is
             a non-empty folder that brats-mtl did not create.
 
-    Source: STYLE rules on outputs (never overwrite inputs; refuse to overwrite without a
+    Source: the README's rules on outputs (never overwrite inputs; refuse to overwrite without a
     flag).
     """
     state = _claim_folder(
@@ -648,7 +648,7 @@ def clear_fold_dir(fold_path: str | Path) -> None:
     (:data:`FOLD_OUTPUTS`), keeping other files with a WARNING; the folder goes when
     nothing else is left.
 
-    Source: STYLE rules on outputs.
+    Source: the README's rules on outputs.
     """
     path = Path(fold_path)
     if not path.is_dir():
@@ -701,7 +701,7 @@ def prepare_output_dir(
             non-empty folder without the marker (the message names the folder and why),
             or is a non-empty output folder and neither ``resume`` nor ``overwrite`` is set.
 
-    Source: STYLE rules on outputs (never overwrite inputs; refuse to overwrite without a
+    Source: the README's rules on outputs (never overwrite inputs; refuse to overwrite without a
     flag).
     """
     if command not in ("run", "demo"):
@@ -877,7 +877,7 @@ def run_pipeline(
     A command that fails before it writes anything (e.g. a DATA_DIR without cases)
     leaves no output folder behind (:func:`removed_if_unused_on_failure`).
 
-    Source: paper sections 4-5; DESIGN.md sections 4-8.
+    Source: paper sections 4-5; docs/design.md sections 4-8.
     """
     with removed_if_unused_on_failure(out_dir):
         return _run_pipeline(

@@ -1,4 +1,4 @@
-"""Preprocessing of one case (paper section 4.1, DESIGN.md section 2), numpy only.
+"""Preprocessing of one case (paper section 4.1, docs/design.md section 2), numpy only.
 
 1. Brain mask = voxels where any modality is non-zero; crop to its bounding box and keep
    the box to undo the crop exactly (as nnU-Net's ``crop_to_nonzero``).
@@ -101,7 +101,7 @@ def brain_mask(image: np.ndarray, channel_names: tuple[str, ...] = MODALITIES) -
         NonFiniteImageError: (a ``ValueError``) if a voxel is NaN or inf
             (:func:`check_finite`); a NaN is not 0 and would count as brain.
 
-    Source: DESIGN.md section 2.1 (BraTS images are skull-stripped, background 0).
+    Source: docs/design.md section 2.1 (BraTS images are skull-stripped, background 0).
     """
     image = np.asarray(image)
     if image.ndim != 4:
@@ -212,7 +212,7 @@ def zscore_in_mask(
         ConstantChannelError: (a ``ValueError``) if a channel is constant inside the
             brain (names the channel), unless ``allow_constant``.
 
-    Source: paper section 4.1 (per-scan z-score), DESIGN.md section 2.2; the constant
+    Source: paper section 4.1 (per-scan z-score), docs/design.md section 2.2; the constant
     channel rule: nnU-Net's ``ZScoreNormalization``.
     """
     out, _ = _zscore(image, brain_mask, channel_names, allow_constant=allow_constant)
@@ -311,7 +311,7 @@ def patch_grid(shape: tuple[int, int, int], patch_size: int | tuple[int, int, in
     Raises:
         ValueError: if a patch size or an axis is below 1.
 
-    Source: paper section 4.1 ("patches extracted sequentially"), DESIGN.md section 2.3.
+    Source: paper section 4.1 ("patches extracted sequentially"), docs/design.md section 2.3.
     """
     sizes = (patch_size,) * 3 if np.isscalar(patch_size) else tuple(patch_size)
     if len(sizes) != 3 or min(sizes) < 1 or len(shape) != 3 or min(shape) < 1:
@@ -363,7 +363,7 @@ class Preprocessed:
 
 
 def preprocess_case(case: Case, *, allow_degenerate: bool = False) -> Preprocessed:
-    """Crop a loaded case to its brain and z-score each modality (DESIGN.md section 2).
+    """Crop a loaded case to its brain and z-score each modality (docs/design.md section 2).
 
     Args:
         case: from :func:`brats_mtl.data.load_case`.
@@ -382,7 +382,7 @@ def preprocess_case(case: Case, *, allow_degenerate: bool = False) -> Preprocess
         ValueError: without ``allow_degenerate``, if every voxel is 0 or a modality is
             constant inside the brain (a ``ConstantChannelError``); names the case's file.
 
-    Source: paper section 4.1, DESIGN.md section 2; a constant modality: nnU-Net's
+    Source: paper section 4.1, docs/design.md section 2; a constant modality: nnU-Net's
     ``ZScoreNormalization``.
     """
     try:

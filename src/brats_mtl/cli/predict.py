@@ -7,7 +7,7 @@ case) and, with ``--save-probabilities``, ``OUTPUT_DIR/probabilities/<ID>.nii.gz
 Cases already written with the same run and settings are skipped, so an interrupted run
 resumes (Ctrl-C exits with status 130 and prints the command that resumes); an OUTPUT_DIR
 filled by another run folder or other settings is refused unless ``--overwrite``;
-``--shard I/N`` splits the cohort across processes or machines. Source: paper, Inference and 5.1; DESIGN.md section 5.
+``--shard I/N`` splits the cohort across processes or machines. Source: paper, Inference and 5.1; docs/design.md section 5.
 """
 
 from __future__ import annotations

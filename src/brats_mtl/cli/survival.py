@@ -1,7 +1,7 @@
 """``brats-mtl survival``: fit, predict, evaluate, cross-validate and plot the age model.
 
 Thin wrappers over :mod:`brats_mtl.survival`; each subcommand prints a short summary.
-Source: paper 4.3, 5.2, Table 4, Fig. 4; DESIGN.md section 7.
+Source: paper 4.3, 5.2, Table 4, Fig. 4; docs/design.md section 7.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """BraTS data on disk: case discovery in every release layout, NIfTI I/O, phantoms.
 
-Source: DESIGN.md section 1.
+Source: docs/design.md section 1.
 """
 
 from brats_mtl.data.discovery import (

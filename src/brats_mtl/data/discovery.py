@@ -1,6 +1,6 @@
 """Find BraTS cases on disk, whatever the challenge year's folder layout.
 
-Layouts read (DESIGN.md section 1), ``.nii`` and ``.nii.gz`` alike:
+Layouts read (docs/design.md section 1), ``.nii`` and ``.nii.gz`` alike:
 
 ========== =========================================================== ================
 layout     example                                                     grade
@@ -150,7 +150,7 @@ def discover_cases(
             files for one modality or two segmentations (names the folder and files).
             Nothing is appended to ``invalid`` when an error is raised.
 
-    Source: DESIGN.md section 1; BraTS 2018-2023 and MSD Task01 release layouts.
+    Source: docs/design.md section 1; BraTS 2018-2023 and MSD Task01 release layouts.
     """
     root = Path(root)
     if not root.exists():
@@ -503,7 +503,7 @@ def discover_label_maps(root: str | Path) -> dict[str, LabelFile]:
             found (names ``root`` and the layouts read), or ``root`` is an MSD/nnU-Net
             ``imagesTr``/``imagesTs`` folder (names the ``labelsTr`` folder to pass).
 
-    Source: DESIGN.md section 1 (layouts); the BraTS online system's and nnU-Net's
+    Source: docs/design.md section 1 (layouts); the BraTS online system's and nnU-Net's
     label-file naming.
     """
     root = Path(root)

@@ -1,7 +1,7 @@
 """NIfTI reading and writing of BraTS cases (nibabel).
 
 Arrays keep the voxel order nibabel loads them in: no reorientation, no transpose, no flip,
-so a written segmentation lies on the input grid voxel for voxel (DESIGN.md sections 1, 5).
+so a written segmentation lies on the input grid voxel for voxel (docs/design.md sections 1, 5).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def load_case(
             four when no three agree; affines on one line); holds NaN/inf voxels; holds
             label values outside the case's convention. The message names the file.
 
-    Source: DESIGN.md section 1 (layouts, channel order, label conventions).
+    Source: docs/design.md section 1 (layouts, channel order, label conventions).
     """
     if files.layout == "msd":
         image, affine, header = _load_msd_image(files.images["t1"])
@@ -201,7 +201,7 @@ def load_label_map(
             non-integer or non-finite values, or values outside the convention (or, when
             inferring, values fitting no convention). Names the file.
 
-    Source: label conventions of BraTS 2017-2021, 2023 and MSD (DESIGN.md section 1).
+    Source: label conventions of BraTS 2017-2021, 2023 and MSD (docs/design.md section 1).
     """
     path = Path(path)
     img = _open(path)
@@ -291,7 +291,7 @@ def write_segmentation(
             convention, a path without a NIfTI extension, or a path that is one of the
             case's input files.
 
-    Source: DESIGN.md sections 1 and 5 (written back with the input's affine and header,
+    Source: docs/design.md sections 1 and 5 (written back with the input's affine and header,
     in the input's convention).
     """
     path = Path(path)

@@ -3,7 +3,7 @@
 All functions take boolean masks of shape ``(X, Y, Z)`` (any array that converts to bool:
 non-zero is foreground) and return Python floats.
 
-Empty-mask rules (DESIGN.md section 6):
+Empty-mask rules (docs/design.md section 6):
 
 ==============  ==================  =====================  =====================
 metric          both empty          only prediction empty  only reference empty
@@ -62,7 +62,7 @@ def dice(pred_mask: np.ndarray, ref_mask: np.ndarray) -> float:
     Raises:
         ValueError: if the shapes differ.
 
-    Source: DESIGN.md section 6; ``medpy.metric.binary.dc``.
+    Source: docs/design.md section 6; ``medpy.metric.binary.dc``.
     """
     pred, ref = _as_masks(pred_mask, ref_mask)
     tp, fp, fn = _counts(pred, ref)
@@ -137,7 +137,7 @@ def hd95_mm(
     Raises:
         ValueError: if the shapes differ or ``spacing_mm`` is not 3 positive numbers.
 
-    Source: DESIGN.md section 6; ``medpy.metric.binary.hd95`` (connectivity 1), equal to
+    Source: docs/design.md section 6; ``medpy.metric.binary.hd95`` (connectivity 1), equal to
     it to floating-point rounding (tests/test_evaluation_metrics.py).
     """
     pred, ref = _as_masks(pred_mask, ref_mask)
@@ -172,7 +172,7 @@ def evaluate_labels(
         ValueError: if the shapes differ, a map holds a value outside {0, 1, 2, 4}, or
             ``spacing_mm`` is invalid.
 
-    Source: DESIGN.md sections 1 and 6 (regions WT = {1, 2, 4}, TC = {1, 4}, ET = {4}).
+    Source: docs/design.md sections 1 and 6 (regions WT = {1, 2, 4}, TC = {1, 4}, ET = {4}).
     """
     pred_labels = np.asarray(pred_labels)
     ref_labels = np.asarray(ref_labels)

@@ -5,7 +5,7 @@ Sensitivity_ET, ..., Hausdorff95_TC``, one row per case (``Label`` = case ID), t
 summary rows ``Mean``, ``StdDev``, ``Median``, ``25quantile``, ``75quantile``. This module
 builds the same table from a folder of predictions and a folder of references.
 
-Source: DESIGN.md section 6; paper Table 3.
+Source: docs/design.md section 6; paper Table 3.
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def summary_rows(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
         of ``SUMMARY_ROWS``. Quantiles and median use linear interpolation
         (``numpy.percentile`` default). NaN where there are no cases.
 
-    Source: BraTS 2017-2020 online evaluation output (DESIGN.md section 6).
+    Source: BraTS 2017-2020 online evaluation output (docs/design.md section 6).
     """
     values = per_case.loc[:, list(METRIC_COLUMNS)].to_numpy(dtype=np.float64)
     if values.shape[0] == 0:
@@ -464,7 +464,7 @@ def evaluate_folders(
             or no prediction matches a reference case; with ``failed=None``, if some case
             cannot be scored (lists every such case).
 
-    Source: DESIGN.md section 6.
+    Source: docs/design.md section 6.
     """
     from brats_mtl.data.discovery import discover_label_maps
 

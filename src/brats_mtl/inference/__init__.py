@@ -7,7 +7,7 @@
 - :mod:`~brats_mtl.inference.postprocess`: ET suppression and its threshold.
 - :mod:`~brats_mtl.inference.predict`: cases and cohorts, files, out-of-fold prediction.
 
-Source: paper, Inference and section 5.1; DESIGN.md section 5.
+Source: paper, Inference and section 5.1; docs/design.md section 5.
 """
 
 from brats_mtl.inference.ensemble import ENSEMBLE_METHODS, FoldEnsemble, majority_vote

@@ -16,7 +16,7 @@ Fold maps are held as uint8 class indices and the probabilities as one float32 r
 sum, so memory grows by one byte per voxel and fold.
 
 Source: paper section 5.1 (ensemble of the five fold models by majority vote);
-DESIGN.md section 5.
+docs/design.md section 5.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def majority_vote(class_maps: np.ndarray, mean_probs: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: if the shapes disagree or a class index is out of range.
 
-    Source: paper section 5.1; DESIGN.md section 5.
+    Source: paper section 5.1; docs/design.md section 5.
     """
     class_maps = np.asarray(class_maps)
     mean_probs = np.asarray(mean_probs)

@@ -17,7 +17,7 @@ windows gave Dice >= 0.999 per region on two real cases with a trained model (se
 README). On the CPU a batch of 2 windows is no faster per window than 1 and costs 1.5 GB
 more.
 
-Source: paper, Inference (VAE branch off; classifier output saved); DESIGN.md section 5.
+Source: paper, Inference (VAE branch off; classifier output saved); docs/design.md section 5.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     Raises:
         ValueError: on an unknown ``precision`` or device.
 
-    Source: DESIGN.md section 5 (CPU speed); measured on a 2-core Xeon with AMX.
+    Source: docs/design.md section 5 (CPU speed); measured on a 2-core Xeon with AMX.
     """
     if precision not in PRECISIONS:
         raise ValueError(
@@ -150,7 +150,7 @@ def network_predictor(
     Raises:
         ValueError: on an unknown ``precision`` or device.
 
-    Source: paper, Inference; DESIGN.md section 5.
+    Source: paper, Inference; docs/design.md section 5.
     """
     run_context = _run_context(precision, device)
     prepare_model(model, device, channels_last=channels_last)
@@ -195,7 +195,7 @@ def network_volume_predictor(
         ValueError: on an unknown ``precision`` or device; (when called) on a window not
             on the bottleneck grid.
 
-    Source: DESIGN.md section 5 (fast mode); classifier on the bottleneck (Table 2).
+    Source: docs/design.md section 5 (fast mode); classifier on the bottleneck (Table 2).
     """
     for name in ("encode", "seg_decoder", "classifier", "depth"):
         if not hasattr(model, name):

@@ -1,6 +1,6 @@
 """ET suppression and the choice of its volume threshold on out-of-fold predictions.
 
-The rule (paper, Inference; DESIGN.md 5): when the ET classifier says "no ET" (its
+The rule (paper, Inference; docs/design.md section 5): when the ET classifier says "no ET" (its
 probability below ``et_probability_threshold``) and the segmentation holds fewer than
 ``et_min_voxels`` ET voxels, those voxels are relabeled NCR/NET (label 1). ET voxels are
 inside the tumor core and the whole tumor, and NCR/NET is too, so TC and WT do not change;
@@ -61,7 +61,7 @@ def suppress_et(
         fired, else ``labels`` itself; ``suppressed`` is True when the rule fired and at
         least one voxel changed.
 
-    Source: paper, Inference; DESIGN.md section 5 (``inference.et_probability_threshold``,
+    Source: paper, Inference; docs/design.md section 5 (``inference.et_probability_threshold``,
     ``inference.et_min_voxels``).
     """
     labels = np.asarray(labels)
@@ -89,7 +89,7 @@ def et_dice(predicted_labels: np.ndarray, reference_labels: np.ndarray) -> float
     Returns:
         2|P∩R| / (|P| + |R|); 1.0 when both are empty, 0.0 when exactly one is.
 
-    Source: DESIGN.md section 6 (BraTS online system).
+    Source: docs/design.md section 6 (BraTS online system).
     """
     pred = np.isin(predicted_labels, REGIONS["ET"])
     ref = np.isin(reference_labels, REGIONS["ET"])
@@ -126,7 +126,7 @@ def select_et_min_voxels(
         ValueError: if ``candidates`` or ``cases`` is empty, a candidate is negative, or
             a case's label maps differ in shape.
 
-    Source: DESIGN.md section 5; nnU-Net's BraTS postprocessing (threshold chosen on the
+    Source: docs/design.md section 5; nnU-Net's BraTS postprocessing (threshold chosen on the
     cross-validation).
     """
     candidates = [int(c) for c in candidates]
@@ -185,7 +185,7 @@ def region_volumes_ml(
         ``{"WT": ml, "TC": ml, "ET": ml}`` (1 ml = 1000 mm^3), or one entry per region
         of ``regions``.
 
-    Source: DESIGN.md section 1 (regions).
+    Source: docs/design.md section 1 (regions).
     """
     voxel_ml = float(np.prod([float(s) for s in spacing_mm])) / 1000.0
     counts = np.bincount(np.asarray(labels).ravel(), minlength=256)

@@ -1,6 +1,6 @@
 """Predict cases and cohorts: preprocessing, fold models, ensemble, ET suppression, output.
 
-For one case (:class:`Segmenter`): crop and z-score (DESIGN.md 2); each selected fold
+For one case (:class:`Segmenter`): crop and z-score (docs/design.md section 2); each selected fold
 model predicts the crop (sliding windows or the whole volume, mirror TTA); the fold
 ensemble votes (paper 5.1); voxels outside the brain mask (non-zero in no modality, the
 mask the crop is cut around) become background (``inference.mask_outside_brain``, on by
@@ -52,7 +52,7 @@ brain (a blank scan) is 0 after normalisation (nnU-Net's ``max(std, 1e-8)``) and
 is predicted from the others, status "degraded"; both with a WARNING naming the case or
 the file, repeated in the ``warning`` column. Training refuses both (``training.cache``).
 
-Source: paper, Inference and section 5.1; DESIGN.md sections 2 and 5.
+Source: paper, Inference and section 5.1; docs/design.md sections 2 and 5.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ class Segmenter:
         ValueError: on invalid settings, no models, mixed patch sizes, or a callable in
             whole-volume mode.
 
-    Source: paper, Inference and 5.1; DESIGN.md section 5; brain mask: nnU-Net's BraTS
+    Source: paper, Inference and 5.1; docs/design.md section 5; brain mask: nnU-Net's BraTS
     convention (not in the paper).
     """
 
@@ -825,7 +825,7 @@ def prediction_settings(
     settings["patch_size"] = segmenter.patch_size
     settings["folds"] = list(segmenter.folds)
     settings["out_of_fold"] = bool(out_of_fold)
-    # label maps are written in the input's convention (DESIGN.md section 1)
+    # label maps are written in the input's convention (docs/design.md section 1)
     settings["label_convention"] = "input"
     document = {
         "settings": settings,
@@ -1115,7 +1115,7 @@ def discover_prediction_cases(input_dir: str | Path) -> tuple[list[CaseFiles], d
             ID in two places (broken or not), a broken MSD task folder (as
             ``discover_cases``).
 
-    Source: DESIGN.md section 1 (layouts); the per-case failure rule of this module.
+    Source: docs/design.md section 1 (layouts); the per-case failure rule of this module.
     """
     invalid: list[tuple[str, str]] = []
     cases = discover_cases(input_dir, invalid=invalid)
@@ -1273,7 +1273,7 @@ def predict_cases(
             ``overwrite`` is False (see :func:`claim_output_dir`).
         PredictionInterrupted: on Ctrl-C (a ``KeyboardInterrupt``), after clean-up.
 
-    Source: DESIGN.md section 5.
+    Source: docs/design.md section 5.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -1535,7 +1535,7 @@ def predict_cohort(
             its first validation) is predicted with its last.ckpt, with a warning
             (:func:`resolve_checkpoint`); the settings record names the file loaded.
         out_of_fold: predict each case held out by a fold with that fold's model only
-            (the paper's Table 3 "train set" row, DESIGN.md 4); cases held out by no
+            (the paper's Table 3 "train set" row, docs/design.md section 4); cases held out by no
             selected fold are skipped with a warning. Without it, cases in the training
             split (``splits.json``) of a fold used are warned about and marked in
             ``train_folds``: scores on them are not held-out results.
@@ -1565,7 +1565,7 @@ def predict_cohort(
             scheme differs from the run's (names both).
         PredictionInterrupted: on Ctrl-C, after clean-up (see :func:`predict_cases`).
 
-    Source: paper, Inference, 5.1 and Table 3; DESIGN.md sections 4 and 5.
+    Source: paper, Inference, 5.1 and Table 3; docs/design.md sections 4 and 5.
     """
     from brats_mtl import training
 
@@ -1786,7 +1786,7 @@ def threshold_cases(
         FileNotFoundError: if ``pred_dir`` has no ``predictions.csv``.
         ValueError: if a case was predicted with ET suppression (``et_suppressed``).
 
-    Source: DESIGN.md section 5; nnU-Net's BraTS postprocessing.
+    Source: docs/design.md section 5; nnU-Net's BraTS postprocessing.
     """
     import pandas as pd
 

@@ -1,6 +1,6 @@
 """Dense prediction of one cropped case: sliding windows or one whole-volume pass, with TTA.
 
-Two ways to cover the cropped brain (DESIGN.md 5):
+Two ways to cover the cropped brain (docs/design.md section 5):
 
 - ``predict_sliding_window`` (the default, ``inference.mode="window"``): windows of
   ``patch_size^3`` (the training patch), evenly spaced with at least ``overlap`` between
@@ -36,7 +36,7 @@ Predictor interfaces (so tests can use toy functions):
   float32 (1, 4, X, Y, Z), ``boxes`` the ``patch_size^3`` windows whose ET probability is
   wanted, ``seg_probs`` (1, n_classes, X, Y, Z) and ``et_probs`` (len(boxes),).
 
-Source: paper, Inference; DESIGN.md section 5; window spacing and Gaussian blending as
+Source: paper, Inference; docs/design.md section 5; window spacing and Gaussian blending as
 nnU-Net v2 (``compute_steps_for_sliding_window``, Isensee et al. 2021).
 """
 
@@ -184,7 +184,7 @@ def predict_sliding_window(
     Args:
         image: float32, (4, x, y, z): the cropped, z-scored case
             (``preprocessing.preprocess_case``). Axes shorter than ``patch_size`` are
-            zero-padded at their end (DESIGN.md 2.3) and the padding is dropped again.
+            zero-padded at their end (docs/design.md section 2.3) and the padding is dropped again.
         predictor: ``Predictor`` (module docstring), e.g. from
             :func:`brats_mtl.inference.network_predictor`.
         patch_size: window edge P (the training patch, 128 in the paper).
@@ -208,7 +208,7 @@ def predict_sliding_window(
             a predictor output of the wrong shape.
 
     Source: paper, Inference (sliding windows, mirror TTA for segmentation and
-    classifier); DESIGN.md section 5.
+    classifier); docs/design.md section 5.
     """
     if batch_size < 1:
         raise ValueError(f"inference.window_batch_size={batch_size} must be at least 1")
@@ -304,7 +304,7 @@ def predict_whole_volume(
         ValueError: on a bad ``image`` shape, ``overlap``, ``tta``, a ``patch_size`` that
             is not a multiple of ``multiple``, or predictor outputs of the wrong shape.
 
-    Source: DESIGN.md section 5 (the fast mode; not in the paper).
+    Source: docs/design.md section 5 (the fast mode; not in the paper).
     """
     flips = mirror_axes(tta)
     if patch_size % multiple:

@@ -1,7 +1,7 @@
 """Mirror test-time augmentation (TTA): which axes to flip, and flipping.
 
 The input is mirrored along spatial axes, the network's output is mirrored back along the
-same axes, and the results are averaged (paper, Inference; DESIGN.md section 5). Flipping
+same axes, and the results are averaged (paper, Inference; docs/design.md section 5). Flipping
 twice along the same axes is the identity, so "flip back" is the same operation as "flip".
 
 Spatial axes are numbered 0, 1, 2 (X, Y, Z) whatever the tensor's leading dimensions; a
@@ -33,7 +33,7 @@ def mirror_axes(tta: int) -> list[tuple[int, ...]]:
         ValueError: if ``tta`` is not 0, 4 or 8.
 
     Source: paper, Inference ("input images are mirrored with respect to each axis");
-    DESIGN.md section 5 (4 by default, 8 on request).
+    docs/design.md section 5 (4 by default, 8 on request).
     """
     if tta == 0:
         return [()]

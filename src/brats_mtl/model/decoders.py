@@ -3,7 +3,7 @@
 Both read their channel counts from the encoder's ``widths``; shapes in comments are for
 the paper's configuration (widths 28..448, 128^3 patch, batch B).
 
-Source: paper 4.2, Fig. 2, Table 1; DESIGN.md section 3.
+Source: paper 4.2, Fig. 2, Table 1; docs/design.md section 3.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class VAEDecoder(nn.Module):
         Up2 / DC2   112 -> 56 at 64^3;  Up1 / DC1   56 -> 28 at 128^3
         VAEOut      Conv3D 1x1x1        28 -> 4      128^3
 
-    The table's typos are read as DESIGN.md section 3 says (input 224, sigma at 16^3, DC2 at
+    The table's typos are read as docs/design.md section 3 says (input 224, sigma at 16^3, DC2 at
     64^3). The "Std" layer's output is used as log-variance, ``sigma = exp(logvar / 2)``,
     the usual parametrisation that keeps sigma positive without a constraint. In training
     mode z is sampled; in eval mode z = mu (the decoder is then deterministic).

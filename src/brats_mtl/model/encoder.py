@@ -1,4 +1,4 @@
-"""Shared 3D U-Net encoder (paper 4.2, Fig. 2; DESIGN.md section 3).
+"""Shared 3D U-Net encoder (paper 4.2, Fig. 2; docs/design.md section 3).
 
 Stage ``i`` works at ``1 / 2**i`` of the input resolution with ``widths[i]`` channels. At
 the paper's 128^3 patch and widths (28, 56, 112, 224, 448):

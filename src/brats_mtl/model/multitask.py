@@ -6,11 +6,11 @@
       -> ETClassifier(stage 4, bottleneck)    -> cls_logits (B, 2)
       -> VAEDecoder(stage 3, 224 x 16^3)      -> recon (B, 4, 128^3), mu, logvar (B, 50, 16^3)
 
-The VAE branch runs only when asked (training; DESIGN.md 5: off at inference). The output
+The VAE branch runs only when asked (training; docs/design.md section 5: off at inference). The output
 record has the same fields in every mode; branches not run are ``None``. No loss is
 computed here (see ``brats_mtl.losses``).
 
-Source: paper 4.2, Fig. 2, Tables 1 and 2; DESIGN.md section 3.
+Source: paper 4.2, Fig. 2, Tables 1 and 2; docs/design.md section 3.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class MultiTaskNet(nn.Module):
 
         Args:
             x: float, (B, in_channels, P, P, P) with P = ``config.patch_size``: z-scored
-                image patches (DESIGN.md 2).
+                image patches (docs/design.md section 2).
             with_vae: run the FCVAE branch (training). In train mode z is sampled, in eval
                 mode z = mu.
             generator: random source of the VAE's eps; the global one if None.
@@ -205,7 +205,7 @@ class MultiTaskNet(nn.Module):
     def forward_segmentation(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder and segmentation decoder only, on any size the encoder can halve.
 
-        The fully convolutional path used by whole-volume inference (DESIGN.md 5).
+        The fully convolutional path used by whole-volume inference (docs/design.md section 5).
 
         Args:
             x: float, (B, in_channels, X, Y, Z); X, Y, Z multiples of ``2**depth``.

@@ -56,7 +56,7 @@ def summary_rows(config: Any, patch_size: int | None = None) -> list[SummaryRow]
     Raises:
         ValueError: if the configuration or the patch size is invalid (names the fix).
 
-    Source: paper Tables 1 and 2 (layer names), DESIGN.md section 3.
+    Source: paper Tables 1 and 2 (layer names), docs/design.md section 3.
     """
     model_config: ModelConfig = getattr(config, "model", config)
     if patch_size is not None:

@@ -1,4 +1,4 @@
-"""Age-based survival prediction (paper 4.3, 5.2, Table 4, Fig. 4; DESIGN.md section 7).
+"""Age-based survival prediction (paper 4.3, 5.2, Table 4, Fig. 4; docs/design.md section 7).
 
 - :mod:`~brats_mtl.survival.io`: read the BraTS survival tables of 2017-2020 (training and
   validation), write and read submission CSVs;

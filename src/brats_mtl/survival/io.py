@@ -44,7 +44,7 @@ Value rules:
 - a row without ID, a repeated ID, or a row with more fields than the header is skipped;
 - extra columns are ignored; blank lines are skipped.
 
-Source: DESIGN.md section 7; the BraTS 2018-2020 training and validation survival tables.
+Source: docs/design.md section 7; the BraTS 2018-2020 training and validation survival tables.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def read_survival_csv(
             message lists every bad line).
         ValueError: if ``require`` names an unknown role.
 
-    Source: DESIGN.md section 7 (column names and values of the BraTS tables).
+    Source: docs/design.md section 7 (column names and values of the BraTS tables).
     """
     unknown = sorted(set(require) - set(COLUMN_NAMES))
     if unknown:

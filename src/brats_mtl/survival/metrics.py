@@ -1,6 +1,6 @@
 """Survival metrics of the BraTS online system, and k-fold cross-validation.
 
-Metrics (paper Table 4; DESIGN.md section 7), over the N scored patients:
+Metrics (paper Table 4; docs/design.md section 7), over the N scored patients:
 
 - ``Accuracy``: fraction of patients whose predicted and true survival fall in the same
   class. Classes (BraTS: short < 10 months, mid 10-15 months, long > 15 months, in days):
@@ -60,7 +60,7 @@ def survival_class(
     Raises:
         ValueError: if ``short_days > long_days`` or ``days`` holds NaN.
 
-    Source: BraTS 2019 evaluation page; DESIGN.md section 7.
+    Source: BraTS 2019 evaluation page; docs/design.md section 7.
     """
     if short_days > long_days:
         raise ValueError(f"short_days ({short_days}) must not exceed long_days ({long_days})")
@@ -198,7 +198,7 @@ def evaluate_predictions(
         ValueError: if ``truth`` has no survival column or no prediction can be scored
             (names the truth file).
 
-    Source: paper Table 4; DESIGN.md section 7.
+    Source: paper Table 4; docs/design.md section 7.
     """
     config = config or SurvivalConfig()
     if not truth.has_survival:

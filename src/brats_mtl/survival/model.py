@@ -6,7 +6,7 @@ the 95% confidence band of the mean and to trace the fit back to its input: the
 coefficients' covariance, the residual std and degrees of freedom, the source file's
 SHA-256 and the fitted case IDs.
 
-Source: paper sections 4.3 and 5.2, Fig. 4; DESIGN.md section 7.
+Source: paper sections 4.3 and 5.2, Fig. 4; docs/design.md section 7.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class AgeSurvivalModel:
         gtr_only: fitted on GTR rows only (paper 4.3).
         include_censored: censored (``ALIVE``) rows were fitted with their follow-up days.
         n_censored_excluded: censored rows left out of the fit.
-        short_days, long_days: survival class boundaries in force when fitted (DESIGN 7).
+        short_days, long_days: survival class boundaries in force when fitted (docs/design.md section 7).
         source_path, source_sha256: the table fitted (empty for fits on bare arrays).
         case_ids: IDs of the fitted patients, in table order.
     """

@@ -9,7 +9,7 @@
 
 Names are imported on first use, so ``import brats_mtl.training`` does not load torch.
 
-Source: paper, Training Procedure; DESIGN.md section 4.
+Source: paper, Training Procedure; docs/design.md section 4.
 """
 
 from __future__ import annotations

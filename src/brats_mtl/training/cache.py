@@ -37,7 +37,7 @@ from brats_mtl.tasks import LabelScheme, get_label_scheme, network_classes
 
 logger = logging.getLogger(__name__)
 
-#: Version of the cached format and of the preprocessing it holds (DESIGN.md section 2:
+#: Version of the cached format and of the preprocessing it holds (docs/design.md section 2:
 #: crop to the brain box, z-score in the brain mask). Bump to invalidate every cache.
 CACHE_VERSION = "1:crop-brain-box+zscore-in-brain"
 
@@ -182,7 +182,7 @@ def cache_case(
         FileNotFoundError, ValueError: from reading or preprocessing the case (the message
             names the file).
 
-    Source: DESIGN.md section 2 (preprocessing), section 4 (training data).
+    Source: docs/design.md section 2 (preprocessing), section 4 (training data).
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ class PatchDataset(Dataset):
         ValueError: on an unknown ``sampling``, ``patch_size < 1`` or
             ``patches_per_case < 1``.
 
-    Source: paper section 4.1 (sequential 128^3 patches), Training Procedure; DESIGN.md
+    Source: paper section 4.1 (sequential 128^3 patches), Training Procedure; docs/design.md
     sections 2.3 and 4.
     """
 

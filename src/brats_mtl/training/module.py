@@ -6,11 +6,11 @@ Adam with learning rate 1e-4 and weight decay 1e-5 (paper, Training Procedure).
 
 Validation: each held-out case is segmented whole, by sliding windows of P^3 over the
 cropped case (MONAI ``sliding_window_inference`` on the segmentation path, no TTA), and
-scored with the BraTS region Dice (both empty = 1, one empty = 0; DESIGN.md section 6).
+scored with the BraTS region Dice (both empty = 1, one empty = 0; docs/design.md section 6).
 The score is computed on the cropped grid: voxels outside the brain box are background in
 both the prediction (uncropping fills 0) and, for BraTS data, the reference.
 
-Source: paper, Training Procedure; DESIGN.md sections 3, 4 and 6.
+Source: paper, Training Procedure; docs/design.md sections 3, 4 and 6.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def region_masks_from_classes(
     Returns:
         Bool tensors of the same shape, keyed "ET", "WT", "TC".
 
-    Source: DESIGN.md section 1 (WT = {1, 2, 4}, TC = {1, 4}, ET = {4}); the BraTS
+    Source: docs/design.md section 1 (WT = {1, 2, 4}, TC = {1, 4}, ET = {4}); the BraTS
     2023-2025 region tables for the other schemes.
     """
     if network is not None:
@@ -106,7 +106,7 @@ def region_dice(prediction: torch.Tensor, reference: torch.Tensor) -> float:
     Returns:
         Dice in [0, 1].
 
-    Source: DESIGN.md section 6 (the BraTS online system's empty-mask rule).
+    Source: docs/design.md section 6 (the BraTS online system's empty-mask rule).
     """
     n_pred = int(prediction.sum())
     n_ref = int(reference.sum())
@@ -135,7 +135,7 @@ class MultiTaskModule(L.LightningModule):
     Batches without any labeled patch (over all processes) leave the segmentation decoder
     and the classifier untouched: their gradients are dropped before the optimizer step,
     so neither Adam's moments nor the weight decay move them. Only L2 and KL apply to an
-    unlabeled patch (DESIGN.md section 3); with plain Adam the weight decay alone would
+    unlabeled patch (docs/design.md section 3); with plain Adam the weight decay alone would
     shift every unused weight by about the learning rate per step.
 
     For an exact resume the module stores the torch random state (dropout, VAE sampling)

@@ -21,7 +21,7 @@ resume point), and the fit then ends with :class:`Terminated` (``SystemExit`` wi
 status 0; under :func:`stop_on_sigterm` (the CLI commands) a SIGTERM outside a fit, or a
 second one during a step, raises :class:`Terminated` at once.
 
-Source: paper, Training Procedure; DESIGN.md section 4.
+Source: paper, Training Procedure; docs/design.md section 4.
 """
 
 from __future__ import annotations
@@ -504,7 +504,7 @@ def prepare_run(
             ``brats_mtl.data``); in a run with results, a changed model or loss or splits
             that do not match; fewer labeled cases than folds.
 
-    Source: DESIGN.md section 4 (splits saved and reused).
+    Source: docs/design.md section 4 (splits saved and reused).
     """
     run_dir = Path(run_dir)
     # every case is checked before training: broken case folders (a missing modality)
@@ -1022,7 +1022,7 @@ def train_fold(
         ValueError: bad fold number, mismatched run configuration or splits, too few
             labeled cases for the folds; ``run_dir`` and a data folder equal or nested.
 
-    Source: paper, Training Procedure; DESIGN.md section 4.
+    Source: paper, Training Procedure; docs/design.md section 4.
     """
     run_dir = Path(run_dir)
     if config is None:

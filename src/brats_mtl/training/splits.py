@@ -3,7 +3,7 @@
 The paper trains five networks on a stratified five-fold split of the training set
 (paper, Training Procedure). Cases are stratified by tumor grade (HGG / LGG) where the
 dataset carries it (BraTS 2018/2019 folders, BraTS 2020 ``name_mapping.csv``), else by
-whether the case contains enhancing tumor (DESIGN.md section 4).
+whether the case contains enhancing tumor (docs/design.md section 4).
 
 Assignment (written here because scikit-learn is not a dependency): the cases of each
 stratum, taken in sorted order of stratum name, are shuffled with a generator seeded by
@@ -148,7 +148,7 @@ def case_stratum(grade: str | None, has_et: bool) -> str:
     Returns:
         "HGG", "LGG", "ET" or "noET".
 
-    Source: DESIGN.md section 4.
+    Source: docs/design.md section 4.
     """
     if grade:
         return grade
@@ -282,7 +282,7 @@ def load_or_create_splits(
             another number of folds (the message says to use a new run folder), or if
             there are fewer labeled cases than folds.
 
-    Source: DESIGN.md section 4 (splits are saved and reused).
+    Source: docs/design.md section 4 (splits are saved and reused).
     """
     path = Path(run_dir) / SPLITS_FILE
     if path.is_file() and replace_mismatched:

@@ -26,6 +26,31 @@ REGIONS: dict[str, tuple[int, ...]] = {
 #: Region order of the online system's result columns (Dice_ET, Dice_WT, Dice_TC, ...).
 REGION_ORDER: tuple[str, ...] = ("ET", "WT", "TC")
 
+#: Regions of the QU-BraTS uncertainty maps and the word naming each file,
+#: ``<ID>_unc_whole.nii.gz``, ``<ID>_unc_core.nii.gz``, ``<ID>_unc_enhance.nii.gz``, in the
+#: organisers' order (BraTS 2019-2020 uncertainty task; Mehta et al., MELBA 2022).
+UNCERTAINTY_MAP_WORDS: dict[str, str] = {"WT": "whole", "TC": "core", "ET": "enhance"}
+
+
+def uncertainty_map_name(case_id: str, region: str) -> str:
+    """File name of a case's QU-BraTS uncertainty map, e.g. ``BraTS2021_00000_unc_core.nii.gz``.
+
+    Args:
+        case_id: the case ID (the label map beside it is ``<ID>.nii.gz``).
+        region: "WT", "TC" or "ET".
+
+    Raises:
+        ValueError: on another region.
+
+    Source: QU-BraTS submission format (BraTS 2019-2020 uncertainty task).
+    """
+    if region not in UNCERTAINTY_MAP_WORDS:
+        raise ValueError(
+            f"QU-BraTS uncertainty maps exist for {list(UNCERTAINTY_MAP_WORDS)}, not {region!r}"
+        )
+    return f"{case_id}_unc_{UNCERTAINTY_MAP_WORDS[region]}.nii.gz"
+
+
 #: HD95 in mm when exactly one of prediction and reference is empty: the diagonal of the
 #: 240 x 240 x 155 BraTS grid at 1 mm, as the BraTS 2017-2020 online system reported.
 HD95_ONE_EMPTY_MM: float = 373.13

@@ -3,7 +3,8 @@
 Writes ``OUTPUT_DIR/<ID>.nii.gz`` (labels on the input grid, input's label convention),
 ``OUTPUT_DIR/predictions.csv`` (ET probability, suppression, WT/TC/ET volumes in ml,
 seconds, status per case) and, with ``--save-probabilities``,
-``OUTPUT_DIR/probabilities/<ID>.nii.gz``. Cases already written with the same run and
+``OUTPUT_DIR/probabilities/<ID>.nii.gz``; with ``--uncertainty``, the QU-BraTS maps
+``OUTPUT_DIR/<ID>_unc_{whole,core,enhance}.nii.gz``. Cases already written with the same run and
 settings are skipped, so an interrupted run resumes (Ctrl-C exits with status 130 and
 prints the command that resumes); an OUTPUT_DIR filled by another run folder or other
 settings is refused unless ``--overwrite``; ``--shard I/N`` splits the cohort across
@@ -85,6 +86,15 @@ import click
     "(background, NCR/NET, ED, ET) as uint8 scaled by 1/255.",
 )
 @click.option(
+    "--uncertainty",
+    type=click.Choice(["none", "entropy", "disagreement"]),
+    default=None,
+    help="Also write QU-BraTS uncertainty maps <ID>_unc_whole/core/enhance.nii.gz (uint8, "
+    "0 certain to 100): entropy of the mean probability over passes and folds, or "
+    "disagreement of the passes' and folds' region maps with the final label "
+    "[default: inference.uncertainty of the run, none].",
+)
+@click.option(
     "--set",
     "overrides",
     multiple=True,
@@ -106,6 +116,7 @@ def command(
     out_of_fold: bool,
     overwrite: bool,
     save_probabilities: bool,
+    uncertainty: str | None,
     overrides: tuple[str, ...],
     progress: bool,
 ) -> None:
@@ -148,6 +159,7 @@ def command(
             mode=mode,
             device=device,
             precision=precision,
+            uncertainty=uncertainty,
         )
         table = predict_cohort(
             run_dir,
@@ -215,6 +227,7 @@ def resume_command(context: click.Context) -> str:
         ("mode", "--mode"),
         ("device", "--device"),
         ("precision", "--precision"),
+        ("uncertainty", "--uncertainty"),
     ):
         if params.get(name) is not None:
             words += [flag, str(params[name])]

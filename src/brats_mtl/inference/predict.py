@@ -12,6 +12,10 @@ For a cohort (:func:`predict_cases`, :func:`predict_cohort`), in ``OUTPUT_DIR``:
 
 - ``<ID>.nii.gz``: integer labels on the input grid, with the input's affine and header,
   in the input's label convention (ET = 3 for BraTS 2023+ input).
+- ``<ID>_unc_whole.nii.gz``, ``<ID>_unc_core.nii.gz``, ``<ID>_unc_enhance.nii.gz``
+  (``inference.uncertainty``, not "none"): QU-BraTS uncertainty maps of WT, TC, ET, uint8
+  in [0, 100] on the input grid, 0 outside the brain (:mod:`~brats_mtl.inference.
+  uncertainty`), written before the label map.
 - ``records/<ID>.json``: that case's row of the cohort table, written after the label map,
   with a key of the settings and weights that made it.
 - ``records/.settings.json``: the run folder (resolved path, checkpoint files with size
@@ -67,7 +71,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brats_mtl.config import Config, InferenceConfig
-from brats_mtl.conventions import CLASS_LABELS
+from brats_mtl.conventions import CLASS_LABELS, uncertainty_map_name
 from brats_mtl.data import (
     Case,
     CaseFiles,
@@ -87,6 +91,14 @@ from brats_mtl.inference.sliding_window import (
     window_starts,
 )
 from brats_mtl.inference.tta import mirror_axes
+from brats_mtl.inference.uncertainty import (
+    MAP_REGIONS,
+    RegionVotes,
+    check_estimator,
+    mean_uncertainty_in_regions,
+    uncertainty_maps,
+    write_uncertainty_maps,
+)
 from brats_mtl.preprocessing import Box, Preprocessed, crop, preprocess_case, uncrop
 from brats_mtl.preprocessing import brain_mask as nonzero_mask
 
@@ -104,6 +116,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "volume_WT_ml",
     "volume_TC_ml",
     "volume_ET_ml",
+    "mean_uncertainty_WT",
+    "mean_uncertainty_TC",
+    "mean_uncertainty_ET",
     "seconds",
     "status",
     "error",
@@ -161,6 +176,7 @@ def check_inference_config(config: InferenceConfig) -> None:
     if config.et_min_voxels < 0:
         raise ValueError(f"inference.et_min_voxels={config.et_min_voxels} must be >= 0")
     _check_precision(config.precision, "inference.precision")
+    check_estimator(config.uncertainty)
 
 
 def _check_precision(precision: str, name: str) -> None:
@@ -188,6 +204,9 @@ class CasePrediction:
         et_suppressed: True if ET suppression relabeled ET voxels as NCR/NET.
         folds: the fold models used.
         fold_et_probabilities: each fold's ET probability, in ``folds`` order.
+        uncertainty: region ("WT", "TC", "ET") -> uint8 (x, y, z) map in [0, 100] on the
+            cropped grid (``config.uncertainty``), 0 outside the brain mask; None when
+            the estimator is "none".
     """
 
     case_id: str
@@ -198,6 +217,7 @@ class CasePrediction:
     et_suppressed: bool
     folds: tuple[int, ...]
     fold_et_probabilities: tuple[float, ...]
+    uncertainty: dict[str, np.ndarray] | None = None
 
 
 class Segmenter:
@@ -215,7 +235,7 @@ class Segmenter:
             the windowed mode, a ``Predictor`` callable (``brats_mtl.inference.
             sliding_window``), e.g. a toy function in tests.
         config: the ``inference`` section (TTA, overlap, batch, ET suppression, ensemble,
-            mode, channels_last, device, precision, mask_outside_brain).
+            mode, channels_last, device, precision, mask_outside_brain, uncertainty).
         patch_size: window edge; default: the models' ``config.patch_size`` (required for
             callables).
         precision: "auto" (bf16 on CPUs with AMX, else 32; ``network.
@@ -311,7 +331,7 @@ class Segmenter:
     def _window_runner(self, predictor) -> Callable[[np.ndarray], VolumePrediction]:
         cfg = self.config
 
-        def run(image: np.ndarray) -> VolumePrediction:
+        def run(image: np.ndarray, on_pass=None) -> VolumePrediction:
             return predict_sliding_window(
                 image,
                 predictor,
@@ -320,6 +340,7 @@ class Segmenter:
                 tta=cfg.tta,
                 batch_size=cfg.window_batch_size,
                 device=self.device,
+                on_pass=on_pass,
             )
 
         return run
@@ -327,7 +348,7 @@ class Segmenter:
     def _whole_runner(self, volume_predictor, multiple: int):
         cfg = self.config
 
-        def run(image: np.ndarray) -> VolumePrediction:
+        def run(image: np.ndarray, on_pass=None) -> VolumePrediction:
             return predict_whole_volume(
                 image,
                 volume_predictor,
@@ -336,6 +357,7 @@ class Segmenter:
                 overlap=cfg.overlap,
                 tta=cfg.tta,
                 device=self.device,
+                on_pass=on_pass,
             )
 
         return run
@@ -399,8 +421,11 @@ class Segmenter:
                 f"match the cropped image {pre.image.shape[1:]}"
             )
         ensemble = FoldEnsemble()
+        # the disagreement estimator counts every pass of every fold (inference.uncertainty)
+        counting = self.config.uncertainty == "disagreement"
+        votes = RegionVotes(pre.image.shape[1:]) if counting else None
         for fold in folds:
-            prediction = self._runners[fold](pre.image)
+            prediction = self._runners[fold](pre.image, None if votes is None else votes.add)
             ensemble.add(prediction.probs, prediction.et_probability)
             logger.debug(
                 "case %s fold %d: ET probability %.3f over %d windows",
@@ -426,6 +451,15 @@ class Segmenter:
             probability_threshold=cfg.et_probability_threshold,
             min_voxels=cfg.et_min_voxels,
         )
+        unc_maps = None
+        if cfg.uncertainty != "none":  # QU-BraTS maps, 0 outside the brain
+            unc_maps = uncertainty_maps(
+                cfg.uncertainty,
+                probabilities=probabilities,
+                labels=labels,
+                inside=nonzero_mask(pre.image) if brain_mask is None else brain_mask,
+                votes=votes,
+            )
         return CasePrediction(
             case_id=pre.case_id,
             labels=uncrop(labels, pre.box, pre.original_shape, fill=0),
@@ -435,6 +469,7 @@ class Segmenter:
             et_suppressed=suppressed,
             folds=folds,
             fold_et_probabilities=ensemble.et_probabilities,
+            uncertainty=unc_maps,
         )
 
 
@@ -562,8 +597,10 @@ def _record(
     status: str = "ok",
     error: str = "",
     settings_key: str = "",
+    mean_uncertainty: Mapping[str, float] | None = None,
 ) -> dict:
     volumes_ml = volumes_ml or {}
+    mean_uncertainty = mean_uncertainty or {}
     return {
         "case_id": case_id,
         "folds": ",".join(map(str, folds)),
@@ -572,6 +609,10 @@ def _record(
         "volume_WT_ml": volumes_ml.get("WT", float("nan")),
         "volume_TC_ml": volumes_ml.get("TC", float("nan")),
         "volume_ET_ml": volumes_ml.get("ET", float("nan")),
+        **{
+            f"mean_uncertainty_{r}": mean_uncertainty.get(r, float("nan"))
+            for r in MAP_REGIONS
+        },
         "seconds": seconds,
         "status": status,
         "error": error,
@@ -694,6 +735,8 @@ def prediction_settings(
     settings["patch_size"] = segmenter.patch_size
     settings["folds"] = list(segmenter.folds)
     settings["out_of_fold"] = bool(out_of_fold)
+    if cfg.uncertainty != "none":  # recorded only when on: folders without it still resume
+        settings["inference.uncertainty"] = cfg.uncertainty
     # label maps are written in the input's convention (DESIGN.md section 1)
     settings["label_convention"] = "input"
     document = {
@@ -732,7 +775,7 @@ def _case_key(document: Mapping[str, Any], folds: Sequence[int]) -> str:
 
 def _show(key: str, value: Any) -> str:
     if value is None:
-        return "(not recorded)"
+        return "none" if key == "inference.uncertainty" else "(not recorded)"
     if key == "folds":
         return ",".join(map(str, value))
     return str(value)
@@ -1095,13 +1138,17 @@ def predict_cases(
     n_failed += len(unreadable_rows)
     bar = tqdm(cases, desc="predict", unit="case", disable=not progress)
     partial: Path | None = None  # a probability map written before its label map
+    partial_maps: list[Path] = []  # uncertainty maps written before their label map
     try:
         for files in bar:
             bar.set_postfix_str(files.case_id)
             folds = folds_of(files.case_id)
             key = _case_key(recorded, folds)
             if not overwrite:
-                record = _finished_record(output_dir, files.case_id, key, save_probabilities)
+                record = _finished_record(
+                    output_dir, files.case_id, key, save_probabilities,
+                    uncertainty=segmenter.config.uncertainty != "none",
+                )
                 if record is not None:
                     rows.append(record)
                     n_skipped += 1
@@ -1119,6 +1166,10 @@ def predict_cases(
                     # leaves behind: this run's own output, replaced.
                     partial = probabilities_path(output_dir, files.case_id)
                     write_probabilities(prediction, case, partial, overwrite=True)
+                if prediction.uncertainty is not None:  # replaced as the probabilities are
+                    partial_maps = write_uncertainty_maps(
+                        prediction.uncertainty, prediction.box, case, output_dir, overwrite=True
+                    )
                 # an existing label map here is this folder's own, made with other
                 # settings (or overwrite was asked): replaced
                 write_segmentation(
@@ -1128,6 +1179,7 @@ def predict_cases(
                     overwrite=True,
                 )
                 partial = None
+                partial_maps = []
                 record = _record(
                     files.case_id,
                     folds,
@@ -1136,6 +1188,9 @@ def predict_cases(
                     volumes_ml=region_volumes_ml(prediction.labels, case.spacing_mm),
                     seconds=time.perf_counter() - start,
                     settings_key=key,
+                    mean_uncertainty=mean_uncertainty_in_regions(
+                        crop(prediction.labels, prediction.box), prediction.uncertainty
+                    ),
                 )
                 n_done += 1
                 logger.info(
@@ -1148,6 +1203,7 @@ def predict_cases(
                 del case, prediction
             except Exception as exc:  # one bad case must not stop the cohort
                 partial = None
+                partial_maps = []
                 n_failed += 1
                 logger.error("%s failed: %s", files.case_id, exc)
                 logger.debug("traceback of %s", files.case_id, exc_info=True)
@@ -1163,6 +1219,8 @@ def predict_cases(
     except KeyboardInterrupt:
         if partial is not None:
             partial.unlink(missing_ok=True)
+        for path in partial_maps:
+            path.unlink(missing_ok=True)
         merge_records(output_dir, cohort_ids)
         interrupted = PredictionInterrupted(
             output_dir, len(cases) + len(unreadable_rows), n_done + n_skipped, n_failed
@@ -1182,6 +1240,8 @@ def predict_cases(
     except SystemExit:  # SIGTERM (training.runner.Terminated): the same clean-up, then exit
         if partial is not None:
             partial.unlink(missing_ok=True)
+        for path in partial_maps:
+            path.unlink(missing_ok=True)
         merge_records(output_dir, cohort_ids)
         raise
     finally:
@@ -1199,7 +1259,12 @@ def predict_cases(
 
 
 def _finished_record(
-    output_dir: Path, case_id: str, key: str, save_probabilities: bool
+    output_dir: Path,
+    case_id: str,
+    key: str,
+    save_probabilities: bool,
+    *,
+    uncertainty: bool = False,
 ) -> dict | None:
     """The record of a case finished with these settings (``key``), else None (logged)."""
     seg_path = segmentation_path(output_dir, case_id)
@@ -1220,6 +1285,11 @@ def _finished_record(
             case_id,
             seg_path,
         )
+        return None
+    if uncertainty and not all(
+        (output_dir / uncertainty_map_name(case_id, r)).is_file() for r in MAP_REGIONS
+    ):
+        logger.info("%s: an uncertainty map is missing; predicting it again", case_id)
         return None
     logger.info("%s: %s exists, skipped", case_id, seg_path)
     if save_probabilities and not probabilities_path(output_dir, case_id).exists():

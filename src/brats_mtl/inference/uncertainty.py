@@ -84,9 +84,12 @@ def entropy_map(region_probability: np.ndarray) -> np.ndarray:
 
     Source: Shannon entropy of a Bernoulli variable, in bits, times 100.
     """
-    p = np.clip(np.asarray(region_probability, dtype=np.float64), 0.0, 1.0)
-    bits = (entr(p) + entr(1.0 - p)) / math.log(2.0)
-    return np.rint(100.0 * bits).astype(np.uint8)
+    # float32 throughout: a brain crop is ~4 M voxels, and the map is rounded to integers
+    p = np.clip(np.asarray(region_probability, dtype=np.float32), 0.0, 1.0)
+    percent = entr(p)
+    percent += entr(1.0 - p)
+    percent *= np.float32(100.0 / math.log(2.0))
+    return np.rint(percent, out=percent).astype(np.uint8)
 
 
 def disagreement_map(
@@ -107,9 +110,10 @@ def disagreement_map(
     """
     if n_predictions < 1:
         raise ValueError("no prediction voted: the disagreement needs at least one")
-    votes = np.asarray(votes_in, dtype=np.float64)
+    votes = np.asarray(votes_in, dtype=np.float32)
     against = np.where(np.asarray(final_in, dtype=bool), n_predictions - votes, votes)
-    return np.rint(np.minimum(100.0, 200.0 * against / n_predictions)).astype(np.uint8)
+    against *= np.float32(200.0 / n_predictions)
+    return np.rint(np.minimum(against, 100.0, out=against), out=against).astype(np.uint8)
 
 
 class RegionVotes:
@@ -203,10 +207,10 @@ def uncertainty_maps(
     if estimator == "none":
         return None
     if estimator == "entropy":
-        maps = {
-            region: entropy_map(probabilities[REGION_CLASSES[region]].sum(axis=0))
-            for region in MAP_REGIONS
-        }
+        maps = {}
+        for region in MAP_REGIONS:  # the region's probability, one class channel at a time
+            p = sum(probabilities[k] for k in np.flatnonzero(REGION_CLASSES[region]))
+            maps[region] = entropy_map(p)
     else:
         if votes is None or votes.n_predictions == 0:
             raise ValueError("the disagreement estimator needs the passes' class maps")

@@ -106,6 +106,14 @@ def test_empty_masks_follow_the_organisers():
     assert c.dice[0] == 0.0 and (c.dice[1:] == 1.0).all()
 
 
+def test_a_map_of_zeros_scores_a_third_of_dice_plus_two():
+    ref, pred, _, brain = _hand_case()
+    c = filtered_curves(ref, pred, np.zeros(ref.shape, np.uint8), brain)
+    np.testing.assert_array_equal(c.dice, 0.75)  # nothing is ever filtered
+    assert c.auc_ftp == 0.0 and c.auc_ftn == 0.0
+    assert c.score == pytest.approx((0.75 + 2) / 3, rel=1e-12)
+
+
 def _loop_reference(ref, pred, unc, brain, thresholds):
     """The definitions written as one mask per threshold (a slow reading of the paper)."""
     dice, ftp, ftn = [], [], []

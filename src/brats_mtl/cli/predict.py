@@ -3,8 +3,7 @@
 Writes ``OUTPUT_DIR/<ID>.nii.gz`` (labels on the input grid, input's label convention),
 ``OUTPUT_DIR/predictions.csv`` (ET probability, suppression, WT/TC/ET volumes in ml,
 seconds, status per case) and, with ``--save-probabilities``,
-``OUTPUT_DIR/probabilities/<ID>.nii.gz``; with ``--uncertainty``, the QU-BraTS maps
-``OUTPUT_DIR/<ID>_unc_{whole,core,enhance}.nii.gz``. Cases already written with the same run and
+``OUTPUT_DIR/probabilities/<ID>.nii.gz``. Cases already written with the same run and
 settings are skipped, so an interrupted run resumes (Ctrl-C exits with status 130 and
 prints the command that resumes); an OUTPUT_DIR filled by another run folder or other
 settings is refused unless ``--overwrite``; ``--shard I/N`` splits the cohort across

@@ -17,7 +17,7 @@ in [0, 100] (0 certain, 100 most uncertain):
   scaled so that an even split is 100: ``round(100 * min(1, 2 s))``. All predictions
   agreeing gives 0; half of them against the final label gives 100; a final label that
   most predictions contradict (e.g. ET relabeled by ET suppression) is also 100. The
-  vote-based spread of an ensemble (the "variation ratio", Gal, PhD thesis 2016, 3.3.1)
+  vote-based spread of an ensemble (the "variation ratio", Gal, PhD thesis 2016)
   measured against the label written.
 
 Memory: the mean probabilities exist anyway; the disagreement estimator adds one uint8
@@ -26,7 +26,8 @@ float32 class accumulator of the crop, because each mirror pass is then blended 
 windows before the next one starts (``sliding_window.predict_sliding_window``'s
 ``on_pass``). No pass's probabilities are kept.
 
-Outside the brain mask every map is 0 (the labels are background there).
+Outside the brain mask every map is 0 (the labels are background there with
+``inference.mask_outside_brain``, the default).
 
 Source: Mehta et al., MELBA 2022 (QU-BraTS format and scale); the estimators' sources
 above; not in the paper.
@@ -35,6 +36,7 @@ above; not in the paper.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import entr
 
+from brats_mtl.config import InferenceConfig
 from brats_mtl.conventions import (
     CLASS_LABELS,
     REGIONS,
@@ -52,8 +55,10 @@ from brats_mtl.conventions import (
 if TYPE_CHECKING:
     from brats_mtl.data import Case
 
-#: Accepted ``inference.uncertainty`` values.
-UNCERTAINTY_ESTIMATORS: tuple[str, ...] = ("none", "entropy", "disagreement")
+#: Accepted ``inference.uncertainty`` values: those of its ``Literal`` type in the config.
+UNCERTAINTY_ESTIMATORS: tuple[str, ...] = typing.get_args(
+    typing.get_type_hints(InferenceConfig)["uncertainty"]
+)
 #: Regions that get a map, in the QU-BraTS order (whole, core, enhance).
 MAP_REGIONS: tuple[str, ...] = tuple(UNCERTAINTY_MAP_WORDS)
 #: region -> bool (n_classes,): which network classes (``CLASS_LABELS``) lie in it.

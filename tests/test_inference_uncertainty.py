@@ -15,7 +15,13 @@ import torch
 from click.testing import CliRunner
 
 from brats_mtl.cli.main import cli
-from brats_mtl.config import InferenceConfig, apply_overrides, tiny_config
+from brats_mtl.config import (
+    InferenceConfig,
+    apply_overrides,
+    load_config,
+    save_config,
+    tiny_config,
+)
 from brats_mtl.conventions import uncertainty_map_name
 from brats_mtl.data import write_phantom_case
 from brats_mtl.inference import Segmenter, predict_cases
@@ -268,11 +274,14 @@ def test_a_folder_without_uncertainty_records_no_such_setting(tmp_path):
     assert pd.read_csv(out / "predictions.csv")["mean_uncertainty_WT"].isna().all()
 
 
-def test_unknown_estimator_is_refused():
+def test_the_estimator_is_a_checked_config_choice(tmp_path):
     with pytest.raises(ValueError, match="inference.uncertainty"):
         Segmenter({0: Channel1Box()}, InferenceConfig(uncertainty="variance"), patch_size=16)
     with pytest.raises(ValueError, match="must be one of"):
         apply_overrides(tiny_config(), ["inference.uncertainty=variance"])
+    config = apply_overrides(tiny_config(), ["inference.uncertainty=disagreement"])
+    save_config(config, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml").inference.uncertainty == "disagreement"
 
 
 def test_cli_predict_with_uncertainty(tmp_path):

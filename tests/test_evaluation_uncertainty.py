@@ -218,9 +218,10 @@ def test_folders_cli_and_table(tmp_path):
     data = tmp_path / "data"
     preds = tmp_path / "preds"
     preds.mkdir()
-    ids = []
+    ids, files_by_id = [], []
     for i in range(2):
         files = write_phantom_case(data, f"BraTS2021_{i:05d}", shape=(32, 32, 32), seed=i)
+        files_by_id.append(files)
         case = load_case(files)
         pred = _phantom_prediction(case.labels)
         nib.save(nib.Nifti1Image(pred, case.affine), str(preds / f"{case.case_id}.nii.gz"))
@@ -239,6 +240,14 @@ def test_folders_cli_and_table(tmp_path):
     assert ((scores > 0) & (scores <= 1)).all().all()
     # on these small phantoms only WT has a wide error band for the maps to find
     assert (results.per_case["Score_WT"] > results.random["Score_WT"] + 0.2).all()
+    # maps of 0 filter nothing: (Dice + 2) / 3 of the unfiltered Dice
+    for _, row in results.zero.iterrows():
+        case_id = row["Label"]
+        ref = np.isin(load_case(next(f for f in files_by_id if f.case_id == case_id)).labels,
+                      REGIONS["WT"])
+        pred = np.isin(np.asarray(nib.load(preds / f"{case_id}.nii.gz").dataobj), REGIONS["WT"])
+        dice = 2 * (ref & pred).sum() / (ref.sum() + pred.sum())
+        assert row["Score_WT"] == pytest.approx((dice + 2) / 3, rel=1e-12)
     assert len(results.curves) == 2 * 3 * 41
     table = uncertainty_table(results.per_case)
     assert list(table["Label"])[-5:] == ["Mean", "StdDev", "Median", "25quantile", "75quantile"]
@@ -258,7 +267,7 @@ def test_folders_cli_and_table(tmp_path):
     )
     assert (tmp_path / "unc_random.csv").is_file()
     assert len(pd.read_csv(tmp_path / "curves.csv")) == 2 * 3 * 41
-    assert "WT" in run.output and "random" in run.output
+    assert "WT" in run.output and "random" in run.output and "zero" in run.output
     again = CliRunner().invoke(
         cli, ["evaluate-uncertainty", str(preds), str(data), "--out", str(out)]
     )

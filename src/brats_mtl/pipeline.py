@@ -916,7 +916,11 @@ def _uncertainty_outputs(
     write_uncertainty_csv(
         results.random, tables / "uncertainty_random_out_of_fold.csv", overwrite=True
     )
-    means = {"predicted maps": results.per_case, "random maps": results.random}
+    means = {
+        "predicted maps": results.per_case,
+        "random maps": results.random,
+        "maps of 0 (all certain)": results.zero,
+    }
     summary = pd.DataFrame({k: mean_scores(v) for k, v in means.items()}).T
     summary = summary[[c for c in UNCERTAINTY_COLUMNS if c.startswith("Score")]]
     summary.index.name = "Maps"
@@ -1034,7 +1038,8 @@ def write_report(
             "",
             "Score = (AUC_Dice + (1 - AUC_FTP) + (1 - AUC_FTN)) / 3 of the filtered Dice, "
             "true-positive and true-negative ratios over thresholds 100 to 0 (Mehta et al., "
-            "MELBA 2022), brain mask T1 > 0; random maps are the uninformative baseline. "
+            "MELBA 2022), brain mask T1 > 0. Baselines: uniform random maps, and maps of 0 "
+            "everywhere (nothing filtered: (Dice + 2) / 3), which helpful maps must beat. "
             "Files: `tables/uncertainty_out_of_fold.csv`, "
             "`tables/uncertainty_random_out_of_fold.csv`, "
             "`predictions/out_of_fold/<ID>_unc_{whole,core,enhance}.nii.gz`.",

@@ -124,6 +124,7 @@ def command(
     if results.random is not None:
         rows.append(("random", mean_scores(results.random)))
         click.echo(f"Random-map baseline written to {random_path}")
+    rows.append(("zero", mean_scores(results.zero)))
     click.echo(
         f"{'region':<8}{'':<8}{'AUC Dice':>10}{'AUC FTP':>10}{'AUC FTN':>10}{'score':>10}"
     )
@@ -136,6 +137,7 @@ def command(
                     for m in ("AUC_Dice", "AUC_FTP", "AUC_FTN", "Score")
                 )
             )
+    click.echo("(zero: maps of 0 everywhere, the score of a segmentation without uncertainty)")
     for side, what in (
         ("predictions", "Reference cases without prediction"),
         ("maps", "Predicted cases without their three uncertainty maps"),

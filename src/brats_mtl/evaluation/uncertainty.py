@@ -364,6 +364,9 @@ class UncertaintyResults:
         per_case: one row per scored case: ``Label`` and :data:`UNCERTAINTY_COLUMNS`.
         random: the same for uniform random maps on the same cases (the uninformative
             baseline), or None when not asked.
+        zero: the same for maps of 0 everywhere (every voxel certain: nothing is ever
+            filtered, so the score is ``(Dice + 2) / 3`` of the unfiltered Dice): the
+            baseline of a segmentation without uncertainty.
         curves: per case, region and threshold: :data:`CURVE_COLUMNS`.
         missing: ``"predictions"`` (reference cases without label map), ``"maps"``
             (predicted cases without their three maps), ``"references"`` (predictions
@@ -372,6 +375,7 @@ class UncertaintyResults:
 
     per_case: pd.DataFrame
     random: pd.DataFrame | None
+    zero: pd.DataFrame
     curves: pd.DataFrame
     missing: dict[str, list[str]]
 
@@ -399,7 +403,7 @@ def evaluate_uncertainty_folders(
             seeded with ``[random_seed, case index]``) on the same cases.
 
     Returns:
-        :class:`UncertaintyResults`; rows sorted by case ID.
+        :class:`UncertaintyResults` (with the all-zero-map baseline); rows sorted by case ID.
 
     Raises:
         FileNotFoundError: if a folder does not exist.
@@ -450,7 +454,7 @@ def evaluate_uncertainty_folders(
             f"(<ID>_unc_whole/core/enhance.nii.gz) and a labeled reference in {ref_dir}; "
             "predict with --uncertainty entropy (or disagreement) first"
         )
-    rows, random_rows, curve_rows = [], [], []
+    rows, random_rows, zero_rows, curve_rows = [], [], [], []
     for index, case_id in enumerate(case_ids):
         files = references[case_id]
         case = load_case(files)
@@ -471,6 +475,9 @@ def evaluate_uncertainty_folders(
         for region, c in curves.items():
             for t, d, p, n in zip(c.thresholds, c.dice, c.ftp, c.ftn, strict=True):
                 curve_rows.append((case_id, region, float(t), float(d), float(p), float(n)))
+        certain = dict.fromkeys(UNCERTAINTY_REGIONS, np.zeros(case.labels.shape, np.uint8))
+        zero_curves = region_curves(pred_labels, case.labels, certain, mask, n_points)
+        zero_rows.append(score_row(case_id, zero_curves))
         if random_seed is not None:
             noise = random_uncertainty_maps(case.labels.shape, [random_seed, index])
             random_curves = region_curves(pred_labels, case.labels, noise, mask, n_points)
@@ -484,6 +491,7 @@ def evaluate_uncertainty_folders(
     return UncertaintyResults(
         per_case=pd.DataFrame(rows, columns=columns),
         random=None if random_seed is None else pd.DataFrame(random_rows, columns=columns),
+        zero=pd.DataFrame(zero_rows, columns=columns),
         curves=pd.DataFrame(curve_rows, columns=list(CURVE_COLUMNS)),
         missing=missing,
     )

@@ -425,7 +425,8 @@ class Segmenter:
         counting = self.config.uncertainty == "disagreement"
         votes = RegionVotes(pre.image.shape[1:]) if counting else None
         for fold in folds:
-            prediction = self._runners[fold](pre.image, None if votes is None else votes.add)
+            on_pass = None if votes is None else votes.add
+            prediction = self._runners[fold](pre.image, on_pass=on_pass)
             ensemble.add(prediction.probs, prediction.et_probability)
             logger.debug(
                 "case %s fold %d: ET probability %.3f over %d windows",

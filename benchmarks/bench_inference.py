@@ -26,6 +26,13 @@ float32 unless named bf16):
 - ``whole_tta{0,4,8}``, ``whole_5x4``: the whole-volume mode, one model or the paper's
   five folds x 4 mirrors.
 - ``whole_bf16_tta4``, ``whole_bf16_5x4``, ``window_bf16_tta4``: bfloat16 autocast.
+- ``cpu_b1_tta4``, ``cpu_b8_tta4``, ``cpu_b8_o25_tta4``, ``cpu_b8_o0_tta4``,
+  ``cpu_b8_tta0`` (``--configs cpu`` runs them beside ``window_tta4`` and
+  ``window_bf16_tta4``): the CPU preset (``--preset cpu``: widths 8-128, 64^3 windows)
+  with 1 or 8 windows per forward pass and overlap 0.5 / 0.25 / 0 (the fewest windows
+  that cover the crop), float32 or bf16; random weights, or the trained run of
+  ``--cpu-run-dir``. Dice of ``cpu_b8_tta4`` against ``cpu_b1_tta4`` (batch 1: the
+  preset's earlier default, the same function), of the others against ``cpu_b8_tta4``.
 - ``window_tta8``, ``window_5x4`` and ``window_bf16_5x4``: 8 mirrors, and five folds x 4
   mirrors, with windows (long: ~10 and ~25 min in float32); not in the default list,
   extrapolated from ``window_tta4`` / ``window_bf16_tta4`` (x 2, x 5) and printed as such
@@ -65,6 +72,9 @@ class Spec:
     precision: str = "32"
     channels_last: bool = True
     reference: str = "window_tta4"
+    net: str = "paper"  # "paper": --model (default the paper's network); "cpu": the CPU preset
+    batch: int = 1  # windows per forward pass (inference.window_batch_size)
+    overlap: float = 0.5
 
 
 SPECS: dict[str, Spec] = {
@@ -82,7 +92,19 @@ SPECS: dict[str, Spec] = {
     "whole_bf16_5x4": Spec("ours", mode="whole", folds=5, precision="bf16", reference="whole_5x4"),
     "window_5x4": Spec("ours", folds=5),
     "window_bf16_5x4": Spec("ours", folds=5, precision="bf16", reference="window_5x4"),
+    # the CPU preset (widths 8-128, 64^3 windows: 80 windows on this case at overlap 0.5)
+    "cpu_b1_tta4": Spec("ours", net="cpu", reference="cpu_b1_tta4"),
+    "cpu_b8_tta4": Spec("ours", net="cpu", batch=8, reference="cpu_b1_tta4"),
+    "cpu_b8_bf16_tta4": Spec("ours", net="cpu", batch=8, precision="bf16", reference="cpu_b8_tta4"),
+    "cpu_b8_o25_tta4": Spec("ours", net="cpu", batch=8, overlap=0.25, reference="cpu_b8_tta4"),
+    "cpu_b8_o0_tta4": Spec("ours", net="cpu", batch=8, overlap=0.0, reference="cpu_b8_tta4"),
+    "cpu_b8_tta0": Spec("ours", net="cpu", batch=8, tta=0, reference="cpu_b8_tta4"),
 }
+#: ``--configs cpu``: the CPU preset's levers beside the paper network's pass, same run.
+CPU_CONFIGS = (
+    "window_tta4,window_bf16_tta4,cpu_b1_tta4,cpu_b8_tta4,cpu_b8_bf16_tta4,cpu_b8_o25_tta4,"
+    "cpu_b8_o0_tta4"
+)
 DEFAULT_CONFIGS = (
     "window_tta0,window_tta4,monai_cl_tta4,monai_plain_tta0,whole_tta0,whole_tta4,"
     "whole_tta8,whole_5x4,window_bf16_tta4,whole_bf16_tta4,whole_bf16_5x4"
@@ -97,6 +119,7 @@ def build_models(n_folds: int, run_dir: str | None, model: str) -> dict:
 
     from brats_mtl.config import Config, tiny_config
     from brats_mtl.model import MultiTaskNet
+    from brats_mtl.pipeline import cpu_config
 
     if run_dir:
         from brats_mtl.training import available_folds, load_fold_model
@@ -106,7 +129,8 @@ def build_models(n_folds: int, run_dir: str | None, model: str) -> dict:
             print(f"# {run_dir} has folds {folds}; repeating them", file=sys.stderr)
             folds = (folds * n_folds)[:n_folds]
         return {i: load_fold_model(run_dir, k) for i, k in enumerate(folds)}
-    config = Config() if model == "paper" else tiny_config(patch_size=128)
+    configs = {"paper": Config, "tiny": lambda: tiny_config(patch_size=128), "cpu": cpu_config}
+    config = configs[model]()
     models = {}
     for fold in range(n_folds):
         torch.manual_seed(fold)
@@ -169,15 +193,18 @@ def worker(args: argparse.Namespace) -> None:
     spec = SPECS[args.worker]
     files = next(c for c in discover_cases(args.case.parent) if c.case_id == args.case.name)
     case = load_case(files, load_labels=False)
-    models = build_models(spec.folds, args.run_dir, args.model)
+    if spec.net == "cpu":
+        models = build_models(spec.folds, args.cpu_run_dir, "cpu")
+    else:
+        models = build_models(spec.folds, args.run_dir, args.model)
     start = time.perf_counter()
     if spec.impl == "monai":
         labels, et_probability = monai_labels(case, models[0], spec)
     else:
         config = InferenceConfig(
             tta=spec.tta,
-            overlap=0.5,
-            window_batch_size=1,
+            overlap=spec.overlap,
+            window_batch_size=spec.batch,
             et_min_voxels=0,
             mode=spec.mode,
             channels_last=spec.channels_last,
@@ -222,6 +249,9 @@ def main() -> None:
     parser.add_argument("--case", type=Path, default=SHARED_BRATS / "BraTS2021_00000")
     parser.add_argument("--configs", default=DEFAULT_CONFIGS)
     parser.add_argument("--run-dir", default=None, help="trained run instead of random weights")
+    parser.add_argument(
+        "--cpu-run-dir", default=None, help="trained CPU-preset run for the cpu_* configs"
+    )
     parser.add_argument("--model", choices=["paper", "tiny"], default="paper")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
@@ -234,7 +264,7 @@ def main() -> None:
     if not args.case.is_dir():
         sys.exit(f"case folder {args.case} not found; pass --case")
 
-    names = [n for n in args.configs.split(",") if n]
+    names = [n for n in (CPU_CONFIGS if args.configs == "cpu" else args.configs).split(",") if n]
     unknown = sorted(set(names) - set(SPECS))
     if unknown:
         sys.exit(f"unknown configs {unknown}; known: {sorted(SPECS)}")
@@ -263,6 +293,8 @@ def main() -> None:
             ]
             if args.run_dir:
                 cmd += ["--run-dir", args.run_dir]
+            if args.cpu_run_dir:
+                cmd += ["--cpu-run-dir", args.cpu_run_dir]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 print(f"{name}: FAILED\n{proc.stderr[-2000:]}")
@@ -331,6 +363,13 @@ def main() -> None:
             )
     for name, seconds in est.items():
         print(f"  {name:<25} {seconds:7.1f} s  (extrapolated)")
+    paper = [seconds_of(n) for n in ("window_tta4", "window_bf16_tta4") if n in results]
+    for name in (n for n in results if SPECS[n].net == "cpu" and SPECS[n].tta == 4):
+        verdict = "met" if seconds_of(name) <= 60 else "NOT met"
+        if paper:
+            faster = "no slower" if seconds_of(name) <= min(paper) else "SLOWER"
+            verdict += f"; {faster} than the paper network's fastest pass ({min(paper):.1f} s)"
+        print(f"  CPU preset 1 x 4 {name:<16} {seconds_of(name):7.1f} s  (<= 60 s: {verdict})")
     worst = max((r["maxrss_gb"], n) for n, r in results.items()) if results else None
     if worst:
         print(

@@ -444,8 +444,10 @@ def test_cli_ref_convention_and_layouts_in_help(cohort, tmp_path):
             "brats2019",
         ],
     )
-    # case 0's prediction is in the 2023 convention: read as 2019 it fails loudly
+    # case 0's prediction is in the 2023 convention: read as 2019 it fails loudly, alone
     assert result.exit_code == 1 and "--pred-convention brats2023" in result.output
+    assert f"FAILED {cohort['ids'][0]}" in result.output
+    assert list(pd.read_csv(out)["Label"]) == [cohort["ids"][1], *SUMMARY_ROWS]
     pred_dir = tmp_path / "preds"
     pred_dir.mkdir()
     id1 = cohort["ids"][1]
@@ -461,6 +463,7 @@ def test_cli_ref_convention_and_layouts_in_help(cohort, tmp_path):
             "msd",
             "--pred-convention",
             "brats2019",
+            "--overwrite",
         ],
     )
     assert result.exit_code == 0, result.output

@@ -134,6 +134,42 @@ def test_pointwise_predictor_is_reproduced_exactly(shape, overlap, tta, batch):
     assert len(result.window_et_probabilities) == len(result.windows)
 
 
+def test_a_lone_last_item_is_sent_as_a_pair_and_progress_counts_items():
+    image = _image((12, 8, 8))  # 2 windows of 8^3 at overlap 0.5, x 4 mirrors = 8 items
+    sizes: list[int] = []
+    calls: list[tuple[int, int]] = []
+
+    def recording_predictor(x):
+        sizes.append(x.shape[0])
+        return pointwise_predictor(x)
+
+    result = predict_sliding_window(
+        image,
+        recording_predictor,
+        patch_size=8,
+        overlap=0.5,
+        tta=4,
+        batch_size=3,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    n_items = 4 * len(result.windows)
+    assert n_items % 3 == 2  # the last batch holds two items: sent as they are
+    assert sizes == [3] * (n_items // 3) + [2]
+    assert calls == [(3 * (i + 1), n_items) for i in range(n_items // 3)] + [(n_items, n_items)]
+
+    sizes.clear()
+    one = predict_sliding_window(
+        image, recording_predictor, patch_size=8, overlap=0.5, tta=4, batch_size=7
+    )
+    assert sizes == [7, 2]  # 8 items: the lone eighth is sent with its copy
+    np.testing.assert_array_equal(one.probs, result.probs)
+    np.testing.assert_array_equal(one.window_et_probabilities, result.window_et_probabilities)
+    sizes.clear()
+    predict_sliding_window(image, recording_predictor, patch_size=8, overlap=0.5, tta=4,
+                           batch_size=1)  # fmt: skip
+    assert sizes == [1] * n_items  # batch size 1 asked for: never padded
+
+
 def test_case_et_probability_is_max_over_windows_of_tta_mean():
     image = np.zeros((4, 24, 8, 8), np.float32)
     image[0, 18:, :, :] = 3.0  # only the last window sees bright t1

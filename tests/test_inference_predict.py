@@ -506,3 +506,61 @@ def test_merge_waits_for_the_lock_in_records(tmp_path):
     merger.join(timeout=10)
     assert pd.read_csv(out / "predictions.csv")["case_id"].tolist() == ["case_a"]
     assert sorted(os.listdir(out)) == ["predictions.csv", "records"]
+
+
+def test_progress_inside_a_case_counts_every_window_of_every_fold(tmp_path, cohort):
+    from brats_mtl.inference.predict import WindowProgress
+
+    _, files = cohort
+    case = load_case(files[0], load_labels=False)
+    calls: list[tuple[int, int]] = []
+    segmenter = Segmenter({0: ChannelArgmax(), 1: ChannelArgmax()}, CONFIG, patch_size=16)
+    pre = preprocess_case(case)
+    n_windows = len(segmenter._runners[0](pre.image).windows)
+    segmenter.predict_preprocessed(pre, progress=lambda d, t: calls.append((d, t)))
+    total = 2 * 4 * n_windows  # folds x mirrors x windows
+    assert calls[-1] == (total, total)
+    assert {t for _, t in calls} == {total}
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # never goes back
+    # batches of 4 items: fold 0 reports 4, 8, ..., then fold 1 continues from its total
+    assert calls[0] == (4, total)
+    assert (total // 2, total) in calls
+
+    clock = iter([0.0, 10.0, 20.0, 45.0, 50.0, 60.0])
+    lines = WindowProgress("BraTS2021_00000", bar=False, every_s=30.0, clock=lambda: next(clock))
+    import logging
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    log = logging.getLogger("brats_mtl.inference.predict")
+    log.addHandler(handler)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        for done in (8, 16, 24, 32, 40):  # at 10, 20, 45, 50, 60 s
+            lines(done, 40)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+    # the first batch, the first one 30 s after it, and the last
+    assert records == [
+        "BraTS2021_00000: windows 8/40 (20%), 10 s, about 40 s left",
+        "BraTS2021_00000: windows 24/40 (60%), 45 s, about 30 s left",
+        "BraTS2021_00000: windows 40/40 (100%), 60 s, about 0 s left",
+    ]
+
+
+def test_cli_predict_logs_windows_of_each_case_without_a_terminal(tmp_path, cohort, caplog):
+    root, files = cohort
+    run_dir = tmp_path / "run"
+    make_run(run_dir, [f.case_id for f in files])
+    out = tmp_path / "preds"
+    args = ["predict", str(run_dir), str(root), str(out), "--tta", "0", "--folds", "0"]
+    with caplog.at_level("INFO", logger="brats_mtl.inference.predict"):
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [r.getMessage() for r in caplog.records if ": windows " in r.getMessage()]
+    assert lines[0].startswith(f"{files[0].case_id}: windows ")
+    done, total = lines[-1].split("windows ")[1].split(" ")[0].split("/")
+    assert done == total  # the last line says all windows are done

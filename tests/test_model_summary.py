@@ -57,3 +57,20 @@ def test_command(tmp_path):
     assert bad.exit_code == 2 and "96 or 112" in bad.output
     missing = runner.invoke(command, ["--config", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 2 and "nope.yaml" in missing.output
+
+
+def test_command_takes_the_presets_of_train_and_run():
+    from brats_mtl.pipeline import PRESET_NAMES, preset_config
+
+    option = {p.name: p for p in command.params}["preset"]
+    assert tuple(option.type.choices) == PRESET_NAMES and option.default == "paper"
+    for name in PRESET_NAMES:
+        result = CliRunner().invoke(command, ["--preset", name])
+        assert result.exit_code == 0, result.output
+        with torch.device("meta"):
+            net = MultiTaskNet(preset_config(name).model)
+        total = sum(p.numel() for p in net.parameters())
+        assert result.output.rstrip().endswith(f"total: {total:,} parameters")
+    # --set applies over the preset
+    result = CliRunner().invoke(command, ["--preset", "cpu", "--set", "model.patch_size=32"])
+    assert result.exit_code == 0 and "4 x 32^3" in result.output

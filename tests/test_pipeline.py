@@ -72,6 +72,11 @@ def test_chain_writes_tables_figures_and_report(tiny_run):
     assert (out / "tables" / "uncertainty_random_out_of_fold.csv").is_file()
     assert "## Uncertainty (entropy maps" in report and "random maps" in report
     assert "figures/uncertainty_best.png" in report
+    # the lesion-wise table: its CSV, and its per-region summary in the report
+    lesionwise = pd.read_csv(out / "tables" / "train_set_out_of_fold_lesionwise.csv")
+    assert list(lesionwise["Label"])[:-5] == list(csv["Label"])[:-5]
+    assert (lesionwise["Dice_WT"] == csv["Dice_WT"]).all()  # the same whole-region Dice
+    assert "## Lesion-wise" in report and "LesionWise_Dice" in report
     # every out-of-fold label map keeps its input's grid
     for case_dir in sorted(cohort.train_dir.iterdir()):
         pred = nib.load(out / "predictions" / "out_of_fold" / f"{case_dir.name}.nii.gz")
@@ -517,3 +522,94 @@ def test_short_run_predicts_with_last_checkpoints(tmp_path, caplog):
     text = caplog.text
     assert text.count("no best.ckpt will be written and last.ckpt will be used") == 2
     assert "fold 0 has no best.ckpt" in text and "fold 1 has no best.ckpt" in text
+
+
+# --- resume without DATA_DIR; leaving recorded inputs out ---------------------------------
+
+
+def test_run_resume_takes_the_recorded_data_dir(tmp_path, monkeypatch):
+    """`run --resume` without DATA_DIR uses the recorded one; without --resume, or with
+    nothing recorded, DATA_DIR is a missing argument (exit status 2)."""
+    from click.testing import CliRunner
+
+    from brats_mtl import training
+    from brats_mtl.cli.main import cli
+
+    cohort, inputs, out = _recorded_run(tmp_path)
+    seen = []
+
+    def stop_at_training(data_dir, run_dir, **kwargs):
+        seen.append((data_dir, kwargs["unlabeled_dirs"]))
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(training, "train_folds", stop_at_training)
+    result = CliRunner().invoke(cli, ["run", "--out", str(out), "--resume"])
+    assert result.exit_code == 1 and "stopped before training" in result.output, result.output
+    assert seen == [(cohort.train_dir.resolve(), (cohort.unlabeled_dir.resolve(),))]
+    for argv, message in (
+        (["run", "--out", str(out)], "only --resume may leave it out"),
+        (["run", "--out", str(tmp_path / "new"), "--resume"], "records no DATA_DIR"),
+    ):
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == 2, result.output
+        assert "Missing argument 'DATA_DIR'" in result.output and message in result.output
+    # the API says the same
+    with pytest.raises(ValueError, match="no DATA_DIR given and none recorded"):
+        run_pipeline(None, tmp_path / "new2")
+    assert not (tmp_path / "new2").exists()
+    # --test and --no-test exclude each other
+    result = CliRunner().invoke(cli, ["run", "--out", str(out), "--resume", "--no-test",
+                                      "--test", str(cohort.test_dir)])
+    assert result.exit_code == 2 and "--test and --no-test exclude each other" in result.output
+
+
+def test_resume_can_leave_out_a_recorded_test_folder_and_survival_table(tiny_run, tmp_path):
+    """--no-test / --no-survival on a resumed run: no test row, no survival section; the
+    tables and figures derived from them go, the test predictions stay."""
+    import shutil
+
+    from brats_mtl.pipeline import read_run_inputs
+
+    cohort, config, result = tiny_run
+    out = tmp_path / "copy"
+    shutil.copytree(result.out_dir, out)
+    again = run_pipeline(
+        None, out, config=config, resume=True, progress=False,
+        without=("test_dir", "survival_csv"), report_note="A note on the first lines.",
+    )
+    assert list(again.table3.index) == ["Train set (out-of-fold)"] and again.table4 is None
+    pd.testing.assert_frame_equal(again.table3, result.table3.iloc[:1])
+    for gone in ("tables/table4.csv", "tables/test_set_ensemble.csv", "survival",
+                 "figures/fig4_survival.png"):
+        assert not (out / gone).exists(), gone
+    assert (out / "predictions" / "test" / "predictions.csv").is_file()  # kept
+    report = again.report.read_text()
+    assert report.splitlines()[:3] == ["# brats-mtl report", "", "A note on the first lines."]
+    assert "## Survival" not in report and "Test set" not in report
+    recorded = read_run_inputs(out)
+    assert recorded.test_dir is None and recorded.survival_csv is None
+    assert recorded.data_dir == cohort.train_dir.resolve()
+    with pytest.raises(ValueError, match="only 'test_dir', 'survival_csv' can be left out"):
+        run_pipeline(None, out, config=config, resume=True, without=("unlabeled_dirs",))
+
+
+def test_demo_report_says_its_cohort_is_synthetic(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from brats_mtl import pipeline
+    from brats_mtl.cli.main import cli
+
+    notes = []
+
+    def fake_run_pipeline(data_dir, out_dir, **kwargs):
+        notes.append(kwargs["report_note"])
+        return pipeline.PipelineResult(out_dir, out_dir / "report.md",
+                                       pd.DataFrame({"Dice_WT": [1.0]}), None)
+
+    monkeypatch.setattr(pipeline, "make_demo_cohort", _small_cohort)
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    assert CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo")]).exit_code == 0
+    (note,) = notes
+    assert note.startswith("**Synthetic cohort: no patient data.**")
+    assert "(2 labeled, 1 unlabeled and 1 test cases" in note  # _small_cohort's counts
+    assert "BraTS2021_90000 and up" in note and "not BraTS 2021 cases" in note

@@ -137,6 +137,8 @@ def test_a_fold_without_best_uses_last_with_a_warning(tmp_path, cohort, caplog):
             table = predict_cohort(run, root, out, config=fast_config(run), folds=folds)
         assert (table["status"] == "ok").all() and set(table["folds"]) == {"0,1"}
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        # the other warning: these cases are in the folds' training splits
+        warnings = [w for w in warnings if "training split" not in w]
         assert warnings == [
             "fold 1 has no best.ckpt (its training stopped before the first validation); "
             f"predicting with {last}"

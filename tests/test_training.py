@@ -803,7 +803,7 @@ def test_overwrite_removes_only_what_training_wrote_in_a_fold(tmp_path, caplog):
         prepare_run_dir(old)
 
 
-def test_train_has_the_shared_progress_option():
+def test_train_has_the_shared_progress_option():  # see also tests/test_cli_rules.py
     from brats_mtl.cli import demo, run, train
 
     for command in (run.command, demo.command, train.command):
@@ -819,3 +819,111 @@ def test_a_damaged_last_checkpoint_on_resume_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"last\.ckpt cannot be read .*--overwrite"):
         _resumed_at_max_steps(last, max_steps=10, resume=True)
     assert _resumed_at_max_steps(last, max_steps=10, resume=False) is None
+
+
+# --- the first validation: warning and fix; plain progress lines --------------------------
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "max_epochs", "every", "steps_per_epoch", "fix"),
+    [
+        (5, 1000, 2, 6, "--set train.val_every_n_epochs=1 (a validation where training "
+                        "stops, in epoch 1) or --set train.max_steps=12"),
+        (13, 1000, 5, 6, "--set train.val_every_n_epochs=3 (a validation where training "
+                         "stops, in epoch 3) or --set train.max_steps=30"),
+        (-1, 3, 5, 4, "--set train.val_every_n_epochs=3 (a validation where training "
+                      "stops, in epoch 3) or --set train.max_steps=20"),
+        (8, 1000, 2, 6, None),  # stops inside epoch 2: validated there
+        (12, 1000, 2, 6, None),
+    ],
+)
+def test_no_validation_warning_says_the_fix(
+    caplog, max_steps, max_epochs, every, steps_per_epoch, fix
+):
+    from types import SimpleNamespace
+
+    from brats_mtl.training.runner import _warn_if_no_validation
+
+    train = SimpleNamespace(max_steps=max_steps, max_epochs=max_epochs, val_every_n_epochs=every)
+    with caplog.at_level("WARNING", logger="brats_mtl.training.runner"):
+        _warn_if_no_validation(train, steps_per_epoch, Path("run/fold_0"))
+    if fix is None:
+        assert not caplog.records
+    else:
+        (message,) = caplog.messages
+        assert "no best.ckpt will be written and last.ckpt will be used; to validate, pass " + fix
+        assert message.endswith(fix), message
+
+
+def test_a_fit_ending_inside_a_validation_epoch_validates_and_logs_plain_lines(
+    cohort, tmp_path, caplog
+):
+    """max_steps inside the epoch of the first validation: the fit validates where it
+    stops (so no warning), and without a progress bar it logs plain lines."""
+    from brats_mtl.training.module import PatchDataModule
+    from brats_mtl.training.runner import _steps_per_epoch, prepare_run, train_fold
+
+    config = _config("train.val_every_n_epochs=2")
+    run = prepare_run(cohort, tmp_path / "probe", config, cache_dir=tmp_path / "cache")
+    train_cases, val_cases = run.fold_cases(0)
+    per_epoch = _steps_per_epoch(
+        len(PatchDataModule(config, train_cases, val_cases).train_dataset),
+        config.train.batch_size, 1,
+    )
+    max_steps = per_epoch + 2  # in epoch 2 of 2 epochs between validations
+    config = apply_overrides(config, [f"train.max_steps={max_steps}"])
+    with caplog.at_level("INFO"):
+        result = train_fold(cohort, tmp_path / "run", 0, config=config,
+                            cache_dir=tmp_path / "cache", enable_progress_bar=False)
+    assert result.global_step == max_steps and result.best_checkpoint is not None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+    lines = [r.getMessage() for r in caplog.records if r.name == "brats_mtl.training.progress"]
+    assert re.fullmatch(r"fold 0: step 1/\d+, loss \d+\.\d{4}, \d+\.\d\d s/step, about .+ left",
+                        lines[0]), lines
+    assert re.fullmatch(rf"fold 0: step {max_steps}/{max_steps}, loss \d+\.\d{{4}}, "
+                        r"\d+\.\d\d s/step", lines[-2]), lines
+    assert re.fullmatch(rf"fold 0: validation at step {max_steps}: Dice ET \d\.\d{{3}}, "
+                        r"WT \d\.\d{3}, TC \d\.\d{3} \(mean \d\.\d{3}\)", lines[-1]), lines
+    assert len(lines) <= 2 + 1 + max_steps // 2  # a line at most every few seconds
+
+
+def test_progress_log_writes_a_line_every_interval():
+    """Steps of 10 s, a line every 30 s: steps 1, 4, 7, 10 (the last always)."""
+    from types import SimpleNamespace
+
+    from brats_mtl.training.progress import ProgressLog
+
+    now = [0.0]
+    log = ProgressLog("fold 3", every_s=30, clock=lambda: now[0])
+    trainer = SimpleNamespace(is_global_zero=True, global_step=0, max_steps=10,
+                              sanity_checking=False, callback_metrics={})
+    log.on_train_start(trainer, None)
+    records = []
+    handler = _ListHandler(records)
+    logger = __import__("logging").getLogger("brats_mtl.training.progress")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel("INFO")
+    try:
+        for step in range(1, 11):
+            now[0] += 10.0
+            trainer.global_step = step
+            log.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0 / step)}, None, 0)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert records == [
+        "fold 3: step 1/10, loss 1.0000, 10.00 s/step, about 90 s left",
+        "fold 3: step 4/10, loss 0.2500, 10.00 s/step, about 60 s left",
+        "fold 3: step 7/10, loss 0.1429, 10.00 s/step, about 30 s left",
+        "fold 3: step 10/10, loss 0.1000, 10.00 s/step",
+    ]
+
+
+class _ListHandler(__import__("logging").Handler):
+    def __init__(self, records: list[str]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record) -> None:
+        self.records.append(record.getMessage())

@@ -80,6 +80,9 @@ class TrainConfig:
     # deterministic algorithms; None: on the CPU only (some CUDA kernels of 3-D upsampling
     # have no deterministic backward pass)
     deterministic: bool | None = None
+    # label scheme of the training labels (brats_mtl.tasks); None: inferred from the data
+    # and recorded here in the run's config.yaml. It decides model.n_classes.
+    labels: str | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Sources: BraTS 2017-2020 data descriptions (Menze et al. 2015, Bakas et al. 2017
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,9 +52,12 @@ def uncertainty_map_name(case_id: str, region: str) -> str:
     return f"{case_id}_unc_{UNCERTAINTY_MAP_WORDS[region]}.nii.gz"
 
 
+#: Shape of the BraTS grid (SRI24 atlas space, 1 mm).
+BRATS_GRID_SHAPE: tuple[int, int, int] = (240, 240, 155)
 #: HD95 in mm when exactly one of prediction and reference is empty: the diagonal of the
-#: 240 x 240 x 155 BraTS grid at 1 mm, as the BraTS 2017-2020 online system reported.
-HD95_ONE_EMPTY_MM: float = 373.13
+#: 240 x 240 x 155 BraTS grid at 1 mm, sqrt(240^2 + 240^2 + 155^2) = 373.128664... mm,
+#: unrounded (the BraTS 2017-2020 online system printed it as 373.13).
+HD95_ONE_EMPTY_MM: float = math.sqrt(sum(n * n for n in BRATS_GRID_SHAPE))
 
 
 @dataclass(frozen=True)

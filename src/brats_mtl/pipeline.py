@@ -8,7 +8,8 @@ OUT/
                             metrics.csv, validation.csv, training_curves.png), cache/
   predictions/out_of_fold/  each fold's model on its held-out cases (<ID>.nii.gz)
   predictions/test/         the fold ensemble on the test cases (when a test folder is given)
-  tables/                   online-system CSVs per case, table3.csv, table4.csv
+  tables/                   online-system CSVs per case (legacy and lesion-wise), table3.csv,
+                            table4.csv, uncertainty_*.csv (with inference.uncertainty)
   figures/                  fig1_preprocessing.png, fig3_best.png, fig3_worst.png, fig4_survival.png,
                             uncertainty_best.png (with inference.uncertainty)
   survival/                 model.json, predictions.csv (when a survival table is given)
@@ -31,12 +32,13 @@ Source: paper sections 4-5 (Tables 3 and 4, Figs. 1, 3, 4); DESIGN.md sections 4
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,6 +57,23 @@ logger = logging.getLogger(__name__)
 TABLE3_COLUMNS = tuple(f"Dice_{r}" for r in REGION_ORDER) + tuple(
     f"Hausdorff95_{r}" for r in REGION_ORDER
 )
+
+
+def table3_columns(scheme: str | None = None) -> tuple[str, ...]:
+    """Table 3 columns of a label scheme: Dice then HD95 of each of its regions.
+
+    The three-label schemes (and None) give :data:`TABLE3_COLUMNS`; ``gli-post`` and
+    ``ped2024`` add their single-label regions (NETC, SNFH, RC; NET, CC, ED) after ET,
+    WT, TC (``brats_mtl.tasks``).
+    """
+    from brats_mtl.tasks import network_classes
+
+    regions = network_classes(scheme).regions
+    if tuple(regions) == REGION_ORDER or scheme is None:
+        return TABLE3_COLUMNS
+    return tuple(f"Dice_{r}" for r in regions) + tuple(f"Hausdorff95_{r}" for r in regions)
+
+
 #: Column order of the paper's Table 4.
 TABLE4_COLUMNS = ("Accuracy", "MSE", "medianSE", "stdSE", "SpearmanR")
 
@@ -92,9 +111,15 @@ def cpu_config(base: Config | None = None) -> Config:
     """The CPU-sized preset for real BraTS data on a machine without a GPU.
 
     The paper's architecture with widths (8, 16, 32, 64, 128) instead of (28, ..., 448), 64^3
-    patches taken at random from each case, and a fixed step budget. Fits a 2-core laptop:
-    one fold of a few cases trains in minutes. Not the paper's network: its numbers are not
-    the paper's. Inference uses 4 mirror passes, as the paper.
+    patches taken at random from each case, a fixed step budget and a learning rate of
+    1e-3 (the paper's 1e-4 barely moves this network in 300 steps; 1e-3 reached held-out
+    Dice WT/TC/ET of about 0.7-0.8 on the five sample cases, see the README's real-data
+    run). Fits a 2-core laptop. Not the paper's network: its numbers are not the paper's.
+    Inference uses 4 mirror passes, as the paper, 8 windows per forward pass: PyTorch
+    runs a 3-D convolution of a single narrow sample on its slow native path rather
+    than oneDNN (its ``use_mkldnn`` rule), which made one window at a time about 3x
+    slower per window at these widths (``benchmarks/bench_inference.py --configs cpu``).
+    Validation during training uses the same batch.
     """
     base = base or Config()
     return replace(
@@ -113,9 +138,11 @@ def cpu_config(base: Config | None = None) -> Config:
             patch_sampling="random",
             random_patches_per_case=4,
             max_epochs=1000,
+            lr=1e-3,
             max_steps=300,
             val_every_n_epochs=10,
         ),
+        inference=replace(base.inference, window_batch_size=8),
     )
 
 
@@ -242,13 +269,14 @@ class RunInputs:
     ``--resume`` continues with them (:func:`resolve_run_inputs`).
 
     Attributes:
-        data_dir: the labeled cohort (``DATA_DIR``).
+        data_dir: the labeled cohort (``DATA_DIR``); None when not given (``--resume``
+            then takes the recorded one).
         unlabeled_dirs: the ``--unlabeled`` folders (empty: none).
         test_dir: the ``--test`` folder, or None.
         survival_csv: the ``--survival`` table, or None.
     """
 
-    data_dir: Path
+    data_dir: Path | None
     unlabeled_dirs: tuple[Path, ...] = ()
     test_dir: Path | None = None
     survival_csv: Path | None = None
@@ -256,7 +284,7 @@ class RunInputs:
     def resolved(self) -> RunInputs:
         """The same inputs as absolute paths with symbolic links resolved."""
         return RunInputs(
-            Path(self.data_dir).resolve(),
+            None if self.data_dir is None else Path(self.data_dir).resolve(),
             tuple(Path(u).resolve() for u in self.unlabeled_dirs),
             None if self.test_dir is None else Path(self.test_dir).resolve(),
             None if self.survival_csv is None else Path(self.survival_csv).resolve(),
@@ -265,7 +293,7 @@ class RunInputs:
     def as_record(self) -> dict:
         """The marker's ``inputs`` mapping (strings; None for an input not given)."""
         return {
-            "data_dir": str(self.data_dir),
+            "data_dir": None if self.data_dir is None else str(self.data_dir),
             "unlabeled_dirs": [str(u) for u in self.unlabeled_dirs],
             "test_dir": None if self.test_dir is None else str(self.test_dir),
             "survival_csv": None if self.survival_csv is None else str(self.survival_csv),
@@ -273,7 +301,9 @@ class RunInputs:
 
     def as_inputs(self) -> list[tuple[str, Path]]:
         """``(what, path)`` of each input given, as :func:`prepare_output_dir` takes them."""
-        inputs = [("DATA_DIR", self.data_dir), *(("--unlabeled folder", u) for u in self.unlabeled_dirs)]
+        inputs = [("--unlabeled folder", u) for u in self.unlabeled_dirs]
+        if self.data_dir is not None:
+            inputs.insert(0, ("DATA_DIR", self.data_dir))
         if self.test_dir is not None:
             inputs.append(("--test folder", self.test_dir))
         if self.survival_csv is not None:
@@ -331,11 +361,15 @@ _RESUMABLE = (
 )
 
 
-def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -> RunInputs:
+def resolve_run_inputs(
+    out_dir: str | Path, given: RunInputs, *, resume: bool, without: Collection[str] = ()
+) -> RunInputs:
     """The inputs a ``run`` uses: on ``resume``, those recorded in ``out_dir``'s marker for
-    any not given (``unlabeled_dirs`` empty, ``test_dir``/``survival_csv`` None), with one
-    INFO line naming them; a given input that differs from the recorded one wins, with a
-    WARNING naming old -> new.
+    any not given (``data_dir`` None, ``unlabeled_dirs`` empty, ``test_dir``/
+    ``survival_csv`` None), with one INFO line naming them; a given input that differs
+    from the recorded one wins, with a WARNING naming old -> new. An input named in
+    ``without`` is not reused (``run --no-test``, ``--no-survival``), with an INFO line
+    naming the recorded one.
 
     Without ``resume``, or without recorded inputs (a new folder, an output of an older
     version), ``given`` is returned as it is.
@@ -344,6 +378,8 @@ def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -
         out_dir: the ``run`` output folder.
         given: the inputs given on the command line.
         resume: ``--resume``.
+        without: recorded inputs not to reuse: ``"test_dir"``, ``"survival_csv"``
+            (:data:`DROPPABLE_INPUTS`).
 
     Returns:
         The :class:`RunInputs` to use.
@@ -351,9 +387,18 @@ def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -
     Raises:
         FileNotFoundError: if a recorded input that is not given again no longer exists
             (the message names it and says to pass it again or to use ``--overwrite``).
+        ValueError: if ``without`` names another input, or one that ``given`` holds.
 
     Source: STYLE rules on outputs (a resumed run reports what its first run reported).
     """
+    for name in without:
+        if name not in DROPPABLE_INPUTS:
+            raise ValueError(
+                f"without={name!r}: only {', '.join(map(repr, DROPPABLE_INPUTS))} can be left out"
+            )
+        if getattr(given, name) is not None:
+            option, no_option = _DROP_OPTIONS[name]
+            raise ValueError(f"{option} and {no_option} exclude each other; choose one")
     recorded = read_run_inputs(out_dir) if resume else None
     if recorded is None:
         return given
@@ -363,6 +408,14 @@ def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -
     reused: list[str] = []
     for option, name in _RESUMABLE:
         old, now = _paths(getattr(recorded, name)), _paths(getattr(new, name))
+        if name in without:
+            chosen[name] = None
+            if old:
+                logger.info(
+                    "--resume: not reusing %s %s recorded in %s (%s)", option,
+                    " ".join(map(str, old)), marker, _DROP_OPTIONS[name][1],
+                )
+            continue
         if not now:  # not given: the recorded one, which must still be there
             chosen[name] = getattr(recorded, name)
             for path in old:
@@ -384,6 +437,37 @@ def resolve_run_inputs(out_dir: str | Path, given: RunInputs, *, resume: bool) -
     if reused:
         logger.info("--resume: reusing the inputs recorded in %s: %s", marker, "; ".join(reused))
     return RunInputs(**chosen)
+
+
+#: Recorded inputs that a resumed ``run`` may leave out (``without``).
+DROPPABLE_INPUTS = ("test_dir", "survival_csv")
+#: The option giving each droppable input, and the one leaving it out.
+_DROP_OPTIONS = {"test_dir": ("--test", "--no-test"), "survival_csv": ("--survival", "--no-survival")}
+#: Files of ``run``'s output folder derived from each droppable input: removed when a
+#: resumed run leaves that input out, so no table or figure outlives the report's rows.
+#: (The test predictions, ``predictions/test``, are kept: they are costly to make again.)
+_DERIVED_OUTPUTS = {
+    "test_dir": ("tables/test_set_ensemble.csv",),
+    "survival_csv": ("survival", "tables/table4.csv", "figures/fig4_survival.png"),
+}
+
+
+def _remove_derived_outputs(out: Path, without: Collection[str]) -> None:
+    """Remove what ``run`` derived from the inputs in ``without`` (a resumed run that
+    leaves them out), in a folder that ``run`` marked as its own."""
+    marker = read_output_marker(out)
+    if marker is None or marker.get("command") != "run":
+        return
+    for name in without:
+        for rel in _DERIVED_OUTPUTS[name]:
+            path = out / rel
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            logger.info("%s: removed %s (derived from the input left out)", _DROP_OPTIONS[name][1], path)
 
 
 def _paths(value: Path | tuple[Path, ...] | None) -> tuple[Path, ...]:
@@ -654,6 +738,61 @@ def prepare_output_dir(
     return True
 
 
+@contextlib.contextmanager
+def removed_if_unused_on_failure(folder: str | Path, *, enabled: bool = True) -> Iterator[None]:
+    """Within the block, a command that fails before writing anything leaves no output
+    folder behind.
+
+    Only a folder that was absent, empty or held only the marker before the block is
+    touched. When the block raises (an error, Ctrl-C or SIGTERM) and such a folder holds
+    nothing but :data:`OUTPUT_MARKER` files and empty folders (e.g. the data folder held
+    no case, so nothing was written after the folder was claimed), those are removed, and
+    the folder itself when it did not exist before. A folder holding any other file is
+    left as it is: a retry reuses what it holds (e.g. the cases cached so far).
+
+    Args:
+        folder: the output folder the block claims (``--out``).
+        enabled: False leaves everything as it is (processes other than rank 0 of a
+            distributed launch, which do not claim the folder).
+    """
+    folder = Path(folder)
+    existed = folder.exists() or folder.is_symlink()
+    fresh = not existed or (
+        folder.is_dir()
+        and not folder.is_symlink()
+        and all(p.name == OUTPUT_MARKER for p in folder.iterdir())
+    )
+    try:
+        yield
+    except BaseException:
+        if enabled and fresh:
+            _remove_if_unused(folder, keep_folder=existed)
+        raise
+
+
+def _remove_if_unused(folder: Path, *, keep_folder: bool) -> None:
+    """Remove ``folder``'s markers and empty sub-folders when that is all it holds."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    for root, dirs, files in os.walk(folder):
+        if any(name != OUTPUT_MARKER for name in files) or any(
+            (Path(root) / name).is_symlink() for name in dirs
+        ):
+            return  # something was written: kept for the retry
+    try:
+        for root, dirs, files in os.walk(folder, topdown=False):
+            for name in files:
+                (Path(root) / name).unlink()
+            for name in dirs:
+                (Path(root) / name).rmdir()
+        if not keep_folder:
+            folder.rmdir()
+    except OSError as err:  # the command's own error matters more than this clean-up
+        logger.debug("could not remove the unused output folder %s: %s", folder, err)
+        return
+    logger.debug("removed the unused output folder %s", folder)
+
+
 @dataclass
 class PipelineResult:
     """What ``run_pipeline`` produced.
@@ -674,7 +813,7 @@ class PipelineResult:
 
 
 def run_pipeline(
-    data_dir: str | Path,
+    data_dir: str | Path | None,
     out_dir: str | Path,
     *,
     config: Config | None = None,
@@ -686,11 +825,19 @@ def run_pipeline(
     overwrite: bool = False,
     progress: bool = True,
     command_line: str | None = None,
+    labels: str | None = None,
+    without: Collection[str] = (),
+    report_note: str | None = None,
 ) -> PipelineResult:
     """Train, predict out-of-fold (and on a test folder), evaluate, fit survival, report.
 
+    The label scheme of the data (``tasks``; ``labels`` or inferred when training)
+    decides the network's classes, the values written and the regions of the tables and
+    the report (ET, WT, TC, then e.g. NETC, SNFH, RC for ``gli-post``).
+
     Args:
-        data_dir: labeled BraTS cohort in any supported layout (cross-validated).
+        data_dir: labeled BraTS cohort in any supported layout (cross-validated); None
+            with ``resume``: the one recorded when the run started.
         out_dir: output folder (layout in the module docstring).
         config: configuration; default the paper's.
         unlabeled_dirs: folders of unlabeled cases for the VAE branch.
@@ -705,6 +852,14 @@ def run_pipeline(
             folder brats-mtl created; see :func:`prepare_output_dir`).
         progress: progress bars.
         command_line: recorded in the output folder's marker file.
+        labels: the data's label scheme (``--labels``); default: inferred from the data.
+        without: with ``resume``, recorded inputs not to reuse: ``"test_dir"`` (no
+            test-set row), ``"survival_csv"`` (no survival section); what the run derived
+            from them (``tables/test_set_ensemble.csv``; ``survival/``,
+            ``tables/table4.csv``, ``figures/fig4_survival.png``) is removed, the test
+            predictions are kept.
+        report_note: a paragraph placed right under the report's title (the demo says
+            there that its cohort is synthetic).
 
     Returns:
         A :class:`PipelineResult`.
@@ -713,14 +868,45 @@ def run_pipeline(
         FileExistsError: if ``out_dir`` is a non-empty folder and neither ``resume`` nor
             ``overwrite`` is set, or ``overwrite`` is set for a non-empty folder that
             brats-mtl did not create (see :func:`prepare_output_dir`).
-        ValueError: if an input lies inside ``out_dir``; from the stages (bad data, bad
-            configuration, a survival table with bad ages).
+        ValueError: if an input lies inside ``out_dir``; if no ``data_dir`` is given and
+            none is recorded; if ``without`` names an input that is given; from the
+            stages (bad data, bad configuration, a survival table with bad ages).
         FileNotFoundError: on ``resume``, if a recorded input not given again no longer
             exists; from the stages.
         brats_mtl.training.runner.Terminated: on SIGTERM during training (exit status 143).
 
+    A command that fails before it writes anything (e.g. a DATA_DIR without cases)
+    leaves no output folder behind (:func:`removed_if_unused_on_failure`).
+
     Source: paper sections 4-5; DESIGN.md sections 4-8.
     """
+    with removed_if_unused_on_failure(out_dir):
+        return _run_pipeline(
+            data_dir, out_dir, config=config, unlabeled_dirs=unlabeled_dirs,
+            test_dir=test_dir, survival_csv=survival_csv, folds=folds, resume=resume,
+            overwrite=overwrite, progress=progress, command_line=command_line,
+            without=without, report_note=report_note, labels=labels,
+        )
+
+
+def _run_pipeline(
+    data_dir: str | Path | None,
+    out_dir: str | Path,
+    *,
+    config: Config | None,
+    unlabeled_dirs: tuple[str | Path, ...],
+    test_dir: str | Path | None,
+    survival_csv: str | Path | None,
+    folds: tuple[int, ...] | None,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    command_line: str | None,
+    without: Collection[str],
+    report_note: str | None,
+    labels: str | None,
+) -> PipelineResult:
+    """:func:`run_pipeline` inside its clean-up on failure."""
     from brats_mtl.evaluation import evaluate_folders, write_results_csv
     from brats_mtl.inference import predict_cohort
     from brats_mtl.survival import read_survival_csv
@@ -728,11 +914,18 @@ def run_pipeline(
 
     out = Path(out_dir)
     run_inputs = resolve_run_inputs(
-        out, RunInputs(Path(data_dir), tuple(Path(u) for u in unlabeled_dirs),
+        out, RunInputs(None if data_dir is None else Path(data_dir),
+                       tuple(Path(u) for u in unlabeled_dirs),
                        None if test_dir is None else Path(test_dir),
                        None if survival_csv is None else Path(survival_csv)),
-        resume=resume and not overwrite,
+        resume=resume and not overwrite, without=without,
     )
+    if run_inputs.data_dir is None:
+        raise ValueError(
+            f"no DATA_DIR given and none recorded in {out / OUTPUT_MARKER}: give the "
+            "labeled cohort (DATA_DIR)"
+            + ("" if resume else "; --resume takes the one a run recorded")
+        )
     data_dir, unlabeled_dirs = run_inputs.data_dir, run_inputs.unlabeled_dirs
     test_dir, survival_csv = run_inputs.test_dir, run_inputs.survival_csv
     # read the survival table first: a bad table fails before hours of training
@@ -742,7 +935,11 @@ def run_pipeline(
         command_line=command_line,
     )
     record_run_inputs(out, run_inputs)  # what --resume reuses when not given again
+    if resume and not overwrite:
+        _remove_derived_outputs(out, without)
     config = config or Config()
+    if labels is not None:
+        config = replace(config, train=replace(config.train, labels=labels))
     run_dir = out / "run"
     tables = out / "tables"
     figures = out / "figures"
@@ -759,6 +956,9 @@ def run_pipeline(
             command_line=command_line,
         )
 
+    from brats_mtl.training import read_run_config
+
+    scheme = read_run_config(run_dir).train.labels  # None: the paper's classes
     # A fold whose training ended before its first validation has no best.ckpt;
     # predict_cohort then uses its last.ckpt, with a WARNING, fold by fold.
     logger.info("out-of-fold prediction")
@@ -767,9 +967,10 @@ def run_pipeline(
         run_dir, data_dir, oof_dir, config=config, which="best", out_of_fold=True,
         folds=list(fold_list), progress=progress,
     )
-    oof_cases, missing = evaluate_folders(oof_dir, data_dir)
+    oof_cases, missing = evaluate_folders(oof_dir, data_dir, labels=scheme)
     _report_missing("out-of-fold", missing)
     write_results_csv(oof_cases, tables / "train_set_out_of_fold.csv", overwrite=True)
+    oof_lesionwise = _lesionwise_table(oof_dir, data_dir, tables, scheme)
     rows = {"Train set (out-of-fold)": oof_cases}
 
     if test_dir is not None:
@@ -780,15 +981,15 @@ def run_pipeline(
             progress=progress,
         )
         if _has_labels(test_dir):
-            test_cases, missing = evaluate_folders(test_pred, test_dir)
+            test_cases, missing = evaluate_folders(test_pred, test_dir, labels=scheme)
             _report_missing("test", missing)
             write_results_csv(test_cases, tables / "test_set_ensemble.csv", overwrite=True)
             rows["Test set (fold ensemble)"] = test_cases
 
-    table3 = table3_layout(rows)
+    table3 = table3_layout(rows, table3_columns(scheme))
     table3.to_csv(tables / "table3.csv", float_format="%.4f")
 
-    figure_paths = _segmentation_figures(data_dir, oof_dir, oof_cases, run_dir, figures)
+    figure_paths = _segmentation_figures(data_dir, oof_dir, oof_cases, run_dir, figures, scheme)
     uncertainty = None  # QU-BraTS scores of the out-of-fold maps (inference.uncertainty)
     if config.inference.uncertainty != "none" and not oof_cases.empty:
         uncertainty = _uncertainty_outputs(data_dir, oof_dir, oof_cases, tables, figures)
@@ -800,26 +1001,76 @@ def run_pipeline(
         figure_paths["fig4_survival"] = fig4
 
     report = write_report(
-        out, table3, table4, figure_paths, config, oof_cases,
+        out,
+        table3,
+        table4,
+        figure_paths,
+        config,
+        oof_cases,
+        lesionwise=oof_lesionwise,
+        note=report_note,
         uncertainty=None if uncertainty is None else uncertainty.summary,
     )
     return PipelineResult(out, report, table3, table4, figure_paths)
 
 
-def table3_layout(per_case: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def _lesionwise_table(
+    pred_dir: Path, data_dir: Path, tables: Path, scheme: str | None = None
+) -> pd.DataFrame:
+    """Out-of-fold lesion-wise table (BraTS 2023-2025 protocol), also written as a CSV."""
+    from brats_mtl.evaluation import evaluate_folders
+    from brats_mtl.evaluation.protocols import write_table_csv
+
+    per_case, _ = evaluate_folders(pred_dir, data_dir, protocol="lesionwise", labels=scheme)
+    write_table_csv(per_case, tables / "train_set_out_of_fold_lesionwise.csv", overwrite=True)
+    return per_case
+
+
+def lesionwise_summary(per_case: pd.DataFrame) -> pd.DataFrame:
+    """Per region: mean lesion-wise Dice and HD95 (mm), summed lesion counts.
+
+    Args:
+        per_case: a lesion-wise table (``evaluate_folders(..., protocol="lesionwise")``).
+
+    Returns:
+        DataFrame indexed by region (ET, WT, TC, ...), columns ``LesionWise_Dice``,
+        ``LesionWise_Hausdorff95``, ``Num_TP``, ``Num_FP``, ``Num_FN``.
+
+    Source: BraTS 2023-2025 lesion-wise ranking metrics.
+    """
+    import pandas as pd
+
+    prefix = "LesionWise_Dice_"
+    regions = [c.removeprefix(prefix) for c in per_case.columns if c.startswith(prefix)]
+    rows = {}
+    for region in regions:
+        rows[region] = {
+            "LesionWise_Dice": per_case[f"LesionWise_Dice_{region}"].mean(),
+            "LesionWise_Hausdorff95": per_case[f"LesionWise_Hausdorff95_{region}"].mean(),
+            **{n: per_case[f"{n}_{region}"].sum() for n in ("Num_TP", "Num_FP", "Num_FN")},
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "region"
+    return table
+
+
+def table3_layout(
+    per_case: dict[str, pd.DataFrame], columns: tuple[str, ...] = TABLE3_COLUMNS
+) -> pd.DataFrame:
     """The paper's Table 3: mean Dice and HD95 (mm) per region, one row per data set.
 
     Args:
         per_case: data-set name -> per-case online-system table (``evaluate_folders``).
+        columns: the metric columns (:func:`table3_columns` of the data's label scheme).
 
     Returns:
-        DataFrame indexed by data set, columns ``TABLE3_COLUMNS`` plus ``n_cases``.
+        DataFrame indexed by data set, columns ``columns`` plus ``n_cases``.
     """
     import pandas as pd
 
     rows = {}
     for name, cases in per_case.items():
-        row = {c: float(pd.to_numeric(cases[c]).mean()) for c in TABLE3_COLUMNS}
+        row = {c: float(pd.to_numeric(cases[c]).mean()) for c in columns}
         row["n_cases"] = len(cases)
         rows[name] = row
     frame = pd.DataFrame.from_dict(rows, orient="index")
@@ -846,11 +1097,13 @@ def _segmentation_figures(
     oof_cases: pd.DataFrame,
     run_dir: Path,
     figures: Path,
+    scheme: str | None = None,
 ) -> dict[str, Path]:
-    """Fig. 1 on the first case; Fig. 3 on the best and worst out-of-fold cases."""
+    """Fig. 1 on the first case; Fig. 3 on the best and worst out-of-fold cases, in the
+    colours of every label of the data's ``scheme``."""
     import pandas as pd
 
-    from brats_mtl.data import discover_cases, load_case, load_label_map
+    from brats_mtl.data import discover_cases, load_case, load_label_map, load_raw_label_map
     from brats_mtl.figures.common import save_figure
     from brats_mtl.figures.slices import preprocessing_figure, segmentation_figure
     from brats_mtl.preprocessing import patch_grid, preprocess_case
@@ -863,23 +1116,29 @@ def _segmentation_figures(
     order = oof_cases.assign(mean_dice=dice.to_numpy()).sort_values("mean_dice")
     best, worst = order.iloc[-1], order.iloc[0]
 
-    first = load_case(cases[str(best["Label"])])
+    first = load_case(cases[str(best["Label"])], scheme=scheme)
     pre = preprocess_case(first)
     t2 = 2  # channel index of t2 in (t1, t1ce, t2, flair): the paper's Fig. 1 shows T2
     patch_size = _patch_size(run_dir)
     grid = patch_grid(pre.image.shape[1:], patch_size)
-    fig = preprocessing_figure(first.image[t2], pre.box, pre.image[t2], grid[0], modality="t2")
+    fig = preprocessing_figure(
+        first.image[t2], pre.box, pre.image[t2], grid[0], modality="t2", affine=first.affine
+    )
     paths["fig1_preprocessing"] = save_figure(fig, figures / "fig1_preprocessing.png", overwrite=True)
 
     for name, row in (("fig3_best", best), ("fig3_worst", worst)):
-        case = load_case(cases[str(row["Label"])])
-        pred, _, _ = load_label_map(oof_dir / f"{case.case_id}.nii.gz")
+        case = load_case(cases[str(row["Label"])], scheme=scheme)
+        written = oof_dir / f"{case.case_id}.nii.gz"
+        four_labels = scheme is not None and table3_columns(scheme) != TABLE3_COLUMNS
+        pred, _, _ = load_raw_label_map(written) if four_labels else load_label_map(written)
         title = (
             f"{case.case_id}: Dice ET {float(row['Dice_ET']):.2f}, WT {float(row['Dice_WT']):.2f}, "
             f"TC {float(row['Dice_TC']):.2f}"
         )
         flair = case.image[3]
-        fig = segmentation_figure(flair, case.labels, pred, title=title)
+        fig = segmentation_figure(
+            flair, case.labels, pred, title=title, affine=case.affine, scheme=scheme
+        )
         paths[name] = save_figure(fig, figures / f"{name}.png", overwrite=True)
     for curve in sorted(run_dir.glob("fold_*/training_curves.png")):
         paths[f"training_curves_{curve.parent.name}"] = curve
@@ -995,26 +1254,33 @@ def write_report(
     config: Config,
     oof_cases: pd.DataFrame,
     *,
+    lesionwise: pd.DataFrame | None = None,
+    note: str | None = None,
     uncertainty: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``OUT/report.md``: Tables 3 and 4, per-case results, links to figures and files.
 
+    ``lesionwise``: the out-of-fold lesion-wise table, summarised per region when given.
+    ``note``, when given, is the paragraph right under the title (e.g. the demo's
+    "synthetic cohort" notice).
     ``uncertainty``: mean QU-BraTS scores of the out-of-fold uncertainty maps and of
     random maps (:func:`_uncertainty_outputs`), shown when given.
     """
     import pandas as pd
 
-    per_case = oof_cases.set_index("Label")[list(TABLE3_COLUMNS)].apply(pd.to_numeric)
+    columns = [c for c in table3.columns if c != "n_cases"]
+    per_case = oof_cases.set_index("Label")[columns].apply(pd.to_numeric)
     per_case.index.name = "case"
     m = config.model
     lines = [
         "# brats-mtl report",
         "",
+        *([note, ""] if note else []),
         f"Network widths {tuple(m.widths)}, patch {m.patch_size}^3, "
         f"{config.train.n_folds}-fold CV, TTA {config.inference.tta} passes, "
         f"ET suppression below p={config.inference.et_probability_threshold} and "
         f"{config.inference.et_min_voxels} voxels. Metrics as the BraTS online system "
-        "(Dice: both empty = 1; HD95 in mm: both empty = 0, one empty = 373.13).",
+        "(Dice: both empty = 1; HD95 in mm: both empty = 0, one empty = 373.128664).",
         "",
         "## Segmentation (layout of the paper's Table 3; means over cases)",
         "",
@@ -1029,6 +1295,18 @@ def write_report(
         "(ET probability, suppression, volumes in mL).",
         "",
     ]
+    if lesionwise is not None and len(lesionwise):
+        lines += [
+            "## Lesion-wise (BraTS 2023-2025 protocol; out-of-fold)",
+            "",
+            "Lesion-wise Dice and HD95 (mm) averaged over cases, lesion counts summed "
+            "(missed lesions and false-positive components score 0 and 374 mm).",
+            "",
+            _markdown_table(lesionwise_summary(lesionwise)),
+            "",
+            "File: `tables/train_set_out_of_fold_lesionwise.csv`.",
+            "",
+        ]
     if uncertainty is not None:
         lines += [
             f"## Uncertainty ({config.inference.uncertainty} maps, QU-BraTS score; means "
@@ -1172,7 +1450,7 @@ def run_demo(
             cohort.train_dir, out / "results", config=config,
             unlabeled_dirs=(cohort.unlabeled_dir,), test_dir=cohort.test_dir,
             survival_csv=cohort.survival_csv, resume=True, progress=progress,
-            command_line=command_line,
+            command_line=command_line, report_note=demo_report_note(cohort),
         )
     except ValueError as err:
         if reused:
@@ -1183,6 +1461,26 @@ def run_demo(
 #: Synthetic demo cases are numbered from here: BraTS 2021 training IDs end at 01666, so
 #: ``BraTS2021_90000`` and up can never be mistaken for (or matched against) a real case.
 DEMO_ID_BASE = 90000
+
+
+def demo_report_note(cohort: DemoCohort) -> str:
+    """The first paragraph of the demo's report: its cohort is synthetic, and its IDs only
+    look like BraTS 2021 IDs (counts read from the cohort's folders)."""
+
+    def count(folder: Path) -> int:
+        return sum(1 for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else 0
+
+    return (
+        "**Synthetic cohort: no patient data.** Every case in this report is a phantom "
+        f"that `brats-mtl demo` generated ({count(cohort.train_dir)} labeled, "
+        f"{count(cohort.unlabeled_dir)} unlabeled and {count(cohort.test_dir)} test cases: "
+        "ellipsoidal brains holding a tumour with a necrotic core, edema and, in most, an "
+        "enhancing rim), and the "
+        "survival table is synthetic too. The IDs "
+        f"({demo_case_id(0)} and up) follow the BraTS 2021 naming only so that the BraTS "
+        "readers take them; they are not BraTS 2021 cases (its IDs end at 01666). The "
+        "numbers show that the chain runs, not how the method does on MRI."
+    )
 
 
 def demo_case_id(index: int) -> str:

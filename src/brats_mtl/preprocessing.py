@@ -5,6 +5,11 @@
 2. Z-score each modality over the brain mask; the background stays 0.
 3. A grid of sequential tiles (128^3 in the paper) covering the cropped brain, zero-padded
    where the crop is smaller than a tile.
+
+NaN and inf voxels are refused (:func:`check_finite`), in memory as on loading. An empty
+brain and a modality constant inside the brain are errors, except for prediction, which
+asks ``preprocess_case(case, allow_degenerate=True)`` and goes on: a zero-size crop, and
+the constant channel 0 after normalisation (nnU-Net's ``max(std, 1e-8)``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ if TYPE_CHECKING:
 Box = tuple[slice, slice, slice]
 
 
+#: Smallest standard deviation a channel is divided by in :func:`zscore_in_mask`, as
+#: nnU-Net's ``ZScoreNormalization`` (``max(std, 1e-8)``): a constant channel becomes 0.
+MIN_STD: float = 1e-8
+
+
 class ConstantChannelError(ValueError):
     """A modality is constant inside the brain, so it cannot be z-scored.
 
@@ -34,20 +44,69 @@ class ConstantChannelError(ValueError):
         self.channel = channel
 
 
-def brain_mask(image: np.ndarray) -> np.ndarray:
+# the words of data.load_case for a file with NaN/inf voxels
+_FINITE_ADVICE = "BraTS images must be finite (background 0): fix or re-export the file"
+
+
+class NonFiniteImageError(ValueError):
+    """A modality holds NaN or inf voxels (as file loading refuses them).
+
+    Attributes:
+        channel: the channel's name, e.g. ``"t1ce"``.
+        n_bad: how many of its voxels are NaN or inf.
+    """
+
+    def __init__(self, where: str, channel: str, n_bad: int) -> None:
+        super().__init__(f"{where} holds {n_bad} NaN/inf voxels; {_FINITE_ADVICE}")
+        self.channel = channel
+        self.n_bad = n_bad
+
+
+def check_finite(image: np.ndarray, channel_names: tuple[str, ...] = MODALITIES) -> None:
+    """Refuse NaN and inf voxels, naming the first channel that holds any.
+
+    Args:
+        image: shape (C, X, Y, Z), any dtype (integer images always pass).
+        channel_names: one name per channel, for the message.
+
+    Raises:
+        NonFiniteImageError: (a ``ValueError``) "modality t1ce holds 3 NaN/inf voxels;
+            BraTS images must be finite (background 0): ...", the wording of
+            ``data.load_case`` for a file.
+
+    Source: BraTS images are finite with background exactly 0 (the releases' format).
+    """
+    image = np.asarray(image)
+    if image.dtype.kind not in "fc":
+        return
+    for c in range(image.shape[0]):
+        n_bad = int(image[c].size - np.count_nonzero(np.isfinite(image[c])))
+        if n_bad:
+            name = _channel_name(channel_names, c)
+            raise NonFiniteImageError(f"modality {name}", name, n_bad)
+
+
+def brain_mask(image: np.ndarray, channel_names: tuple[str, ...] = MODALITIES) -> np.ndarray:
     """Voxels where any modality is non-zero.
 
     Args:
         image: shape (C, X, Y, Z), any dtype; BraTS background is exactly 0.
+        channel_names: one name per channel, for error messages.
 
     Returns:
         bool, shape (X, Y, Z).
+
+    Raises:
+        ValueError: if ``image`` is not 4-D.
+        NonFiniteImageError: (a ``ValueError``) if a voxel is NaN or inf
+            (:func:`check_finite`); a NaN is not 0 and would count as brain.
 
     Source: DESIGN.md section 2.1 (BraTS images are skull-stripped, background 0).
     """
     image = np.asarray(image)
     if image.ndim != 4:
         raise ValueError(f"image must have shape (C, X, Y, Z), got {image.shape}")
+    check_finite(image, channel_names)
     return np.any(image != 0, axis=0)
 
 
@@ -129,6 +188,8 @@ def zscore_in_mask(
     image: np.ndarray,
     brain_mask: np.ndarray,
     channel_names: tuple[str, ...] = MODALITIES,
+    *,
+    allow_constant: bool = False,
 ) -> np.ndarray:
     """Normalise each channel to zero mean, unit std over the brain.
 
@@ -136,38 +197,65 @@ def zscore_in_mask(
         image: shape (C, X, Y, Z), raw MR intensities.
         brain_mask: bool, shape (X, Y, Z); True inside the brain.
         channel_names: one name per channel, for error messages.
+        allow_constant: a channel constant inside the brain becomes 0 there (nnU-Net's
+            ``(x - mean) / max(std, 1e-8)``) instead of raising; for prediction, where
+            one blank modality should not stop the case.
 
     Returns:
         float32, shape (C, X, Y, Z); mean 0 and std 1 (population std) over the mask in
-        every channel, exactly 0 outside the mask.
+        every non-constant channel, exactly 0 outside the mask (and, with
+        ``allow_constant``, in constant channels).
 
     Raises:
         ValueError: if the mask is empty or does not match the image.
+        NonFiniteImageError: (a ``ValueError``) if a voxel is NaN or inf.
         ConstantChannelError: (a ``ValueError``) if a channel is constant inside the
-            brain (names the channel).
+            brain (names the channel), unless ``allow_constant``.
 
-    Source: paper section 4.1 (per-scan z-score), DESIGN.md section 2.2.
+    Source: paper section 4.1 (per-scan z-score), DESIGN.md section 2.2; the constant
+    channel rule: nnU-Net's ``ZScoreNormalization``.
     """
+    out, _ = _zscore(image, brain_mask, channel_names, allow_constant=allow_constant)
+    return out
+
+
+def _zscore(
+    image: np.ndarray,
+    brain_mask: np.ndarray,
+    channel_names: tuple[str, ...],
+    *,
+    allow_constant: bool,
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """:func:`zscore_in_mask` and the names of the channels constant inside the mask."""
     image = np.asarray(image)
     mask = np.asarray(brain_mask, dtype=bool)
     if image.ndim != 4 or mask.shape != image.shape[1:]:
         raise ValueError(f"image {image.shape} and mask {mask.shape} must be (C,X,Y,Z), (X,Y,Z)")
     if not mask.any():
         raise ValueError("the brain mask is empty; nothing to normalise")
-    names = tuple(channel_names) + tuple(f"channel {i}" for i in range(len(channel_names), 99))
+    check_finite(image, channel_names)
     out = np.zeros(image.shape, dtype=np.float32)
+    constant = []
     for c in range(image.shape[0]):
         values = image[c][mask]
         mean = values.mean(dtype=np.float64)
         std = values.std(dtype=np.float64)
-        if not np.isfinite(std) or std == 0:
-            raise ConstantChannelError(
-                f"modality {names[c]} is constant ({mean:g}) inside the brain mask; it cannot "
-                "be z-scored: check that the file holds the right scan",
-                names[c],
-            )
-        out[c][mask] = ((values - mean) / std).astype(np.float32)
-    return out
+        if std == 0:
+            name = _channel_name(channel_names, c)
+            if not allow_constant:
+                raise ConstantChannelError(
+                    f"modality {name} is constant ({mean:g}) inside the brain mask; it "
+                    "cannot be z-scored: check that the file holds the right scan",
+                    name,
+                )
+            constant.append(name)
+            continue  # (x - mean) / max(0, 1e-8) is 0: the channel stays 0
+        out[c][mask] = ((values - mean) / max(std, MIN_STD)).astype(np.float32)
+    return out, tuple(constant)
+
+
+def _channel_name(channel_names: tuple[str, ...], c: int) -> str:
+    return channel_names[c] if c < len(channel_names) else f"channel {c}"
 
 
 def pad_to_size(array: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
@@ -250,11 +338,15 @@ class Preprocessed:
     Attributes:
         case_id: the case ID.
         image: float32 (4, x, y, z), channels ``t1, t1ce, t2, flair``, cropped to the
-            brain box, z-scored inside the brain mask, 0 outside.
+            brain box, z-scored inside the brain mask, 0 outside. (4, 0, 0, 0) for an
+            empty brain (:attr:`empty`).
         labels: uint8 (x, y, z) internal labels {0, 1, 2, 4}, cropped; ``None`` when the
             case has none.
-        box: the crop box in the original grid (see :func:`uncrop`).
+        box: the crop box in the original grid (see :func:`uncrop`); three empty slices
+            ``slice(0, 0)`` for an empty brain.
         original_shape: (X, Y, Z) of the input images.
+        constant_channels: the modalities constant inside the brain, 0 in ``image``
+            (only with ``preprocess_case(..., allow_degenerate=True)``).
     """
 
     case_id: str
@@ -262,42 +354,75 @@ class Preprocessed:
     labels: np.ndarray | None
     box: Box
     original_shape: tuple[int, int, int]
+    constant_channels: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """True when every voxel of every modality was 0: no brain, a zero-size crop."""
+        return self.image.size == 0
 
 
-def preprocess_case(case: Case) -> Preprocessed:
+def preprocess_case(case: Case, *, allow_degenerate: bool = False) -> Preprocessed:
     """Crop a loaded case to its brain and z-score each modality (DESIGN.md section 2).
 
     Args:
         case: from :func:`brats_mtl.data.load_case`.
+        allow_degenerate: for prediction: an empty brain (every voxel of every
+            modality 0) gives a zero-size crop (``Preprocessed.empty``) and a modality
+            constant inside the brain becomes 0 (``Preprocessed.constant_channels``, as
+            nnU-Net's z-score), instead of raising. Training leaves it False: such a
+            case cannot teach the network.
 
     Returns:
         The :class:`Preprocessed` case (arrays are new, contiguous copies).
 
     Raises:
-        ValueError: if every voxel is 0, or a modality is constant inside the brain;
-            names the case's file.
+        NonFiniteImageError: (a ``ValueError``) if a voxel is NaN or inf; names the
+            modality's file, in the words of ``data.load_case`` for that file.
+        ValueError: without ``allow_degenerate``, if every voxel is 0 or a modality is
+            constant inside the brain (a ``ConstantChannelError``); names the case's file.
 
-    Source: paper section 4.1, DESIGN.md section 2.
+    Source: paper section 4.1, DESIGN.md section 2; a constant modality: nnU-Net's
+    ``ZScoreNormalization``.
     """
-    mask = brain_mask(case.image)
     try:
-        box = bounding_box(mask)
-    except ValueError:
-        raise ValueError(
-            f"case {case.case_id}: every voxel of {sorted(map(str, case.files.images.values()))}"
-            " is 0; no brain to crop"
-        ) from None
+        mask = brain_mask(case.image)
+    except NonFiniteImageError as exc:
+        # the words of data.load_case: the file, and the channel of an MSD 4-D file
+        path = case.files.images.get(exc.channel, case.case_id)
+        where = f"{path} (channel {exc.channel})" if case.files.layout == "msd" else f"{path}"
+        raise NonFiniteImageError(where, exc.channel, exc.n_bad) from None
+    original_shape = tuple(int(s) for s in case.image.shape[1:])
+    labels = case.labels
+    if not mask.any():
+        if not allow_degenerate:
+            raise ValueError(
+                f"case {case.case_id}: every voxel of "
+                f"{sorted(map(str, case.files.images.values()))} is 0; no brain to crop"
+            )
+        box = (slice(0, 0), slice(0, 0), slice(0, 0))
+        empty = np.zeros((case.image.shape[0], 0, 0, 0), dtype=np.float32)
+        return Preprocessed(
+            case_id=case.case_id,
+            image=empty,
+            labels=None if labels is None else np.ascontiguousarray(crop(labels, box)),
+            box=box,
+            original_shape=original_shape,
+        )
+    box = bounding_box(mask)
     try:
-        image = zscore_in_mask(crop(case.image, box), crop(mask, box))
+        image, constant = _zscore(
+            crop(case.image, box), crop(mask, box), MODALITIES, allow_constant=allow_degenerate
+        )
     except ConstantChannelError as exc:
         raise ConstantChannelError(
             f"{case.files.images.get(exc.channel, case.case_id)}: {exc}", exc.channel
         ) from None
-    labels = None if case.labels is None else np.ascontiguousarray(crop(case.labels, box))
     return Preprocessed(
         case_id=case.case_id,
         image=image,
-        labels=labels,
+        labels=None if labels is None else np.ascontiguousarray(crop(labels, box)),
         box=box,
-        original_shape=tuple(int(s) for s in case.image.shape[1:]),
+        original_shape=original_shape,
+        constant_channels=constant,
     )

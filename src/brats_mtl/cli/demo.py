@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.cli.run import command_line, progress_option
+from brats_mtl.cli.run import command_line, progress_bars_wanted, progress_option
 
 
 @click.command("demo")
@@ -44,9 +44,12 @@ def command(out_dir, overwrite, resume, overrides, progress):
             if not overwrite and not overrides and saved.is_file():
                 config = load_config(saved)  # continue the demo as it was started
             else:
-                config = apply_overrides(demo_config(), overrides)
+                try:
+                    config = apply_overrides(demo_config(), overrides)
+                except ValueError as err:
+                    raise click.BadParameter(str(err), param_hint="--set") from None
             result = run_demo(
-                out_dir, config, overwrite=overwrite, progress=progress,
+                out_dir, config, overwrite=overwrite, progress=progress_bars_wanted(progress),
                 command_line=command_line(),
             )
         except (FileNotFoundError, FileExistsError, ValueError) as err:

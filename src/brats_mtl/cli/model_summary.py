@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from brats_mtl.cli.run import preset_option
 
 
 @click.command("model-summary")
 @click.option("--patch", type=int, default=None, help="Patch edge in voxels (default: model.patch_size).")
+@preset_option(default="paper", extra_help=" The base of --config and --set.")
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="YAML/JSON configuration file (default: the paper's configuration).",
+    help="YAML/JSON configuration file applied over the preset.",
 )
 @click.option(
     "--set",
@@ -21,17 +26,21 @@ import click
     metavar="KEY=VALUE",
     help="Override a configuration value, e.g. --set model.widths=[4,8,16,32,64]. Repeatable.",
 )
-def command(patch: int | None, config_path: str | None, overrides: tuple[str, ...]) -> None:
+def command(
+    patch: int | None, preset: str, config_path: Path | None, overrides: tuple[str, ...]
+) -> None:
     """Print each layer's input and output shape and parameter count, per network part.
 
     Layer names follow the paper's Table 1 (VAE decoder) and Table 2 (ET classifier).
     Shapes are computed on PyTorch's meta device, so no activation memory is allocated.
+    Settings come from --preset, then --config, then --set, as for `brats-mtl train`.
     """
-    from brats_mtl.config import load_config
+    from brats_mtl.cli.run import config_from_options
     from brats_mtl.model.summary import model_summary
+    from brats_mtl.pipeline import preset_config
 
+    config = config_from_options(config_path, overrides, preset_config(preset))
     try:
-        config = load_config(config_path, overrides)
         text = model_summary(config.model, patch_size=patch)
     except (ValueError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None

@@ -1,13 +1,13 @@
 """``brats-mtl predict``: segment a cohort with the fold models of a training run.
 
 Writes ``OUTPUT_DIR/<ID>.nii.gz`` (labels on the input grid, input's label convention),
-``OUTPUT_DIR/predictions.csv`` (ET probability, suppression, WT/TC/ET volumes in ml,
-seconds, status per case) and, with ``--save-probabilities``,
-``OUTPUT_DIR/probabilities/<ID>.nii.gz``. Cases already written with the same run and
-settings are skipped, so an interrupted run resumes (Ctrl-C exits with status 130 and
-prints the command that resumes); an OUTPUT_DIR filled by another run folder or other
-settings is refused unless ``--overwrite``; ``--shard I/N`` splits the cohort across
-processes or machines. Source: paper, Inference and 5.1; DESIGN.md section 5.
+``OUTPUT_DIR/predictions.csv`` (folds, the folds that trained on the case, ET
+probability, suppression, WT/TC/ET volumes in ml, seconds, status, warning, error per
+case) and, with ``--save-probabilities``, ``OUTPUT_DIR/probabilities/<ID>.nii.gz``.
+Cases already written with the same run and settings are skipped, so an interrupted run
+resumes (Ctrl-C exits with status 130 and prints the command that resumes); an OUTPUT_DIR
+filled by another run folder or other settings is refused unless ``--overwrite``;
+``--shard I/N`` splits the cohort across processes or machines. Source: paper, Inference and 5.1; DESIGN.md section 5.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from pathlib import Path
 
 import click
 
+from brats_mtl.cli.run import labels_option, progress_bars_wanted, progress_option
+
 
 @click.command(name="predict")
-@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("input_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("output_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--folds",
@@ -100,7 +102,8 @@ import click
     metavar="KEY=VALUE",
     help="Override a configuration value, e.g. --set inference.overlap=0.25 (repeatable).",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
+@labels_option("INPUT_DIR (its label maps and the values written)")
+@progress_option()
 def command(
     run_dir: Path,
     input_dir: Path,
@@ -117,7 +120,8 @@ def command(
     save_probabilities: bool,
     uncertainty: str | None,
     overrides: tuple[str, ...],
-    progress: bool,
+    labels: str | None,
+    progress: bool | None,
 ) -> None:
     """Segment every case of INPUT_DIR with the fold models in RUN_DIR into OUTPUT_DIR.
 
@@ -129,7 +133,11 @@ def command(
     classifier says "no ET" and fewer than inference.et_min_voxels ET voxels are
     predicted. A case that cannot be read or predicted (e.g. a case folder without its
     flair file) is listed as FAILED with status "error" in predictions.csv, the others
-    are written, and the command exits with status 1.
+    are written, and the command exits with status 1. A case whose modalities are all 0
+    gets an all-background label map (status "empty"); a modality constant inside the
+    brain is 0 after normalisation (status "degraded"); both are listed with a warning.
+    Cases in the training split of a fold used are marked in the train_folds column, with
+    a warning: their scores are not held-out results (use --out-of-fold).
 
     Running the same command again resumes: finished cases are skipped. OUTPUT_DIR
     records the run folder, its weights and the settings that change labels
@@ -148,10 +156,17 @@ def command(
     )
     from brats_mtl.training import read_run_config
 
-    try:
+    try:  # option values the command line got wrong: exit status 2
         fold_list = None if folds is None else _parse_folds(folds)
         shard_index = parse_shard(shard)
-        config = apply_overrides(read_run_config(run_dir), overrides)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    try:
+        config = read_run_config(run_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise click.ClickException(str(error)) from error
+    try:
+        config = apply_overrides(config, overrides)
         config = with_inference_overrides(
             config,
             tta=None if tta is None else int(tta),
@@ -160,6 +175,9 @@ def command(
             precision=precision,
             uncertainty=uncertainty,
         )
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--set/--device") from None
+    try:
         table = predict_cohort(
             run_dir,
             input_dir,
@@ -171,7 +189,8 @@ def command(
             shard=shard_index,
             overwrite=overwrite,
             save_probabilities=save_probabilities,
-            progress=progress,
+            progress=progress_bars_wanted(progress),
+            labels=labels,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from error
@@ -198,6 +217,8 @@ def command(
         f"{len(table) - len(failed)} of {plural(len(table), 'case')} segmented into "
         f"{output_dir}; table: {output_dir / CSV_NAME}"
     )
+    for _, row in table[table["status"].isin(["empty", "degraded"])].iterrows():
+        click.echo(f"  {row['status'].upper()} {row['case_id']}: {row['warning']}", err=True)
     if len(failed):
         for _, row in failed.iterrows():
             click.echo(f"  FAILED {row['case_id']}: {row['error']}", err=True)
@@ -240,8 +261,8 @@ def resume_command(context: click.Context) -> str:
         words.append("--save-probabilities")
     for override in params.get("overrides", ()):
         words += ["--set", override]
-    if not params.get("progress", True):
-        words.append("--no-progress")
+    if params.get("progress") is not None:
+        words.append("--progress" if params["progress"] else "--no-progress")
     return shlex.join(words)
 
 

@@ -27,12 +27,69 @@ def preset_option(*, default: str | None = "paper", extra_help: str = ""):
     )
 
 
-def progress_option():
-    """The ``--progress/--no-progress`` option of ``run``, ``demo`` and ``train``."""
+def labels_option(what: str = "the data"):
+    """The ``--labels`` option of ``run``, ``train`` and ``predict``: a label scheme of
+    ``brats_mtl.tasks`` (default: inferred per case from layout, ID and values)."""
+    from brats_mtl.tasks import LABEL_SCHEMES
+
     return click.option(
-        "--progress/--no-progress", default=True, show_default=True,
-        help="Progress bars of training and prediction.",
+        "--labels", "labels", type=click.Choice(list(LABEL_SCHEMES)), default=None,
+        help=f"Label scheme of {what} (values in the files): brats2017 (1 NCR/NET, 2 ED, "
+        "4 ET), msd, brats2023 (1 NETC, 2 SNFH, 3 ET), gli-post (+ 4 RC), ped2024 (1 ET, "
+        "2 NET, 3 CC, 4 ED). Default: inferred from each case's layout, ID and values; a "
+        "folder whose cases disagree is refused.",
     )
+
+
+def progress_option():
+    """The ``--progress/--no-progress`` option of ``run``, ``demo``, ``train`` and
+    ``predict``; None when neither is given (see :func:`progress_bars_wanted`)."""
+    return click.option(
+        "--progress/--no-progress", default=None,
+        help="Progress bars of training and prediction [default: only when stdout and "
+        "stderr are terminals; in a log file, plain log lines instead].",
+    )
+
+
+def progress_bars_wanted(progress: bool | None) -> bool:
+    """Whether to draw progress bars: ``progress`` when given, else only when both stdout
+    and stderr are terminals (Lightning draws on stdout, tqdm on stderr). A bar written
+    into a file keeps every redraw: a short demo's log grew to hundreds of kilobytes.
+
+    Args:
+        progress: ``--progress`` (True), ``--no-progress`` (False) or neither (None).
+
+    Source: the convention of tools that redraw a line (pip, git, curl): no redrawn
+    lines when the output is a file or a pipe.
+    """
+    import sys
+
+    if progress is not None:
+        return progress
+    return all(_isatty(stream) for stream in (sys.stdout, sys.stderr))
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def config_from_options(config_file, overrides, base):
+    """``load_config(config_file, overrides, base=base)``; what it refuses is a usage
+    error (exit status 2) naming ``--config/--set``, as a bad option value.
+
+    Raises:
+        click.BadParameter: on an unreadable, invalid or missing configuration file or a
+            bad ``--set`` key or value.
+    """
+    from brats_mtl.config import load_config
+
+    try:
+        return load_config(config_file, overrides, base=base)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="--config/--set") from None
 
 
 def command_line() -> str:
@@ -44,7 +101,8 @@ def command_line() -> str:
 
 
 @click.command("run")
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", required=False,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Output folder (run, predictions, tables, figures, report.md); must not "
                    "hold the inputs.")
@@ -55,6 +113,12 @@ def command_line() -> str:
               help="Cohort to segment with the fold ensemble (evaluated when labeled).")
 @click.option("--survival", "survival_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="BraTS survival table (CSV) for the age regression.")
+@click.option("--no-test", is_flag=True,
+              help="With --resume: leave out the --test folder the run started with (no "
+                   "test-set row; its predictions are kept).")
+@click.option("--no-survival", is_flag=True,
+              help="With --resume: leave out the --survival table the run started with (no "
+                   "survival section; survival/ and tables/table4.csv are removed).")
 @preset_option(
     default=None,
     extra_help=" Default: paper; with --resume and none of --preset, --config and --set, "
@@ -66,41 +130,68 @@ def command_line() -> str:
               help="Override one setting, e.g. --set train.max_steps=500 (repeatable).")
 @click.option("--folds", default=None, help="Comma-separated folds to train and use (default all).")
 @click.option("--resume", is_flag=True,
-              help="Continue in an existing output folder; --unlabeled, --test and --survival "
-                   "not given again are those the run started with.")
+              help="Continue in an existing output folder; DATA_DIR, --unlabeled, --test and "
+                   "--survival not given again are those the run started with.")
 @click.option("--overwrite", is_flag=True,
               help="Start again: remove what an earlier run wrote in --out (only in a folder "
                    "brats-mtl created; other files are kept).")
+@labels_option()
 @progress_option()
-def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, preset, config_file,
-            overrides, folds, resume, overwrite, progress):
+def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, no_test, no_survival,
+            preset, config_file, overrides, folds, resume, overwrite, labels, progress):
     """Train, predict out-of-fold, evaluate, fit survival and write a report for DATA_DIR.
 
     --resume without --preset, --config and --set continues with the run's saved
     configuration (OUT/run/config.yaml); with any of them the configuration is built
-    from those as in a first run. --resume reuses the --unlabeled, --test and --survival
-    inputs the run started with (recorded in OUT/.brats-mtl-output) unless given again, so
-    the report keeps its test-set row and survival section. SIGTERM stops the run (exit
-    status 143) after saving the training step in progress; --resume continues it.
+    from those as in a first run. --resume reuses DATA_DIR and the --unlabeled, --test and
+    --survival inputs the run started with (recorded in OUT/.brats-mtl-output) unless
+    given again, so DATA_DIR may be left out and the report keeps its test-set row and
+    survival section; --no-test and --no-survival leave a recorded test folder or
+    survival table out. SIGTERM stops the run (exit status 143) after saving the training
+    step in progress; --resume continues it.
     """
     from brats_mtl.config import load_config
-    from brats_mtl.pipeline import preset_config, run_pipeline
+    from brats_mtl.pipeline import preset_config, read_run_inputs, run_pipeline
     from brats_mtl.training.runner import stop_on_sigterm
 
+    for flag, given, name in ((no_test, test_dir, "test"), (no_survival, survival_csv, "survival")):
+        if flag and given is not None:
+            raise click.UsageError(f"--{name} and --no-{name} exclude each other; choose one")
+    if data_dir is None:
+        if not resume:
+            raise click.UsageError(
+                "Missing argument 'DATA_DIR' (only --resume may leave it out: it then takes "
+                "the one the run recorded)"
+            )
+        recorded = read_run_inputs(out_dir)
+        if recorded is None:
+            raise click.UsageError(
+                f"Missing argument 'DATA_DIR': {out_dir} records no DATA_DIR to resume with "
+                "(no brats-mtl run output there, or one of an older version); give DATA_DIR"
+            )
+    without = tuple(
+        name for flag, name in ((no_test, "test_dir"), (no_survival, "survival_csv")) if flag
+    )
+    try:
+        fold_list = tuple(int(f) for f in folds.split(",")) if folds else None
+    except ValueError:
+        raise click.BadParameter(
+            f"{folds!r}: expected comma-separated integers, e.g. 0,1,2", param_hint="--folds"
+        ) from None
     with stop_on_sigterm():
         try:
             saved = out_dir / "run" / "config.yaml"
             if resume and preset is None and config_file is None and not overrides and (
                 saved.is_file()
             ):
-                config = load_config(saved)
+                config = load_config(saved)  # the run's own file: an error there exits 1
             else:
-                config = load_config(config_file, overrides, base=preset_config(preset or "paper"))
-            fold_list = tuple(int(f) for f in folds.split(",")) if folds else None
+                config = config_from_options(config_file, overrides, preset_config(preset or "paper"))
             result = run_pipeline(
                 data_dir, out_dir, config=config, unlabeled_dirs=tuple(unlabeled_dirs),
                 test_dir=test_dir, survival_csv=survival_csv, folds=fold_list, resume=resume,
-                overwrite=overwrite, progress=progress, command_line=command_line(),
+                overwrite=overwrite, progress=progress_bars_wanted(progress),
+                command_line=command_line(), without=without, labels=labels,
             )
         except (FileNotFoundError, FileExistsError, ValueError) as err:
             raise click.ClickException(str(err)) from err

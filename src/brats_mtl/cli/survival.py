@@ -38,8 +38,8 @@ def _config_options(func):
 
         try:
             config = load_config(config_path, overrides).survival
-        except (ValueError, FileNotFoundError) as err:
-            raise click.ClickException(str(err)) from None
+        except (ValueError, FileNotFoundError) as err:  # a bad option value: exit status 2
+            raise click.BadParameter(str(err), param_hint="--config/--set") from None
         return func(*args, config=config, **kwargs)
 
     return wrapper

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.cli.run import command_line, preset_option, progress_option
+from brats_mtl.cli.run import (
+    command_line,
+    config_from_options,
+    labels_option,
+    preset_option,
+    progress_bars_wanted,
+    progress_option,
+)
 
 
 @click.command("train")
@@ -70,6 +77,7 @@ from brats_mtl.cli.run import command_line, preset_option, progress_option
     help="Also save last.ckpt every this many steps (0: only at validations and the end) "
     "[train.checkpoint_every_n_steps: 100].",
 )
+@labels_option("DATA_DIR's segmentations")
 @progress_option()
 def command(
     data_dir: Path,
@@ -85,7 +93,8 @@ def command(
     cache_dir: Path | None,
     cache_workers: int | None,
     checkpoint_every: int | None,
-    progress: bool,
+    labels: str | None,
+    progress: bool | None,
 ) -> None:
     """Train fold models on DATA_DIR with stratified k-fold cross-validation.
 
@@ -109,7 +118,6 @@ def command(
     SIGTERM stops training after the step in progress, saves it in last.ckpt and exits
     with status 143; --resume continues.
     """
-    from brats_mtl.config import load_config
     from brats_mtl.pipeline import preset_config
 
     if fold is not None and all_folds:
@@ -120,15 +128,13 @@ def command(
     source = config_file
     if source is None and preset is None and saved.is_file():
         source = saved
-    try:
-        config = load_config(source, overrides, base=preset_config(preset or "paper"))
-    except (FileNotFoundError, ValueError) as err:
-        raise click.BadParameter(str(err), param_hint="--config/--set") from None
+    config = config_from_options(source, overrides, preset_config(preset or "paper"))
 
     from brats_mtl.training.runner import stop_on_sigterm, train_folds, with_train_settings
 
     config = with_train_settings(
-        config, cache_workers=cache_workers, checkpoint_every_n_steps=checkpoint_every
+        config, cache_workers=cache_workers, checkpoint_every_n_steps=checkpoint_every,
+        labels=labels,
     )
     folds = [fold] if fold is not None else None
     with stop_on_sigterm():
@@ -142,7 +148,7 @@ def command(
                 resume=resume,
                 overwrite=overwrite,
                 cache_dir=cache_dir,
-                enable_progress_bar=progress,
+                enable_progress_bar=progress_bars_wanted(progress),
                 command_line=command_line(),
             )
         except (FileExistsError, FileNotFoundError, ValueError) as err:

@@ -15,6 +15,7 @@ from brats_mtl.data.io import (
     CaseDataError,
     load_case,
     load_label_map,
+    load_raw_label_map,
     save_nifti,
     write_segmentation,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "discover_label_maps",
     "load_case",
     "load_label_map",
+    "load_raw_label_map",
     "make_phantom",
     "save_nifti",
     "write_phantom_case",

@@ -63,6 +63,9 @@ _CASE_FILE_RE = re.compile(
 # BraTS 2017-2019 IDs (Brats17_..., Brats18_..., BraTS19_...) and 2020 IDs (BraTS20_...).
 _ID_2018_RE = re.compile(r"^brats1[789]_", re.IGNORECASE)
 _ID_2020_RE = re.compile(r"^brats20_", re.IGNORECASE)
+# Case IDs of every BraTS release and of MSD Task01: Brats17_..., Brats18_..., BraTS19_...,
+# BraTS20_Training_001, BraTS2021_00000, BraTS-GLI-00000-000 (2023+), BRATS_001 (MSD).
+_BRATS_ID_RE = re.compile(r"^brats(\d{2,4})?[_-]", re.IGNORECASE)
 _GRADES = ("HGG", "LGG")
 _NAME_MAPPING = "name_mapping.csv"
 _MAX_DEPTH = 4  # folder levels searched below the root
@@ -257,6 +260,7 @@ def _discover_case_folder(
     A case that cannot be read raises, or is appended to ``broken`` when that is a list.
     """
     groups, unmatched = _group_case_files(filenames)
+    _check_supported(folder, groups, filenames)
     # A group with only a segmentation (e.g. a folder of predictions) is not a case.
     groups = {cid: g for cid, g in groups.items() if set(g) - {"seg"}}
     if not groups:
@@ -315,6 +319,7 @@ def _case_images(
             f"case folder {folder} (case {case_id}) lacks modality {', '.join(missing)}: "
             f"found {sorted(n for names in by_suffix.values() for n in names)}; every case "
             f"needs {case_id}_t1, _t1ce, _t2, _flair (or -t1n, -t1c, -t2w, -t2f) .nii[.gz]"
+            + _missing_modality_note(by_suffix)
         )
     return {m: folder / images[m][0] for m in MODALITIES}
 
@@ -475,12 +480,16 @@ def discover_label_maps(root: str | Path) -> dict[str, LabelFile]:
       2023+); a case folder without a modality still gives its label map;
     - flat folders of label files: ``<ID>_seg.nii.gz`` / ``<ID>-seg.nii.gz``, or
       ``<ID>.nii.gz`` (the online system's and nnU-Net's ``gt_segmentations`` naming)
-      in a folder holding no case image files;
+      in a folder holding no case image files; when some of those ``<ID>`` are BraTS
+      or MSD case IDs (``BraTS2021_00000``, ``BraTS-GLI-00000-000``, ``BRATS_001``...),
+      the other files (a template, an atlas) are not cases;
     - MSD task folders: ``labelsTr/<ID>.nii.gz`` and ``labelsTs/<ID>.nii.gz`` (the
       4-D images of ``imagesTr``/``imagesTs`` are not read), also a ``labelsTr``
       folder given alone.
 
-    ``.nii`` and ``.nii.gz`` alike; hidden files and folders are ignored.
+    ``.nii`` and ``.nii.gz`` alike; hidden files and folders are ignored, and so is any
+    other NIfTI file that these names do not make a label map, with one warning listing
+    them.
 
     Args:
         root: a folder (or a single case folder).
@@ -490,8 +499,9 @@ def discover_label_maps(root: str | Path) -> dict[str, LabelFile]:
 
     Raises:
         FileNotFoundError: if ``root`` does not exist or is a file.
-        ValueError: if one case ID has two label files (names both), or no label map is
-            found (names ``root`` and the layouts read).
+        ValueError: if one case ID has two label files (names both), no label map is
+            found (names ``root`` and the layouts read), or ``root`` is an MSD/nnU-Net
+            ``imagesTr``/``imagesTs`` folder (names the ``labelsTr`` folder to pass).
 
     Source: DESIGN.md section 1 (layouts); the BraTS online system's and nnU-Net's
     label-file naming.
@@ -503,7 +513,16 @@ def discover_label_maps(root: str | Path) -> dict[str, LabelFile]:
         raise FileNotFoundError(
             f"{root} is a file; pass the folder holding the reference label maps"
         )
+    if root.name in _MSD_IMAGE_DIRS:
+        labels_dir = root.parent / root.name.replace("images", "labels")
+        beside = "beside it" if labels_dir.is_dir() else "(not found beside it)"
+        raise ValueError(
+            f"reference folder {root} looks like an MSD/nnU-Net {root.name} folder: it holds "
+            f"images, not label maps; pass the {labels_dir.name} folder {beside}: "
+            f"{labels_dir}, or the task folder {root.parent}"
+        )
     found: dict[str, LabelFile] = {}
+    ignored: list[Path] = []
     base_depth = len(root.parts)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         folder = Path(dirpath)
@@ -513,7 +532,9 @@ def discover_label_maps(root: str | Path) -> dict[str, LabelFile]:
         if len(folder.parts) - base_depth >= _MAX_DEPTH:
             dirnames[:] = []
         names = sorted(f for f in filenames if _is_nifti(f))
-        for label in _folder_label_maps(folder, names):
+        labels, not_labels = _folder_label_maps(folder, names)
+        ignored.extend(folder / n for n in not_labels)
+        for label in labels:
             if label.case_id in found:
                 raise ValueError(
                     f"case {label.case_id} has two reference label maps: "
@@ -527,25 +548,44 @@ def discover_label_maps(root: str | Path) -> dict[str, LabelFile]:
             "<ID>.nii.gz label files, or an MSD task folder with labelsTr/; point REF_DIR "
             "at a cohort with ground-truth segmentations"
         )
+    if ignored:
+        shown = ", ".join(str(p.relative_to(root)) for p in ignored[:10])
+        more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+        logger.warning(
+            "ignored %s under %s that the reference naming does not make a label map "
+            "(<ID>_seg.nii.gz, <ID>-seg.nii.gz, case images, or <ID>.nii.gz named by BraTS "
+            "case IDs): %s%s",
+            _plural(len(ignored), "NIfTI file"),
+            root,
+            shown,
+            more,
+        )
     logger.info("found %s under %s", _plural(len(found), "reference label map"), root)
     return dict(sorted(found.items()))
 
 
-def _folder_label_maps(folder: Path, names: list[str]) -> list[LabelFile]:
-    """The label maps lying directly in ``folder`` (see :func:`discover_label_maps`)."""
+def _folder_label_maps(folder: Path, names: list[str]) -> tuple[list[LabelFile], list[str]]:
+    """The label maps lying directly in ``folder`` (see :func:`discover_label_maps`), and
+    the names of its other NIfTI files that are not case images (ignored)."""
     if folder.name in _MSD_LABEL_DIRS:
-        return [LabelFile(_NIFTI_RE.sub("", n), folder / n, MSD) for n in names]
+        return [LabelFile(_NIFTI_RE.sub("", n), folder / n, MSD) for n in names], []
     groups, unmatched = _group_case_files(names)
+    _check_supported(folder, groups, names)
     if not groups:
-        # a flat folder of <ID>.nii.gz label files
-        return [LabelFile(_NIFTI_RE.sub("", n), folder / n, None) for n in unmatched]
+        # a flat folder of <ID>.nii.gz label files; named by BraTS IDs, other names are strays
+        brats_named = [n for n in unmatched if _BRATS_ID_RE.match(n)]
+        strays = [n for n in unmatched if n not in brats_named] if brats_named else []
+        cases = brats_named or unmatched
+        return [LabelFile(_NIFTI_RE.sub("", n), folder / n, None) for n in cases], strays
     labels = []
+    used: set[str] = set()
     for case_id, by_suffix in sorted(groups.items()):
         seg_names = by_suffix.pop("seg", [])
         if not seg_names and by_suffix and len(groups) == 1:
             # BraTS 2020 case 355 ships its label map as W39_1998.09.19_Segm.nii
             seg_like = [n for n in unmatched if "seg" in n.lower()]
             seg_names = seg_like if len(seg_like) == 1 else []
+            used.update(seg_names)
         if len(seg_names) > 1:
             raise ValueError(
                 f"folder {folder} holds {len(seg_names)} segmentation files for case "
@@ -560,4 +600,24 @@ def _folder_label_maps(folder: Path, names: list[str]) -> list[LabelFile]:
         else:  # a label file alone: no image names to tell the release by
             convention = None
         labels.append(LabelFile(case_id, folder / seg_names[0], convention))
-    return labels
+    return labels, [n for n in unmatched if n not in used]
+
+
+def _check_supported(folder: Path, groups: dict, names: list[str]) -> None:
+    """Refuse a folder of a BraTS task brats-mtl does not handle (MEN-RT, inpainting)."""
+    from brats_mtl.tasks import check_supported_case
+
+    for case_id in (folder.name, *groups):
+        try:
+            check_supported_case(case_id, names)
+        except ValueError as error:
+            raise ValueError(f"{folder}: {error}") from None
+
+
+def _missing_modality_note(by_suffix: dict[str, list[str]]) -> str:
+    """A 2023+ case with three modalities may be a BraSyn case: say it is not supported."""
+    from brats_mtl.tasks import UNSUPPORTED_TASKS
+
+    if any(s in BRATS2023_SUFFIXES for s in by_suffix):
+        return f" ({UNSUPPORTED_TASKS['BraSyn']})"
+    return ""

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -25,6 +27,13 @@ from brats_mtl.conventions import (
     get_label_convention,
 )
 from brats_mtl.data.discovery import MSD_CHANNELS, CaseFiles
+from brats_mtl.tasks import (
+    LabelScheme,
+    check_scheme_for_case,
+    check_values,
+    get_label_scheme,
+    infer_label_scheme,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,24 +77,30 @@ class Case:
         return self.files.case_id
 
 
-def load_case(files: CaseFiles, *, load_labels: bool = True) -> Case:
+def load_case(
+    files: CaseFiles, *, load_labels: bool = True, scheme: LabelScheme | str | None = None
+) -> Case:
     """Read the four modalities (and the segmentation) of one case.
 
     Args:
         files: a record from :func:`~brats_mtl.data.discover_cases`.
         load_labels: read the segmentation when the case has one.
+        scheme: the label scheme of the segmentation (``brats_mtl.tasks``). None or a
+            three-label scheme: the layout's convention, read into {0, 1, 2, 4}; a
+            four-label scheme (``gli-post``, ``ped2024``): its file values, checked.
 
     Returns:
         The :class:`Case`; ``image`` float32 (4, X, Y, Z) in ``t1, t1ce, t2, flair``
         order (MSD channels FLAIR, T1w, T1gd, T2w are reordered), ``labels`` uint8
-        (X, Y, Z) in the internal {0, 1, 2, 4} set.
+        (X, Y, Z) in the internal {0, 1, 2, 4} set (file values for a four-label scheme).
 
     Raises:
         FileNotFoundError: if a file is missing (names it).
         CaseDataError: (a ``ValueError``) if a file is unreadable or truncated; holds a
-            4-D stack where one 3-D volume is expected; differs from the ``t1`` file in
-            shape or affine; holds NaN/inf voxels; holds label values outside the case's
-            convention. The message names the file.
+            4-D stack where one 3-D volume is expected; differs from the other
+            modalities in shape or affine (the odd one out of the four is named, or all
+            four when no three agree; affines on one line); holds NaN/inf voxels; holds
+            label values outside the case's convention. The message names the file.
 
     Source: DESIGN.md section 1 (layouts, channel order, label conventions).
     """
@@ -95,7 +110,7 @@ def load_case(files: CaseFiles, *, load_labels: bool = True) -> Case:
         image, affine, header = _load_modalities(files.images)
     labels = None
     if load_labels and files.seg is not None:
-        labels, seg_affine, _ = load_label_map(files.seg, files.label_convention)
+        labels, seg_affine = _load_case_labels(files, scheme)
         if labels.shape != image.shape[1:]:
             raise CaseDataError(
                 f"segmentation {files.seg} has shape {labels.shape} but the images of case "
@@ -106,10 +121,10 @@ def load_case(files: CaseFiles, *, load_labels: bool = True) -> Case:
             # As nnU-Net: a label affine differing from the images' is reported, not fatal;
             # the label map is read on the image voxel grid.
             logger.warning(
-                "segmentation %s: affine\n%s\ndiffers from the images' affine\n%s",
+                "segmentation %s: affine %s differs from the images' affine %s",
                 files.seg,
-                seg_affine,
-                affine,
+                _one_line(seg_affine),
+                _one_line(affine),
             )
     zooms = header.get_zooms()[:3]
     return Case(
@@ -120,6 +135,48 @@ def load_case(files: CaseFiles, *, load_labels: bool = True) -> Case:
         header=header,
         spacing_mm=(float(zooms[0]), float(zooms[1]), float(zooms[2])),
     )
+
+
+def _load_case_labels(
+    files: CaseFiles, scheme: LabelScheme | str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The case's segmentation in internal labels and its affine (see :func:`load_case`)."""
+    scheme = None if scheme is None else get_label_scheme(scheme)
+    if scheme is None or scheme.convention is not None:
+        labels, affine, _ = load_label_map(files.seg, files.label_convention)
+        return labels, affine
+    labels, affine, _ = load_raw_label_map(files.seg)
+    check_scheme_for_case(scheme, files.case_id, files.seg)
+    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)).tolist()
+    try:
+        check_values(scheme, present, files.seg, "segmentation")
+    except ValueError as exc:
+        raise CaseDataError(str(exc)) from None
+    return labels, affine
+
+
+def case_label_scheme(files: CaseFiles, explicit: LabelScheme | str | None = None) -> LabelScheme:
+    """The label scheme of a case's segmentation: ``explicit``, else inferred.
+
+    Inferred by ``brats_mtl.tasks.infer_label_scheme`` from the layout, the case ID and,
+    when those do not decide (2023+ IDs and layouts, plain names), the values in the file.
+    An unlabeled case gets the scheme its layout and ID imply.
+
+    Raises:
+        CaseDataError: (a ``ValueError``) if the file cannot be read or its values name no
+            scheme (names the case).
+    """
+    if explicit is not None:
+        return get_label_scheme(explicit)
+    present: list[int] = []
+    decided = files.layout in ("msd", "brats2018", "brats2020", "brats2021")
+    if files.seg is not None and not decided:
+        labels, _, _ = load_raw_label_map(files.seg)
+        present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)).tolist()
+    try:
+        return infer_label_scheme(files.case_id, files.label_convention, present)
+    except ValueError as exc:
+        raise CaseDataError(f"{files.seg}: {exc}") from None
 
 
 def load_label_map(
@@ -159,6 +216,7 @@ def load_label_map(
         raise CaseDataError(
             f"label map {path} holds values {bad} outside the {convention.name} convention "
             f"{sorted(convention.values)}; check the dataset layout or the file"
+            + _four_label_note(convention, bad)
         )
     lut = np.zeros(256, dtype=np.uint8)
     for file_value, internal in zip(convention.values, INTERNAL_LABELS, strict=True):
@@ -168,6 +226,36 @@ def load_label_map(
     return lut[labels], np.asarray(img.affine, dtype=np.float64), spacing_mm
 
 
+def load_raw_label_map(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Read a label map as the values stored in the file, without any convention.
+
+    For label schemes with more than three tumour labels (BraTS 2024+ post-treatment
+    glioma, pediatric tumours), which have no internal {0, 1, 2, 4} form; the caller
+    checks the values against its scheme (``brats_mtl.tasks.check_values``).
+
+    Args:
+        path: a 3-D NIfTI label map (``.nii`` or ``.nii.gz``).
+
+    Returns:
+        ``(labels, affine, spacing_mm)``: uint8 (X, Y, Z) file values; float64 (4, 4)
+        affine; voxel size in mm.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        CaseDataError: (a ``ValueError``) if the file is unreadable, not 3-D, or holds
+            non-integer, non-finite or out-of-range (0..255) values. Names the file.
+
+    Source: NIfTI label files of the BraTS 2017-2025 releases.
+    """
+    path = Path(path)
+    img = _open(path)
+    shape = _spatial_shape(img, path)
+    labels = _as_uint8_labels(_read(img, path).reshape(shape), path)
+    zooms = img.header.get_zooms()[:3]
+    spacing_mm = (float(zooms[0]), float(zooms[1]), float(zooms[2]))
+    return labels, np.asarray(img.affine, dtype=np.float64), spacing_mm
+
+
 def write_segmentation(
     labels: np.ndarray,
     reference: Case,
@@ -175,6 +263,7 @@ def write_segmentation(
     *,
     convention: LabelConvention | str | None = None,
     overwrite: bool = False,
+    scheme: LabelScheme | str | None = None,
 ) -> Path:
     """Write a label map on the grid of a loaded case, atomically.
 
@@ -216,11 +305,16 @@ def write_segmentation(
     inputs = [*reference.files.images.values(), reference.files.seg]
     if any(p is not None and _same_file(p, path) for p in inputs):
         raise ValueError(f"refusing to write {path}: it is an input file of {reference.case_id}")
-    conv = _resolve_convention(convention, reference.files.label_convention)
-    try:
-        out = conv.from_internal(labels)
-    except ValueError as exc:
-        raise ValueError(f"cannot write {path}: {exc}") from exc
+    scheme = None if scheme is None else get_label_scheme(scheme)
+    if scheme is not None and scheme.convention is None:
+        out = labels.astype(np.uint8)
+        check_values(scheme, np.unique(out).tolist(), path, "prediction")
+    else:
+        conv = _resolve_convention(convention, reference.files.label_convention)
+        try:
+            out = conv.from_internal(labels)
+        except ValueError as exc:
+            raise ValueError(f"cannot write {path}: {exc}") from exc
 
     if reference.header is None:  # a Case built in memory: a fresh header, codes 1 (scanner)
         ref = nib.Nifti1Header()
@@ -270,31 +364,72 @@ def _load_modalities(images: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, n
     missing = [m for m in MODALITIES if m not in images]
     if missing:
         raise ValueError(f"case files lack modalities {missing}; need {list(MODALITIES)}")
-    first_path = Path(images[MODALITIES[0]])
-    first = _open(first_path)
-    shape = _spatial_shape(first, first_path)
-    affine = np.asarray(first.affine, dtype=np.float64)
+    paths = [Path(images[m]) for m in MODALITIES]
+    # headers only: nibabel reads the voxels lazily, so the grids are compared first
+    imgs = [_open(path) for path in paths]
+    shapes = [_spatial_shape(img, path) for img, path in zip(imgs, paths, strict=True)]
+    _check_one_grid(
+        paths, shapes, [str(s) for s in shapes], lambda a, b: a == b, "shape", "voxel grid"
+    )
+    affines = [np.asarray(img.affine, dtype=np.float64) for img in imgs]
+    _check_one_grid(
+        paths, affines, [_one_line(a) for a in affines], _same_affine, "affine", "grid"
+    )
+    shape, affine = shapes[0], affines[0]
     # One float32 block; each int16 volume is cast into it, never via a float64 copy.
     image = np.empty((len(MODALITIES), *shape), dtype=np.float32)
-    for c, modality in enumerate(MODALITIES):
-        path = Path(images[modality])
-        img = first if c == 0 else _open(path)
-        if c:
-            other = _spatial_shape(img, path)
-            if other != shape:
-                raise CaseDataError(
-                    f"{path} ({modality}) has shape {other} but {first_path} (t1) has "
-                    f"{shape}; all modalities of a case must share one voxel grid"
-                )
-            if not _same_affine(img.affine, affine):
-                raise CaseDataError(
-                    f"{path} ({modality}) has affine\n{np.asarray(img.affine)}\nbut "
-                    f"{first_path} (t1) has\n{affine}\nthe modalities must be co-registered "
-                    "on one grid (BraTS cases are)"
-                )
+    for c, (img, path) in enumerate(zip(imgs, paths, strict=True)):
         image[c] = _read(img, path, np.float32).reshape(shape)
         _check_finite(image[c], path)
-    return image, affine, first.header.copy()
+    return image, affine, imgs[0].header.copy()
+
+
+def _check_one_grid(
+    paths: list[Path],
+    values: list,
+    shown: list[str],
+    same: Callable[[Any, Any], bool],
+    what: str,
+    grid: str,
+) -> None:
+    """Raise naming the odd one out when the four modalities differ in ``what``.
+
+    The majority (three files agreeing) is taken as the case's grid, so the message
+    blames the one file that differs; with no majority every file is listed.
+    """
+    groups: list[list[int]] = []
+    for i, value in enumerate(values):
+        for group in groups:
+            if same(values[group[0]], value):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    if len(groups) == 1:
+        return
+    largest = max(groups, key=len)
+    advice = (
+        f"all modalities of a case must share one {grid} (BraTS cases are co-registered): "
+        "re-export or replace the odd file"
+    )
+    if len(largest) > len(values) // 2:
+        odd = [i for i in range(len(values)) if i not in largest]
+        majority = ", ".join(MODALITIES[i] for i in largest)
+        lines = "; ".join(f"{paths[i]} ({MODALITIES[i]}) has {what} {shown[i]}" for i in odd)
+        raise CaseDataError(
+            f"{lines}, but the other modalities ({majority}, e.g. {paths[largest[0]]}) have "
+            f"{shown[largest[0]]}; {advice}"
+        )
+    listing = "; ".join(
+        f"{paths[i]} ({MODALITIES[i]}): {shown[i]}" for i in range(len(values))
+    )
+    raise CaseDataError(f"the modalities differ in {what}, with no majority: {listing}; {advice}")
+
+
+def _one_line(affine: np.ndarray) -> str:
+    """An affine as one line, e.g. ``[[-1, 0, 0, 0], [0, -1, 0, 239], ...]``."""
+    rows = (", ".join(f"{v:.8g}" for v in row) for row in np.asarray(affine))
+    return "[" + ", ".join(f"[{r}]" for r in rows) + "]"
 
 
 def _load_msd_image(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
@@ -396,6 +531,18 @@ def _infer_convention(present: list[int], path: Path) -> LabelConvention:
     raise CaseDataError(
         f"label map {path} holds values {sorted(values)}, neither the BraTS 2017-2021 set "
         "{0, 1, 2, 4} nor the BraTS 2023 set {0, 1, 2, 3}; pass the convention explicitly"
+    )
+
+
+def _four_label_note(convention: LabelConvention, bad: list[int]) -> str:
+    """Label 4 in a BraTS 2023+ file: a post-treatment (RC) or pediatric 2024+ map."""
+    if convention is not BRATS_2023 or bad != [4]:
+        return ""
+    return (
+        ". Label 4 in a BraTS 2023+ file is the resection cavity (post-treatment glioma, "
+        "MET 2025+) or, for pediatric tumours 2024+, edema: read these label schemes "
+        "(gli-post, ped2024) with --labels gli-post or --labels ped2024 (train, predict, "
+        "evaluate)"
     )
 
 

@@ -23,6 +23,7 @@ from scipy import ndimage
 from brats_mtl.conventions import BRATS_2019, BRATS_2023, ED, ET, MODALITIES, MSD, NCR_NET
 from brats_mtl.data.discovery import LAYOUTS, MSD_CHANNELS, SUFFIX_OF_MODALITY, CaseFiles
 from brats_mtl.data.io import save_nifti
+from brats_mtl.tasks import get_label_scheme
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,13 @@ _CONTRAST: dict[str | int, tuple[float, float, float, float]] = {
     ED: (520.0, 540.0, 900.0, 1000.0),  # bright on t2 and flair
     NCR_NET: (300.0, 250.0, 800.0, 500.0),  # dark on t1 and t1ce
     ET: (560.0, 1300.0, 700.0, 800.0),  # bright on t1ce
+}
+# Resection cavity / cyst: fluid, dark on t1, t1ce and flair, bright on t2.
+_CAVITY_CONTRAST: tuple[float, float, float, float] = (200.0, 180.0, 1200.0, 250.0)
+# Internal {0, 1, 2, 4} -> file values of the four-label schemes, and the cavity's value.
+_FOUR_LABEL_MAPS: dict[str, tuple[dict[int, int], int]] = {
+    "gli-post": ({0: 0, NCR_NET: 1, ED: 2, ET: 3}, 4),  # 1 NETC, 2 SNFH, 3 ET, 4 RC
+    "ped2024": ({0: 0, NCR_NET: 2, ED: 4, ET: 1}, 3),  # 1 ET, 2 NET, 3 CC, 4 ED
 }
 _MIN_BRAIN_VALUE = 1.0  # brain voxels are >= this in every modality; background is 0
 _NAME_MAPPING_COLUMNS = (
@@ -51,6 +59,7 @@ def make_phantom(
     *,
     with_et: bool = True,
     seed: int | np.random.Generator = 0,
+    labels: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one synthetic case.
 
@@ -63,16 +72,20 @@ def make_phantom(
         shape: volume shape (X, Y, Z) in voxels (1 mm); each axis >= 16.
         with_et: whether the tumor has an enhancing rim.
         seed: an int seed or a :class:`numpy.random.Generator`.
+        labels: label scheme (``brats_mtl.tasks``); None or a three-label scheme gives
+            the internal {0, 1, 2, 4} labels. ``gli-post`` and ``ped2024`` give their
+            file values, with a fluid-filled cavity (RC, resp. CC) inside the necrosis.
 
     Returns:
         ``(image, labels)``: image float32 (4, X, Y, Z), channels ``t1, t1ce, t2, flair``,
         whole-numbered values >= 1 inside the brain and exactly 0 outside (so
         ``brain_mask`` recovers the ellipsoid); labels uint8 (X, Y, Z), internal
-        {0, 1, 2, 4}, zero outside the brain.
+        {0, 1, 2, 4} (file values of a four-label scheme), zero outside the brain.
 
     Raises:
-        ValueError: if an axis of ``shape`` is below 16.
+        ValueError: if an axis of ``shape`` is below 16, or on an unknown scheme.
     """
+    scheme = None if labels is None else get_label_scheme(labels).name
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 16:
         raise ValueError(f"phantom shape must be 3 axes of at least 16 voxels, got {shape}")
@@ -118,6 +131,10 @@ def make_phantom(
     core = (tumor == NCR_NET) | (tumor == ET)
     tumor[ndimage.binary_dilation(core) & (tumor == 0)] = ED
     labels[~brain] = 0
+    cavity = None
+    if scheme in _FOUR_LABEL_MAPS:
+        cavity = (tumor_r <= necrosis_r * 0.6) & (labels == NCR_NET)
+        cavity[tuple(np.clip(np.rint(t_centre).astype(np.intp), 0, np.asarray(shape) - 1))] = False
 
     # Tissue means per voxel, one channel at a time.
     tissue = np.where(brain_r <= 0.7, 0, 1).astype(np.uint8)  # 0 white matter, 1 grey matter
@@ -129,6 +146,8 @@ def make_phantom(
         for label in (NCR_NET, ED, ET):
             lut[label] = _CONTRAST[label][c]
         channel = np.where(labels > 0, lut[labels], means[tissue])
+        if cavity is not None:
+            channel[cavity] = _CAVITY_CONTRAST[c]
         texture = _smooth_field(rng, shape, scale=0.05)  # smooth tissue texture
         noise = rng.random(shape, dtype=np.float32) - np.float32(0.5)  # uniform, std 0.29
         noise *= np.float32(0.07)  # std 0.02
@@ -137,6 +156,13 @@ def make_phantom(
         np.maximum(channel, _MIN_BRAIN_VALUE, out=channel)
         channel[~brain] = 0.0
         image[c] = channel
+    if cavity is not None:
+        mapping, cavity_value = _FOUR_LABEL_MAPS[scheme]
+        lut = np.zeros(256, dtype=np.uint8)
+        for internal, value in mapping.items():
+            lut[internal] = value
+        labels = lut[labels]
+        labels[cavity] = cavity_value
     return image, labels
 
 
@@ -152,6 +178,7 @@ def write_phantom_case(
     compress: bool = True,
     grade: str | None = None,
     overwrite: bool = False,
+    labels: str | None = None,
 ) -> CaseFiles:
     """Write one phantom case (:func:`make_phantom`) under ``root`` in a BraTS layout.
 
@@ -180,12 +207,16 @@ def write_phantom_case(
         grade: ``"HGG"``/``"LGG"`` for labeled cases of the layouts that record grades
             (brats2018, brats2020); default ``"HGG"``. Ignored otherwise.
         overwrite: replace existing files of this case.
+        labels: label scheme of the segmentation (see :func:`make_phantom`); a
+            four-label scheme (``gli-post``, ``ped2024``) needs the ``brats2023`` layout
+            and writes its values as they are.
 
     Returns:
         The :class:`CaseFiles` record, equal to what ``discover_cases(root)`` finds.
 
     Raises:
-        ValueError: on an unknown layout or grade, or a case ID that is not a plain name.
+        ValueError: on an unknown layout or grade, or a case ID that is not a plain name;
+            a four-label scheme with a layout other than ``brats2023``.
         FileExistsError: if a file of the case exists and ``overwrite`` is False.
     """
     if layout not in LAYOUTS:
@@ -197,7 +228,11 @@ def write_phantom_case(
         raise ValueError(f"grade must be 'HGG' or 'LGG', got {grade!r}")
     root = Path(root)
     ext = ".nii.gz" if compress else ".nii"
-    image, labels = make_phantom(shape, with_et=with_et, seed=seed)
+    scheme = labels
+    four_labels = scheme is not None and _four_label(scheme)
+    if four_labels and layout != "brats2023":
+        raise ValueError(f"the {scheme} label scheme needs the brats2023 layout, not {layout}")
+    image, labels = make_phantom(shape, with_et=with_et, seed=seed, labels=scheme)
     affine = _brats_affine(image.shape[1:])
 
     if layout == "msd":
@@ -229,9 +264,8 @@ def write_phantom_case(
     seg = None
     if labeled:
         seg = folder / f"{case_id}{sep}seg{ext}"
-        save_nifti(
-            _nifti(convention.from_internal(labels), affine, np.uint8), seg, overwrite=overwrite
-        )
+        values = labels if four_labels else convention.from_internal(labels)
+        save_nifti(_nifti(values, affine, np.uint8), seg, overwrite=overwrite)
     case_grade = None
     if layout == "brats2018" and labeled:
         case_grade = grade
@@ -247,11 +281,12 @@ def write_phantom_cohort(
     *,
     n_labeled: int = 4,
     n_unlabeled: int = 1,
-    layout: str = "brats2021",
+    layout: str | None = None,
     shape: tuple[int, int, int] = (64, 64, 64),
     seed: int = 0,
     compress: bool = True,
     overwrite: bool = False,
+    labels: str | None = None,
 ) -> list[CaseFiles]:
     """Write a small synthetic cohort in one layout.
 
@@ -263,17 +298,21 @@ def write_phantom_cohort(
 
     Case IDs: ``BraTS19_PHANTOM_<i>_1`` (brats2018), ``BraTS20_Training_<iii>``
     (brats2020), ``BraTS2021_<iiiii>`` (brats2021), ``BraTS-GLI-<iiiii>-000``
-    (brats2023), ``BRATS_<iii>`` (msd), numbered from 1 (MSD, 2018, 2020) or 0.
+    (brats2023), ``BRATS_<iii>`` (msd), numbered from 1 (MSD, 2018, 2020) or 0; with
+    ``labels="gli-post"`` ``BraTS-GLI-<iiiii>-100`` (post-treatment timepoint), with
+    ``labels="ped2024"`` ``BraTS-PED-<iiiii>-000``.
 
     Args:
         root: dataset folder (created).
         n_labeled: number of cases with a segmentation.
         n_unlabeled: number of cases without one.
-        layout: see :func:`write_phantom_case`.
+        layout: see :func:`write_phantom_case`; default ``brats2023`` for a 2023+ label
+            scheme, else ``brats2021``.
         shape: volume shape (X, Y, Z) of every case.
         seed: cohort seed; each case gets its own stream derived from it.
         compress: ``.nii.gz`` when True, ``.nii`` otherwise.
         overwrite: replace existing files.
+        labels: label scheme of every case (see :func:`make_phantom`).
 
     Returns:
         The cases, sorted by ``case_id`` (as :func:`discover_cases` returns them).
@@ -283,13 +322,16 @@ def write_phantom_cohort(
     """
     if n_labeled < 0 or n_unlabeled < 0:
         raise ValueError(f"case counts must be >= 0, got {n_labeled} and {n_unlabeled}")
+    if layout is None:
+        era = None if labels is None else get_label_scheme(labels).era
+        layout = "brats2023" if era == "2023+" else "brats2021"
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
     streams = np.random.SeedSequence(seed).spawn(n_labeled + n_unlabeled)
     cases = []
     for i, stream in enumerate(streams):
         labeled = i < n_labeled
-        case_id = _phantom_case_id(layout, i)
+        case_id = _phantom_case_id(layout, i, labels)
         files = write_phantom_case(
             root,
             case_id,
@@ -301,6 +343,7 @@ def write_phantom_cohort(
             compress=compress,
             grade="HGG" if i % 2 == 0 else "LGG",
             overwrite=overwrite,
+            labels=labels,
         )
         cases.append(files)
     return sorted(cases, key=lambda c: c.case_id)
@@ -349,7 +392,18 @@ def _nifti(data: np.ndarray, affine: np.ndarray, dtype: type) -> nib.Nifti1Image
     return img
 
 
-def _phantom_case_id(layout: str, i: int) -> str:
+def _four_label(scheme: str) -> bool:
+    """True for a scheme with four tumour labels (its file values are its labels)."""
+    return get_label_scheme(scheme).name in _FOUR_LABEL_MAPS
+
+
+def _phantom_case_id(layout: str, i: int, scheme: str | None = None) -> str:
+    if layout == "brats2023" and scheme is not None:
+        name = get_label_scheme(scheme).name
+        if name == "gli-post":
+            return f"BraTS-GLI-{i:05d}-100"
+        if name == "ped2024":
+            return f"BraTS-PED-{i:05d}-000"
     return {
         "brats2018": f"BraTS19_PHANTOM_{i + 1:03d}_1",
         "brats2020": f"BraTS20_Training_{i + 1:03d}",

@@ -1,17 +1,29 @@
-"""Evaluation as the BraTS 2017-2020 online system: per-case metrics and summary tables;
+"""BraTS evaluation: the 2017-2021 online system (legacy), the 2023-2025 lesion-wise
+protocol and the 2026 evaluator (panoptica, optional); per-case and summary tables;
 the QU-BraTS score of uncertainty maps (``evaluation.uncertainty``).
 
-Source: DESIGN.md section 6; paper Table 3.
+Source: BraTS online evaluation (paper Table 3), BraTS 2023 lesion-wise metrics code,
+the ``brats-evaluation`` package.
 """
 
+from brats_mtl.evaluation.lesionwise import (
+    LESION_COLUMNS,
+    LESIONWISE_METRICS,
+    evaluate_lesionwise,
+    lesionwise_region,
+)
 from brats_mtl.evaluation.metrics import (
     METRIC_COLUMNS,
     dice,
     evaluate_labels,
+    evaluate_region_labels,
     hd95_mm,
+    robust_hausdorff_mm,
     sensitivity,
     specificity,
+    surface_distances_mm,
 )
+from brats_mtl.evaluation.protocols import PROTOCOLS, score_case
 from brats_mtl.evaluation.tables import (
     RESULT_COLUMNS,
     SUMMARY_ROWS,
@@ -35,7 +47,10 @@ from brats_mtl.evaluation.uncertainty import (
 )
 
 __all__ = [
+    "LESIONWISE_METRICS",
+    "LESION_COLUMNS",
     "METRIC_COLUMNS",
+    "PROTOCOLS",
     "RESULT_COLUMNS",
     "SUMMARY_ROWS",
     "UNCERTAINTY_COLUMNS",
@@ -45,17 +60,23 @@ __all__ = [
     "evaluate_case",
     "evaluate_folders",
     "evaluate_labels",
+    "evaluate_lesionwise",
+    "evaluate_region_labels",
     "evaluate_uncertainty_folders",
     "filtered_curves",
     "find_predictions",
     "hd95_mm",
+    "lesionwise_region",
     "read_label_map",
     "qubrats_score",
     "qubrats_thresholds",
     "results_table",
+    "robust_hausdorff_mm",
+    "score_case",
     "sensitivity",
     "specificity",
     "summary_rows",
+    "surface_distances_mm",
     "write_results_csv",
     "write_uncertainty_csv",
 ]

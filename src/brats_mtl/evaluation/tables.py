@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from brats_mtl.conventions import (
     LabelConvention,
     get_label_convention,
 )
+from brats_mtl.evaluation.grid import NOTE_COLUMN, onto_reference_grid
 from brats_mtl.evaluation.metrics import METRIC_COLUMNS, evaluate_labels
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,13 @@ def evaluate_case(
 ) -> dict[str, str | float]:
     """Evaluate one predicted label file against its reference.
 
+    The two files must lie on one voxel grid (shape and affine equal within
+    ``brats_mtl.data.io.AFFINE_TOLERANCE``). A prediction on the same grid stored under
+    another axis order or direction (e.g. the reference saved in RAS through
+    ``nibabel.as_closest_canonical``, the prediction in the BraTS files' LPS) is reoriented
+    onto the reference grid with ``nibabel.orientations``, with a warning and a ``Note``;
+    any other difference is refused, never scored.
+
     Args:
         pred_path: predicted label map (NIfTI); None scores an empty prediction (all
             background), as the online system did for a case without a prediction.
@@ -75,45 +84,57 @@ def evaluate_case(
 
     Returns:
         ``{"Label": case_id, "Dice_ET": ..., ..., "Hausdorff95_TC": ...}`` (HD95 in mm, on
-        the reference's voxel spacing).
+        the reference's voxel spacing), plus ``"Note"`` (:data:`NOTE_COLUMN`), e.g.
+        ``"prediction reoriented LPS -> RAS"``, when the prediction was reoriented.
 
     Raises:
-        ValueError: if the two label maps differ in shape (names both files) or a file holds
-            values outside its convention (see ``read_label_map``).
+        ValueError: if the two label maps lie on different grids (the message names both
+            files, their shapes, orientations (``nibabel.aff2axcodes``), origins and
+            spacings, and what differs), or a file holds values outside its convention
+            (see ``read_label_map``) or is damaged.
         FileNotFoundError: if a file does not exist.
 
-    Source: DESIGN.md section 6.
+    Source: BraTS label maps are submitted on the grid of the provided scans; the
+    reorientation is ``nibabel.orientations`` (``io_orientation``, ``ornt_transform``,
+    ``apply_orientation``, ``inv_ornt_aff``); metrics as paper Table 3.
     """
+    row = _score_case(pred_path, ref_path, case_id, ref_convention, pred_convention)
+    if row.get(NOTE_COLUMN):
+        logger.warning(
+            "%s: %s onto the grid of reference %s", pred_path, row[NOTE_COLUMN], ref_path
+        )
+    return row
+
+
+def _score_case(
+    pred_path: str | Path | None,
+    ref_path: str | Path,
+    case_id: str | None,
+    ref_convention: LabelConvention | str | None,
+    pred_convention: LabelConvention | str | None,
+) -> dict[str, str | float]:
+    """``evaluate_case`` without its log line (it also runs in worker processes)."""
     ref_path = Path(ref_path)
     if case_id is None:
         case_id = _strip_nifti_suffix(ref_path.name)
-    ref_labels, ref_spacing_mm = read_label_map(
-        ref_path, _convention(ref_convention), role="reference"
+    ref_labels, ref_affine, ref_spacing_mm = _read_label_file(
+        ref_path, _convention(ref_convention), "reference"
     )
+    note = ""
     if pred_path is None:
         pred_labels = np.zeros_like(ref_labels)
     else:
         pred_path = Path(pred_path)
-        pred_labels, pred_spacing_mm = read_label_map(
-            pred_path, _convention(pred_convention), role="prediction"
+        pred_labels, pred_affine, _ = _read_label_file(
+            pred_path, _convention(pred_convention), "prediction"
         )
-        if pred_labels.shape != ref_labels.shape:
-            raise ValueError(
-                f"prediction {pred_path} has shape {pred_labels.shape} but reference "
-                f"{ref_path} has shape {ref_labels.shape}; predictions must be written on "
-                "the reference grid (same shape and affine; undo any crop or resampling)"
-            )
-        if not np.allclose(pred_spacing_mm, ref_spacing_mm, rtol=1e-3, atol=1e-4):
-            logger.warning(
-                "prediction %s has voxel spacing %s mm, reference %s has %s mm; "
-                "distances use the reference spacing",
-                pred_path,
-                tuple(pred_spacing_mm),
-                ref_path,
-                tuple(ref_spacing_mm),
-            )
+        pred_labels, note = onto_reference_grid(
+            pred_labels, pred_affine, pred_path, ref_labels.shape, ref_affine, ref_path
+        )
     row: dict[str, str | float] = {"Label": case_id}
     row.update(evaluate_labels(pred_labels, ref_labels, ref_spacing_mm))
+    if note:
+        row[NOTE_COLUMN] = note
     return row
 
 
@@ -141,19 +162,26 @@ def read_label_map(
             the values each convention in play allows; for a prediction whose values all
             fit another known convention it names that convention and the option to pass.
     """
+    labels, _affine, spacing_mm = _read_label_file(Path(path), convention, role)
+    return labels, spacing_mm
+
+
+def _read_label_file(
+    path: Path, convention: LabelConvention | None, role: str
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """``read_label_map`` with the affine: ``(labels, float64 (4, 4) affine, spacing_mm)``."""
     from brats_mtl.data import CaseDataError, load_label_map
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label file {path} does not exist")
     try:
-        labels, _affine, spacing_mm = load_label_map(path, convention)
+        labels, affine, spacing_mm = load_label_map(path, convention)
     except CaseDataError as error:
         message = _label_value_message(path, convention, role)
         if message is None:  # not a value problem (shape, dtype, damaged file): as raised
             raise
         raise CaseDataError(message) from error
-    return labels, tuple(float(s) for s in spacing_mm)
+    return labels, affine, (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
 
 
 def _label_value_message(
@@ -274,6 +302,9 @@ def summary_rows(
 def results_table(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
     """Per-case rows followed by the five summary rows, columns ``RESULT_COLUMNS``.
 
+    A ``Note`` column (:data:`NOTE_COLUMN`) of ``per_case`` is kept last; it is empty in
+    the summary rows.
+
     Args:
         per_case: as returned by ``evaluate_folders``.
         ddof: see ``summary_rows``.
@@ -284,7 +315,8 @@ def results_table(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
     missing = [c for c in RESULT_COLUMNS if c not in per_case.columns]
     if missing:
         raise ValueError(f"per-case table lacks the columns {missing}")
-    cases = per_case.loc[:, list(RESULT_COLUMNS)]
+    columns = list(RESULT_COLUMNS) + ([NOTE_COLUMN] if NOTE_COLUMN in per_case else [])
+    cases = per_case.loc[:, columns]
     return pd.concat([cases, summary_rows(per_case, ddof=ddof)], ignore_index=True)
 
 
@@ -383,8 +415,19 @@ def evaluate_folders(
     missing_as_empty: bool = False,
     pred_convention: LabelConvention | str | None = None,
     ref_convention: LabelConvention | str | None = None,
+    protocol: str = "legacy",
+    labels: str | None = None,
+    task: str | None = None,
+    lesion_rows: list[dict] | None = None,
+    failed: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Evaluate every labeled reference case that has a prediction.
+
+    Each case is scored on its reference's grid (see ``evaluate_case``: a prediction on
+    the same grid under another axis order is reoriented, with a warning and a ``Note``;
+    any other geometry is refused). A case that cannot be scored (an unreadable or
+    truncated file, label values outside the convention, another grid) does not stop the
+    others.
 
     Args:
         pred_dir: predictions, see ``find_predictions``.
@@ -395,7 +438,7 @@ def evaluate_folders(
             ``labelsTr``. Image files are never needed nor read.
         workers: processes evaluating cases in parallel (1: in this process).
         missing_as_empty: score a reference case without prediction as an empty prediction
-            (Dice 0 and HD95 373.13 where the reference region is non-empty), as the online
+            (Dice 0 and HD95 373.128664 where the reference region is non-empty), as the online
             system effectively did. Default: report and exclude it.
         pred_convention: label convention of the predictions; None infers it per file
             ({0, 1, 2, 4}: BraTS 2017-2021, a 3 and no 4: BraTS 2023+), except for an MSD
@@ -405,10 +448,25 @@ def evaluate_folders(
         ref_convention: label convention of every reference; None: from the layout
             (BraTS 2017-2021 or 2023+ case folders by their image names, MSD for
             ``labelsTr``/``labelsTs``), else inferred from the values per file.
+        protocol: ``"legacy"`` (BraTS 2017-2021 online system), ``"lesionwise"`` (BraTS
+            2023-2025) or ``"panoptica"`` (BraTS 2026 ``brats-evaluation``); see
+            ``evaluation.protocols``.
+        labels: the label scheme of every reference (``brats_mtl.tasks.LABEL_SCHEMES``);
+            None: per case from the layout, ID and values (``tasks.infer_label_scheme``).
+        task: lesion-wise / panoptica task (``GLI``, ``MET``, ...); None: from the IDs.
+        lesion_rows: lesionwise only: when a list, the per-lesion rows
+            (``lesionwise.LESION_COLUMNS``) of every case are appended to it.
+        failed: where cases that cannot be scored go: a dict receives case ID -> error
+            message (naming the file) and the others are returned, as ``brats-mtl
+            evaluate`` does; None (default): after trying every case, raise ValueError
+            listing each such case and its error.
 
     Returns:
-        ``(per_case, missing)``: ``per_case`` has columns ``RESULT_COLUMNS``, one row per
-        evaluated case sorted by case ID; ``missing["predictions"]`` lists reference cases
+        ``(per_case, missing)``: ``per_case`` has columns ``RESULT_COLUMNS`` (those of
+        ``protocols.table_columns`` for cases scored by label scheme: any protocol but
+        legacy, a stated ``labels``, BraTS 2023+ references), and :data:`NOTE_COLUMN`
+        last when some prediction was reoriented; one row per
+        scored case sorted by case ID; ``missing["predictions"]`` lists reference cases
         without prediction (scored as empty when ``missing_as_empty``, else excluded),
         ``missing["references"]`` lists predictions without a labeled reference case
         (never scored). Both are also logged as warnings.
@@ -416,8 +474,8 @@ def evaluate_folders(
     Raises:
         FileNotFoundError: if a folder does not exist.
         ValueError: if a folder holds no label map, a case has two reference label maps,
-            no prediction matches a reference case, or a prediction and its reference
-            differ in shape (names both files).
+            or no prediction matches a reference case; with ``failed=None``, if some case
+            cannot be scored (lists every such case).
 
     Source: DESIGN.md section 6.
     """
@@ -464,28 +522,134 @@ def evaluate_folders(
         case_pred_convention = pred_convention
         if case_pred_convention is None and case_ref_convention == MSD:
             case_pred_convention = MSD
+        if _scored_by_scheme(protocol, labels, case_id, ref.label_convention):
+            tasks.append(
+                _SchemeTask(
+                    predictions.get(case_id),
+                    ref.path,
+                    case_id,
+                    protocol,
+                    labels or (None if ref_convention is None else ref_convention.name),
+                    ref.label_convention,
+                    pred_convention,
+                    task,
+                    lesion_rows is not None,
+                    infer_pred_convention=labels is None,
+                )
+            )
+            continue
         tasks.append(
             (predictions.get(case_id), ref.path, case_id, case_ref_convention, case_pred_convention)
         )
     if workers == 1 or len(tasks) == 1:
-        rows = [_evaluate_task(task) for task in tasks]
+        results = [_evaluate_task(task) for task in tasks]
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-            rows = list(pool.map(_evaluate_task, tasks))
-    per_case = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+            results = list(pool.map(_evaluate_task, tasks))
+    rows, errors = [], {}
+    for (pred_path, ref_path, case_id, *_), (row, lesions, error) in zip(
+        tasks, results, strict=True
+    ):
+        if error is not None:
+            errors[case_id] = error
+            continue
+        if row.get(NOTE_COLUMN):
+            logger.warning(
+                "%s: %s onto the grid of reference %s", pred_path, row[NOTE_COLUMN], ref_path
+            )
+        if lesion_rows is not None:
+            lesion_rows.extend(lesions)
+        rows.append(row)
+    if errors:
+        if failed is None:
+            raise ValueError(
+                f"{len(errors)} of {len(tasks)} cases could not be scored (failed={{}} collects "
+                "them and returns the others):\n"
+                + "\n".join(f"  {case_id}: {error}" for case_id, error in errors.items())
+            )
+        # the caller reports the messages
+        logger.warning(
+            "%d of %d cases could not be scored: %s", len(errors), len(tasks), ", ".join(errors)
+        )
+        failed.update(errors)
+    if any(isinstance(task, _SchemeTask) for task in tasks):  # scored by label scheme
+        from brats_mtl.evaluation.protocols import table_columns
+
+        columns = table_columns(rows)
+    else:
+        columns = list(RESULT_COLUMNS)
+        if any(NOTE_COLUMN in row for row in rows):
+            columns.append(NOTE_COLUMN)
+    per_case = pd.DataFrame(rows, columns=columns)
+    if NOTE_COLUMN in per_case:
+        per_case[NOTE_COLUMN] = per_case[NOTE_COLUMN].fillna("")
     return per_case, missing
 
 
-def _evaluate_task(task: Sequence) -> dict[str, str | float]:
-    pred_path, ref_path, case_id, ref_convention, pred_convention = task
-    logger.debug("evaluating %s", case_id)
-    return evaluate_case(
-        pred_path,
-        ref_path,
-        case_id=case_id,
-        ref_convention=ref_convention,
-        pred_convention=pred_convention,
+class _SchemeTask(NamedTuple):
+    """A case scored through its label scheme (``protocols.score_case``)."""
+
+    pred_path: Path | None
+    ref_path: Path
+    case_id: str
+    protocol: str
+    labels: str | None
+    layout_convention: LabelConvention | None
+    pred_convention: LabelConvention | None
+    task: str | None
+    want_lesions: bool
+    infer_pred_convention: bool = True
+
+
+def _scored_by_scheme(
+    protocol: str, labels: str | None, case_id: str, layout: LabelConvention | None
+) -> bool:
+    """Every protocol but legacy, a stated scheme, and BraTS 2023+ references (whose
+    scheme may be post-treatment or pediatric) go through ``protocols.score_case``."""
+    from brats_mtl.tasks import case_id_era
+
+    return (
+        protocol != "legacy"
+        or labels is not None
+        or layout is BRATS_2023
+        or case_id_era(case_id) == "2023+"
     )
+
+
+def _score_scheme_task(task: _SchemeTask) -> tuple[dict[str, str | float], list[dict]]:
+    from brats_mtl.evaluation.protocols import score_case
+
+    lesions: list[dict] = []
+    row = score_case(
+        task.pred_path,
+        task.ref_path,
+        case_id=task.case_id,
+        protocol=task.protocol,
+        labels=task.labels,
+        layout_convention=task.layout_convention,
+        pred_convention=task.pred_convention,
+        task=task.task,
+        lesions=lesions if task.want_lesions else None,
+        infer_pred_convention=task.infer_pred_convention,
+    )
+    return row, lesions
+
+
+def _evaluate_task(
+    task: Sequence,
+) -> tuple[dict[str, str | float] | None, list[dict], str | None]:
+    """``(row, lesion rows, None)`` for a scored case, ``(None, [], message)`` for one
+    that cannot be (the same for both paths, legacy and by label scheme)."""
+    logger.debug("evaluating %s", task[2])
+    try:
+        if isinstance(task, _SchemeTask):
+            row, lesions = _score_scheme_task(task)
+            return row, lesions, None
+        pred_path, ref_path, case_id, ref_convention, pred_convention = task
+        row = _score_case(pred_path, ref_path, case_id, ref_convention, pred_convention)
+        return row, [], None
+    except (ValueError, OSError) as error:  # unreadable, bad values, other grid, scheme
+        return None, [], str(error) or type(error).__name__
 
 
 def _convention(convention: LabelConvention | str | None) -> LabelConvention | None:

@@ -5,8 +5,13 @@ probability below ``et_probability_threshold``) and the segmentation holds fewer
 ``et_min_voxels`` ET voxels, those voxels are relabeled NCR/NET (label 1). ET voxels are
 inside the tumor core and the whole tumor, and NCR/NET is too, so TC and WT do not change;
 only ET does. This matters because BraTS scores a case without ET whose prediction has a
-single ET voxel with Dice 0 (and HD95 373.13), so a few false-positive voxels cost as
+single ET voxel with Dice 0 (and HD95 373.128664 mm), so a few false-positive voxels cost as
 much as missing a whole tumor.
+
+The same rule holds on every label scheme (``brats_mtl.tasks.NetworkClasses``): ET is
+relabeled to the scheme's non-enhancing core (NETC for brats2023 and gli-post, NET for
+ped2024, whose ET is label 1), which lies in TC and WT as ET does; the resection cavity
+(RC) and the cyst (CC) are never touched.
 
 ``select_et_min_voxels`` picks the volume threshold that maximises the mean ET Dice over
 out-of-fold cases, as nnU-Net chose its BraTS postprocessing (Isensee et al. 2021,
@@ -17,7 +22,7 @@ tuned on cross-validation).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,15 +36,25 @@ def suppress_et(
     *,
     probability_threshold: float = 0.5,
     min_voxels: int = 500,
+    et_label: int = ET,
+    core_label: int = NCR_NET,
 ) -> tuple[np.ndarray, bool]:
     """Relabel ET as NCR/NET when the classifier and the volume both say "no ET".
 
+    ET becomes the scheme's non-enhancing core (``tasks.NetworkClasses.core_label``:
+    NCR/NET for brats2017, NETC for brats2023 and gli-post, NET for ped2024), a label of
+    both TC and WT, so neither region changes; other labels (the resection cavity RC,
+    the cyst CC, edema) are never touched.
+
     Args:
-        labels: uint8, (X, Y, Z), internal labels {0, 1, 2, 4}.
+        labels: uint8, (X, Y, Z), internal labels {0, 1, 2, 4} (a four-label scheme's
+            values with ``et_label`` and ``core_label`` set).
         et_probability: the case's ET probability from the classifier, in [0, 1]; NaN
             (no classifier output) never suppresses.
         probability_threshold: "no ET" means ``et_probability < probability_threshold``.
         min_voxels: suppress only when the ET voxel count is ``< min_voxels``.
+        et_label: internal label of ET (4; 3 for gli-post, 1 for ped2024).
+        core_label: the label ET becomes (1; 1 NETC for gli-post, 2 NET for ped2024).
 
     Returns:
         ``(labels_out, suppressed)``: ``labels_out`` is a relabeled copy when the rule
@@ -50,7 +65,7 @@ def suppress_et(
     ``inference.et_min_voxels``).
     """
     labels = np.asarray(labels)
-    et_mask = labels == ET
+    et_mask = labels == et_label
     n_et = int(np.count_nonzero(et_mask))
     fires = (
         not math.isnan(et_probability)
@@ -60,7 +75,7 @@ def suppress_et(
     if not fires or n_et == 0:
         return labels, False
     out = labels.copy()
-    out[et_mask] = NCR_NET
+    out[et_mask] = core_label
     return out, True
 
 
@@ -153,15 +168,22 @@ def select_et_min_voxels(
     return best, table
 
 
-def region_volumes_ml(labels: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float]:
-    """Volumes of WT, TC and ET in millilitres.
+def region_volumes_ml(
+    labels: np.ndarray,
+    spacing_mm: Sequence[float],
+    regions: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, float]:
+    """Volumes of WT, TC and ET (or of every region of a scheme) in millilitres.
 
     Args:
         labels: uint8 (X, Y, Z), internal labels.
         spacing_mm: voxel size along X, Y, Z in mm.
+        regions: region name -> internal labels (``tasks.NetworkClasses.regions``);
+            default the three BraTS regions of the internal {0, 1, 2, 4} labels.
 
     Returns:
-        ``{"WT": ml, "TC": ml, "ET": ml}`` (1 ml = 1000 mm^3).
+        ``{"WT": ml, "TC": ml, "ET": ml}`` (1 ml = 1000 mm^3), or one entry per region
+        of ``regions``.
 
     Source: DESIGN.md section 1 (regions).
     """
@@ -169,5 +191,5 @@ def region_volumes_ml(labels: np.ndarray, spacing_mm: Sequence[float]) -> dict[s
     counts = np.bincount(np.asarray(labels).ravel(), minlength=256)
     return {
         region: float(sum(counts[v] for v in values)) * voxel_ml
-        for region, values in REGIONS.items()
+        for region, values in (REGIONS if regions is None else regions).items()
     }

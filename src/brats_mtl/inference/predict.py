@@ -22,10 +22,10 @@ For a cohort (:func:`predict_cases`, :func:`predict_cohort`), in ``OUTPUT_DIR``:
   and modification time), a hash of each fold model's weights and the settings that
   change label maps (:data:`LABEL_SETTINGS`, precision, patch size, folds, out-of-fold),
   written before the first case (:func:`claim_output_dir`).
-- ``predictions.csv``: all records merged (columns :data:`CSV_COLUMNS`), rewritten at the
-  end of every run under a file lock (``records/.lock``), so shards running at the same
-  time (``--shard``) and interrupted runs that are started again all end with one
-  complete table.
+- ``predictions.csv``: all records merged (columns :data:`CSV_COLUMNS`, floats to 6
+  significant digits), rewritten at the end of every run under a file lock
+  (``records/.lock``), so shards running at the same time (``--shard``) and interrupted
+  runs that are started again all end with one complete table.
 - ``probabilities/<ID>.nii.gz`` (``save_probabilities``): the fold-mean class
   probabilities before ET suppression, 4-D (X, Y, Z, 4), channel k = class k of
   ``conventions.CLASS_LABELS`` (background, NCR/NET, ED, ET, whatever the input's label
@@ -46,8 +46,15 @@ again; ``overwrite`` predicts every case again. Files of cases not predicted by 
 are never deleted; ``predictions.csv`` lists only the cases of the current input. Ctrl-C
 stops at once, leaves no partial file, merges the table and raises
 :class:`PredictionInterrupted`. A case that fails (unreadable or missing files, a case
-folder without one of its modalities, an empty image) is logged and recorded with status
+folder without one of its modalities, NaN voxels) is logged and recorded with status
 "error" and its message, and the others go on.
+
+Degenerate inputs go on, as users of nnU-Net expect: a case whose four modalities are 0
+everywhere (an empty brain mask) gets an all-background label map without running a model
+(every voxel is outside the brain) and status "empty"; a modality constant inside the
+brain (a blank scan) is 0 after normalisation (nnU-Net's ``max(std, 1e-8)``) and the case
+is predicted from the others, status "degraded"; both with a WARNING naming the case or
+the file, repeated in the ``warning`` column. Training refuses both (``training.cache``).
 
 Source: paper, Inference and section 5.1; DESIGN.md sections 2 and 5.
 """
@@ -63,7 +70,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,16 +108,30 @@ from brats_mtl.inference.uncertainty import (
 )
 from brats_mtl.preprocessing import Box, Preprocessed, crop, preprocess_case, uncrop
 from brats_mtl.preprocessing import brain_mask as nonzero_mask
+from brats_mtl.tasks import (
+    LabelScheme,
+    NetworkClasses,
+    check_run_scheme,
+    check_scheme_for_case,
+    network_classes,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from brats_mtl.training.splits import Splits
+
 logger = logging.getLogger(__name__)
 
-#: Columns of ``predictions.csv``.
+#: Columns of ``predictions.csv``: ``folds`` the fold models used; ``train_folds`` those
+#: of them whose training split held the case (its scores are then not held-out results);
+#: ``status`` "ok", "empty" (no brain: all background), "degraded" (a modality constant
+#: inside the brain, predicted from the others) or "error"; ``warning`` why a case is
+#: empty or degraded; ``error`` the message of a failed case, on one line.
 CSV_COLUMNS: tuple[str, ...] = (
     "case_id",
     "folds",
+    "train_folds",
     "et_probability",
     "et_suppressed",
     "volume_WT_ml",
@@ -121,9 +142,26 @@ CSV_COLUMNS: tuple[str, ...] = (
     "mean_uncertainty_ET",
     "seconds",
     "status",
+    "warning",
     "error",
 )
 CSV_NAME = "predictions.csv"
+
+
+def csv_columns(rows: Iterable[Mapping[str, Any]] = ()) -> list[str]:
+    """:data:`CSV_COLUMNS`, with the volume of every further region of a label scheme
+    found in ``rows`` (``volume_NETC_ml``, ``volume_RC_ml``, ...) after ``volume_ET_ml``."""
+    extra: list[str] = []
+    for row in rows:
+        extra += [
+            k for k in row if k.startswith("volume_") and k not in CSV_COLUMNS and k not in extra
+        ]
+    at = CSV_COLUMNS.index("volume_ET_ml") + 1
+    return [*CSV_COLUMNS[:at], *extra, *CSV_COLUMNS[at:]]
+
+#: Floats of ``predictions.csv`` keep 6 significant digits (volumes: 0.001 ml up to
+#: 999 ml), so binary noise such as ``62.431000000000004`` is not written.
+CSV_FLOAT_FORMAT = "%.6g"
 RECORDS_DIR = "records"
 #: Lock file of :func:`merge_records`, inside ``records/`` so that no stray file is left
 #: among the outputs.
@@ -241,6 +279,9 @@ class Segmenter:
         precision: "auto" (bf16 on CPUs with AMX, else 32; ``network.
             resolve_precision``), "32" (float32) or "bf16" (bfloat16 autocast); default
             ``config.precision``. Not used by callables.
+        classes: the network classes of the run's label scheme
+            (``tasks.network_classes``): class -> internal label, ET and the label ET
+            suppression relabels it to. Default: the paper's (brats2017).
 
     Raises:
         ValueError: on invalid settings, no models, mixed patch sizes, or a callable in
@@ -257,6 +298,7 @@ class Segmenter:
         *,
         patch_size: int | None = None,
         precision: str | None = None,
+        classes: NetworkClasses | None = None,
     ) -> None:
         from brats_mtl.inference.network import (
             network_predictor,
@@ -265,6 +307,7 @@ class Segmenter:
         )
 
         self.config = config = config or InferenceConfig()
+        self.classes = network_classes() if classes is None else classes
         check_inference_config(config)
         if precision is None:
             precision = config.precision
@@ -331,7 +374,7 @@ class Segmenter:
     def _window_runner(self, predictor) -> Callable[[np.ndarray], VolumePrediction]:
         cfg = self.config
 
-        def run(image: np.ndarray, on_pass=None) -> VolumePrediction:
+        def run(image: np.ndarray, progress=None, on_pass=None) -> VolumePrediction:
             return predict_sliding_window(
                 image,
                 predictor,
@@ -340,6 +383,7 @@ class Segmenter:
                 tta=cfg.tta,
                 batch_size=cfg.window_batch_size,
                 device=self.device,
+                progress=progress,
                 on_pass=on_pass,
             )
 
@@ -348,8 +392,8 @@ class Segmenter:
     def _whole_runner(self, volume_predictor, multiple: int):
         cfg = self.config
 
-        def run(image: np.ndarray, on_pass=None) -> VolumePrediction:
-            return predict_whole_volume(
+        def run(image: np.ndarray, progress=None, on_pass=None) -> VolumePrediction:
+            prediction = predict_whole_volume(
                 image,
                 volume_predictor,
                 patch_size=self.patch_size,
@@ -359,12 +403,19 @@ class Segmenter:
                 device=self.device,
                 on_pass=on_pass,
             )
+            if progress is not None:  # one pass per mirror: reported when all are done
+                progress(1, 1)
+            return prediction
 
         return run
 
     def predict_case(self, case: Case, *, folds: Sequence[int] | None = None) -> CasePrediction:
         """Segment one loaded case: crop and z-score, then :meth:`predict_preprocessed`
         with the case's exact brain mask.
+
+        An empty brain (every voxel 0) gives an all-background label map and a modality
+        constant inside the brain is 0 after normalisation, each with a WARNING naming
+        the case or the file (:func:`degenerate_status`).
 
         Args:
             case: from ``brats_mtl.data.load_case`` (labels are not used).
@@ -375,10 +426,11 @@ class Segmenter:
             :class:`CasePrediction` on the input grid.
 
         Raises:
-            ValueError: if a requested fold has no model, or preprocessing fails (names
-                the case's file).
+            ValueError: if a requested fold has no model, or preprocessing fails (NaN or
+                inf voxels; names the case's file).
         """
-        pre = preprocess_case(case)
+        pre = preprocess_case(case, allow_degenerate=True)
+        degenerate_status(case, pre)
         mask = nonzero_mask(crop(case.image, pre.box))
         return self.predict_preprocessed(pre, folds=folds, brain_mask=mask)
 
@@ -388,6 +440,7 @@ class Segmenter:
         *,
         folds: Sequence[int] | None = None,
         brain_mask: np.ndarray | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> CasePrediction:
         """Segment one preprocessed case (``preprocessing.preprocess_case``).
 
@@ -400,9 +453,14 @@ class Segmenter:
                 image is exactly 0 outside the brain; inside, all four channels are 0
                 together only where every raw value equals its modality's mean). Used
                 only with ``config.mask_outside_brain``.
+            progress: called as windows finish with (done, total) over all folds, a unit
+                being one window in one mirror pass of one fold (whole-volume mode: one
+                fold); for progress bars.
 
         Returns:
-            :class:`CasePrediction` on the input grid (``pre.original_shape``).
+            :class:`CasePrediction` on the input grid (``pre.original_shape``). For an
+            empty brain (``pre.empty``) no model runs: all background, probabilities of
+            shape (4, 0, 0, 0), ET probability NaN, uncertainty maps (when on) all 0.
 
         Raises:
             ValueError: if a requested fold has no model, or ``brain_mask`` does not
@@ -420,13 +478,35 @@ class Segmenter:
                 f"case {pre.case_id}: brain mask of shape {np.shape(brain_mask)} does not "
                 f"match the cropped image {pre.image.shape[1:]}"
             )
+        if pre.empty:  # no brain: every voxel is outside it, so background
+            crop_shape = tuple(s.stop - s.start for s in pre.box)
+            return CasePrediction(
+                case_id=pre.case_id,
+                labels=np.zeros(pre.original_shape, dtype=np.uint8),
+                probabilities=np.zeros((self.classes.n_classes, 0, 0, 0), dtype=np.float32),
+                box=pre.box,
+                et_probability=float("nan"),
+                et_suppressed=False,
+                folds=folds,
+                fold_et_probabilities=(float("nan"),) * len(folds),
+                # maps of 0 (outside the brain), so that a resumed run finds them
+                uncertainty=None
+                if self.config.uncertainty == "none"
+                else {r: np.zeros(crop_shape, dtype=np.uint8) for r in MAP_REGIONS},
+            )
         ensemble = FoldEnsemble()
         # the disagreement estimator counts every pass of every fold (inference.uncertainty)
         counting = self.config.uncertainty == "disagreement"
-        votes = RegionVotes(pre.image.shape[1:]) if counting else None
-        for fold in folds:
+        votes = RegionVotes(pre.image.shape[1:], self.classes) if counting else None
+        for index, fold in enumerate(folds):
+            fold_progress = None
+            if progress is not None:
+
+                def fold_progress(done: int, total: int, index: int = index) -> None:
+                    progress(index * total + done, len(folds) * total)
+
             on_pass = None if votes is None else votes.add
-            prediction = self._runners[fold](pre.image, on_pass=on_pass)
+            prediction = self._runners[fold](pre.image, fold_progress, on_pass=on_pass)
             ensemble.add(prediction.probs, prediction.et_probability)
             logger.debug(
                 "case %s fold %d: ET probability %.3f over %d windows",
@@ -438,7 +518,7 @@ class Segmenter:
             del prediction
         cfg = self.config
         et_probability = ensemble.et_probability()
-        labels = ensemble.labels(cfg.ensemble)
+        labels = self.classes.to_labels(ensemble.classes(cfg.ensemble))
         probabilities = ensemble.mean_probabilities()
         if cfg.mask_outside_brain:
             inside = nonzero_mask(pre.image) if brain_mask is None else brain_mask
@@ -451,6 +531,8 @@ class Segmenter:
             et_probability,
             probability_threshold=cfg.et_probability_threshold,
             min_voxels=cfg.et_min_voxels,
+            et_label=self.classes.et_label,
+            core_label=self.classes.core_label,
         )
         unc_maps = None
         if cfg.uncertainty != "none":  # QU-BraTS maps, 0 outside the brain
@@ -460,6 +542,7 @@ class Segmenter:
                 labels=labels,
                 inside=nonzero_mask(pre.image) if brain_mask is None else brain_mask,
                 votes=votes,
+                classes=self.classes,
             )
         return CasePrediction(
             case_id=pre.case_id,
@@ -472,6 +555,44 @@ class Segmenter:
             fold_et_probabilities=ensemble.et_probabilities,
             uncertainty=unc_maps,
         )
+
+
+def degenerate_status(case: Case, pre: Preprocessed) -> tuple[str, str]:
+    """Whether a case preprocessed with ``allow_degenerate`` is empty or degraded.
+
+    Logs a WARNING naming the case (empty) or the modality's file (degraded).
+
+    Args:
+        case: the loaded case.
+        pre: ``preprocessing.preprocess_case(case, allow_degenerate=True)``.
+
+    Returns:
+        ``(status, warning)``: ("empty", why) when every voxel of every modality is 0
+        (the label map is all background); ("degraded", why) when a modality is constant
+        inside the brain (0 after normalisation, the case is predicted from the others);
+        else ("ok", "").
+
+    Source: the rule of this module for degenerate inputs; the constant channel as
+    nnU-Net's ``ZScoreNormalization``.
+    """
+    if pre.empty:
+        files = sorted({str(Path(p).parent) for p in case.files.images.values()})
+        warning = (
+            f"every voxel of its four modalities ({', '.join(files)}) is 0, an empty brain "
+            "mask: the segmentation is all background"
+        )
+    elif pre.constant_channels:
+        named = [f"{case.files.images.get(m, case.case_id)} ({m})" for m in pre.constant_channels]
+        verb = "is" if len(named) == 1 else "are"
+        warning = (
+            f"{', '.join(named)} {verb} constant inside the brain mask (blank or damaged?): "
+            "0 after normalisation, so the case is predicted from the other modalities "
+            "and may be poor; check the file"
+        )
+    else:
+        return "ok", ""
+    logger.warning("%s: %s", case.case_id, warning)
+    return ("empty" if pre.empty else "degraded"), warning
 
 
 def model_fingerprint(model: Any) -> str:
@@ -545,8 +666,9 @@ def write_probabilities(
     import nibabel as nib
 
     shape = tuple(case.image.shape[1:])
-    data = np.empty((*shape, len(CLASS_LABELS)), dtype=np.uint8)
-    for k in range(len(CLASS_LABELS)):
+    n_classes = len(prediction.probabilities)
+    data = np.empty((*shape, n_classes), dtype=np.uint8)
+    for k in range(n_classes):
         full = uncrop(
             prediction.probabilities[k], prediction.box, shape, fill=1.0 if k == 0 else 0.0
         )
@@ -556,7 +678,11 @@ def write_probabilities(
     img = nib.Nifti1Image(data, case.affine, header)
     img.header.set_slope_inter(1.0 / 255.0, 0.0)
     img.header["cal_min"], img.header["cal_max"] = 0.0, 1.0
-    img.header["descrip"] = b"class probs: background, NCR/NET, ED, ET"
+    img.header["descrip"] = (
+        b"class probs: background, NCR/NET, ED, ET"
+        if n_classes == len(CLASS_LABELS)
+        else f"class probs: {n_classes} classes".encode()
+    )
     return save_nifti(img, path, overwrite=overwrite)
 
 
@@ -591,11 +717,13 @@ def _record(
     case_id: str,
     folds: Sequence[int],
     *,
+    train_folds: Sequence[int] = (),
     et_probability: float = float("nan"),
     et_suppressed: bool | None = None,
     volumes_ml: Mapping[str, float] | None = None,
     seconds: float = float("nan"),
     status: str = "ok",
+    warning: str = "",
     error: str = "",
     settings_key: str = "",
     mean_uncertainty: Mapping[str, float] | None = None,
@@ -605,18 +733,27 @@ def _record(
     return {
         "case_id": case_id,
         "folds": ",".join(map(str, folds)),
+        "train_folds": ",".join(map(str, train_folds)),
         "et_probability": et_probability,
         "et_suppressed": et_suppressed,
         "volume_WT_ml": volumes_ml.get("WT", float("nan")),
         "volume_TC_ml": volumes_ml.get("TC", float("nan")),
         "volume_ET_ml": volumes_ml.get("ET", float("nan")),
+        # regions of a four-label scheme beyond WT, TC, ET (e.g. volume_RC_ml)
+        **{
+            f"volume_{region}_ml": value
+            for region, value in volumes_ml.items()
+            if region not in ("WT", "TC", "ET")
+        },
         **{
             f"mean_uncertainty_{r}": mean_uncertainty.get(r, float("nan"))
             for r in MAP_REGIONS
         },
         "seconds": seconds,
         "status": status,
-        "error": error,
+        "warning": warning,
+        # one line per CSV cell, whatever the message (e.g. an affine) held
+        "error": " ".join(line.strip() for line in error.splitlines()),
         # not a CSV column: which settings made the label map (_case_key)
         "settings_key": settings_key,
     }
@@ -687,12 +824,12 @@ def merge_records(
                     ", ..." if len(stale) > 10 else "",
                 )
             rows = [r for r in rows if r.get("case_id") in wanted]
-        table = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+        table = pd.DataFrame(rows, columns=csv_columns(rows))
         table = table.sort_values("case_id", kind="stable").reset_index(drop=True)
         target = output_dir / CSV_NAME
         tmp = target.with_name(f".{CSV_NAME}.{uuid.uuid4().hex}.tmp")
         try:
-            table.to_csv(tmp, index=False)
+            table.to_csv(tmp, index=False, float_format=CSV_FLOAT_FORMAT)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -1061,6 +1198,73 @@ class PredictionInterrupted(KeyboardInterrupt):
         )
 
 
+class WindowProgress:
+    """Progress inside one case, fed by :meth:`Segmenter.predict_preprocessed`.
+
+    On a terminal (``bar=True``) a tqdm bar of windows (windows done / total, rate and
+    time left) under the cohort's bar of cases; otherwise plain log lines: the first
+    batch, then at most one line every ``every_s`` seconds, then the last, each with the
+    windows done / total, the seconds so far and an estimate of the seconds left (the
+    mean time per window so far times the windows left).
+
+    Args:
+        case_id: named in every line.
+        bar: draw a tqdm bar (stdout and stderr are terminals) instead of log lines.
+        every_s: seconds between two log lines.
+        clock: seconds, monotonic (tests pass a fake clock).
+    """
+
+    def __init__(
+        self,
+        case_id: str,
+        *,
+        bar: bool,
+        every_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.case_id = case_id
+        self.every_s = every_s
+        self._clock = clock
+        self._use_bar = bar
+        self._bar = None
+        self._start = clock()
+        self._last_line: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        """Record that ``done`` of ``total`` windows (x mirrors x folds) are finished."""
+        if self._use_bar:
+            from tqdm.auto import tqdm
+
+            if self._bar is None:
+                self._bar = tqdm(
+                    total=total, desc=self.case_id, unit="window", position=1, leave=False
+                )
+            self._bar.update(done - self._bar.n)
+            return
+        now = self._clock()
+        due = self._last_line is None or now - self._last_line >= self.every_s
+        if not (due or done == total):
+            return
+        self._last_line = now
+        elapsed = now - self._start
+        left = elapsed / done * (total - done) if done else float("nan")
+        logger.info(
+            "%s: windows %d/%d (%.0f%%), %.0f s, about %.0f s left",
+            self.case_id,
+            done,
+            total,
+            100.0 * done / total,
+            elapsed,
+            left,
+        )
+
+    def close(self) -> None:
+        """Remove the bar (the cohort's bar of cases stays)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 def predict_cases(
     cases: Sequence[CaseFiles],
     segmenter: Segmenter,
@@ -1073,6 +1277,7 @@ def predict_cases(
     progress: bool = False,
     cohort_ids: Collection[str] | None = None,
     source: Mapping[str, Any] | None = None,
+    train_splits: Mapping[int, Collection[str]] | None = None,
 ) -> pd.DataFrame:
     """Predict cases into ``output_dir`` and merge ``predictions.csv``.
 
@@ -1094,16 +1299,24 @@ def predict_cases(
         overwrite: predict cases whose label map exists again, and replace the folder's
             recorded settings (files of other cases are left alone).
         save_probabilities: also write ``probabilities/<ID>.nii.gz``.
-        progress: show a tqdm progress bar.
+        progress: show tqdm progress bars (cases, and windows inside a case); when
+            False, each case logs its windows done / total and an estimate of the time
+            left about every 30 s (:class:`WindowProgress`).
         cohort_ids: every case ID of the whole input (all shards, readable or not):
             ``predictions.csv`` lists only these (:func:`merge_records`). None: the
             table keeps every record, e.g. of other shards called with other lists.
         source: where the models come from (:func:`prediction_settings`).
+        train_splits: fold -> the case IDs of its training split (``splits.json``). A
+            case predicted by a fold that trained on it gets those folds in
+            ``train_folds``, and one WARNING lists such cases: their scores are not
+            held-out results. None: ``train_folds`` stays empty.
 
     Returns:
         One row per case of ``cases`` (predicted now, skipped, or failed), in order,
         then one per ``unreadable`` case; columns :data:`CSV_COLUMNS`; ``status`` is
-        "ok" or "error" (with the message in ``error``).
+        "ok", "empty" (every voxel 0: an all-background label map), "degraded" (a
+        modality constant inside the brain: predicted with it 0 after normalisation;
+        ``warning`` names the file) or "error" (with the message in ``error``).
 
     Raises:
         FileExistsError: the folder holds predictions of other models or settings, and
@@ -1129,11 +1342,23 @@ def predict_cases(
     def folds_of(case_id: str) -> tuple[int, ...]:
         return tuple((case_folds or {}).get(case_id, segmenter.folds))
 
+    trained_on = {k: set(ids) for k, ids in (train_splits or {}).items()}
+
+    def train_folds_of(case_id: str) -> tuple[int, ...]:
+        return tuple(k for k in folds_of(case_id) if case_id in trained_on.get(k, ()))
+
+    _warn_about_training_cases(known_ids, train_folds_of)
     rows, n_done, n_skipped, n_failed = [], 0, 0, 0
     unreadable_rows = []
     for case_id, error in sorted(unreadable.items()):
         logger.error("%s failed: %s", case_id, error)
-        record = _record(case_id, folds_of(case_id), status="error", error=error)
+        record = _record(
+            case_id,
+            folds_of(case_id),
+            train_folds=train_folds_of(case_id),
+            status="error",
+            error=error,
+        )
         _write_json_atomic(record, _record_path(output_dir, case_id))
         unreadable_rows.append(record)
     n_failed += len(unreadable_rows)
@@ -1157,10 +1382,17 @@ def predict_cases(
             start = time.perf_counter()
             try:
                 case = load_case(files, load_labels=False)
-                pre = preprocess_case(case)
+                pre = preprocess_case(case, allow_degenerate=True)
+                status, warning = degenerate_status(case, pre)
                 mask = nonzero_mask(crop(case.image, pre.box))
                 case = release_image(case)
-                prediction = segmenter.predict_preprocessed(pre, folds=folds, brain_mask=mask)
+                window_progress = WindowProgress(files.case_id, bar=progress)
+                try:
+                    prediction = segmenter.predict_preprocessed(
+                        pre, folds=folds, brain_mask=mask, progress=window_progress
+                    )
+                finally:
+                    window_progress.close()
                 del pre, mask
                 if save_probabilities:
                     # a probability map without its label map is what an interrupted run
@@ -1178,19 +1410,27 @@ def predict_cases(
                     case,
                     segmentation_path(output_dir, files.case_id),
                     overwrite=True,
+                    scheme=segmenter.classes.scheme,
                 )
                 partial = None
                 partial_maps = []
                 record = _record(
                     files.case_id,
                     folds,
+                    train_folds=train_folds_of(files.case_id),
                     et_probability=prediction.et_probability,
                     et_suppressed=prediction.et_suppressed,
-                    volumes_ml=region_volumes_ml(prediction.labels, case.spacing_mm),
+                    volumes_ml=region_volumes_ml(
+                        prediction.labels, case.spacing_mm, segmenter.classes.regions
+                    ),
                     seconds=time.perf_counter() - start,
+                    status=status,
+                    warning=warning,
                     settings_key=key,
                     mean_uncertainty=mean_uncertainty_in_regions(
-                        crop(prediction.labels, prediction.box), prediction.uncertainty
+                        crop(prediction.labels, prediction.box),
+                        prediction.uncertainty,
+                        segmenter.classes,
                     ),
                 )
                 n_done += 1
@@ -1211,6 +1451,7 @@ def predict_cases(
                 record = _record(
                     files.case_id,
                     folds,
+                    train_folds=train_folds_of(files.case_id),
                     seconds=time.perf_counter() - start,
                     status="error",
                     error=str(exc) or type(exc).__name__,
@@ -1256,7 +1497,38 @@ def predict_cases(
         n_failed,
         output_dir / CSV_NAME,
     )
-    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+    return pd.DataFrame(rows, columns=csv_columns(rows))
+
+
+# statuses of a case whose label map was written
+_FINISHED = ("ok", "empty", "degraded")
+
+
+def _warn_about_training_cases(
+    case_ids: Sequence[str], train_folds_of: Callable[[str], tuple[int, ...]]
+) -> None:
+    """One WARNING listing the cases predicted by a fold that trained on them."""
+    seen = {cid: train_folds_of(cid) for cid in case_ids}
+    seen = {cid: folds for cid, folds in seen.items() if folds}
+    if not seen:
+        return
+    examples = ", ".join(
+        f"{cid} (fold{'s' if len(f) > 1 else ''} {','.join(map(str, f))})"
+        for cid, f in list(seen.items())[:5]
+    )
+    logger.warning(
+        "%s of %s %s in the training split of a fold model predicting %s (column "
+        "train_folds of %s), e.g. %s%s: scores on %s are not held-out results; for "
+        "cross-validation scores predict with --out-of-fold",
+        len(seen),
+        plural(len(case_ids), "case"),
+        "was" if len(seen) == 1 else "were",
+        "it" if len(seen) == 1 else "them",
+        CSV_NAME,
+        examples,
+        ", ..." if len(seen) > 5 else "",
+        "it" if len(seen) == 1 else "them",
+    )
 
 
 def _finished_record(
@@ -1272,7 +1544,7 @@ def _finished_record(
     if not seg_path.exists():
         return None
     record = _read_record(output_dir, case_id)
-    if record is None or record.get("status") != "ok":
+    if record is None or record.get("status") not in _FINISHED:
         logger.info(
             "%s: %s exists without a record of its prediction; predicting it again",
             case_id,
@@ -1316,8 +1588,14 @@ def predict_cohort(
     save_probabilities: bool = False,
     precision: str | None = None,
     progress: bool = False,
+    labels: LabelScheme | str | None = None,
 ) -> pd.DataFrame:
     """Segment every case of ``input_dir`` with the fold models of a training run.
+
+    The run's label scheme (``train.labels`` of its ``config.yaml``; none recorded: the
+    paper's four classes) decides the classes, ET suppression, the values written and
+    the regions of ``predictions.csv``; the input must be of a scheme with the same
+    classes (:func:`check_input_schemes`).
 
     A case folder that cannot be read (a modality missing, two files for one modality)
     fails alone: it is recorded with status "error" and the others are predicted
@@ -1337,7 +1615,9 @@ def predict_cohort(
             (:func:`resolve_checkpoint`); the settings record names the file loaded.
         out_of_fold: predict each case held out by a fold with that fold's model only
             (the paper's Table 3 "train set" row, DESIGN.md 4); cases held out by no
-            selected fold are skipped with a warning.
+            selected fold are skipped with a warning. Without it, cases in the training
+            split (``splits.json``) of a fold used are warned about and marked in
+            ``train_folds``: scores on them are not held-out results.
         shard: ``(I, N)``: predict only shard I of N (:func:`select_shard`); every
             shard writes into the same ``output_dir`` with the same settings.
         overwrite: predict cases whose label map exists again, also into a folder
@@ -1346,6 +1626,7 @@ def predict_cohort(
         precision: "32" or "bf16" (see :class:`Segmenter`); default
             ``config.inference.precision``.
         progress: show a progress bar.
+        labels: the input's label scheme (``--labels``); default: inferred per case.
 
     Returns:
         This shard's rows (see :func:`predict_cases`); ``predictions.csv`` lists the
@@ -1358,8 +1639,9 @@ def predict_cohort(
             weights or other settings and ``overwrite`` is False (lists the differences).
         ValueError: on invalid settings, when no fold has a checkpoint, when
             ``output_dir`` is, lies inside or contains ``input_dir``
-            (:func:`check_output_outside_input`), or when the input folder as a whole
-            cannot be read (see :func:`discover_prediction_cases`).
+            (:func:`check_output_outside_input`), when the input folder as a whole
+            cannot be read (see :func:`discover_prediction_cases`), or when its label
+            scheme differs from the run's (names both).
         PredictionInterrupted: on Ctrl-C, after clean-up (see :func:`predict_cases`).
 
     Source: paper, Inference, 5.1 and Table 3; DESIGN.md sections 4 and 5.
@@ -1369,6 +1651,10 @@ def predict_cohort(
     check_output_outside_input(input_dir, output_dir)
     config = config or training.read_run_config(run_dir)
     check_inference_config(config.inference)
+    # the input first: a missing INPUT_DIR is named before any checkpoint warning
+    cases, unreadable = discover_prediction_cases(input_dir)
+    classes = network_classes(training.read_run_config(run_dir).train.labels)
+    check_input_schemes(cases, classes, run_dir, labels)
     if folds is None:
         folds = training.available_folds(run_dir, which)
         if which == "best":
@@ -1381,12 +1667,11 @@ def predict_cohort(
             )
     folds = sorted(set(int(f) for f in folds))
     checkpoints = {k: resolve_checkpoint(run_dir, k, which) for k in folds}
-    cases, unreadable = discover_prediction_cases(input_dir)
     by_id = {c.case_id: c for c in cases}
     all_ids = sorted(set(by_id) | set(unreadable))
     case_folds: dict[str, list[int]] | None = None
+    splits = _read_splits_if_any(run_dir, required=out_of_fold)
     if out_of_fold:
-        splits = training.read_splits(run_dir)
         case_folds = {cid: [k] for k in folds for cid in splits.val_ids(k)}
         absent = sorted(set(case_folds) - set(all_ids))
         if absent:
@@ -1425,7 +1710,7 @@ def predict_cohort(
         config.inference.tta,
     )
     models = {k: training.load_fold_model(run_dir, k, checkpoints[k]) for k in folds}
-    segmenter = Segmenter(models, config.inference, precision=precision)
+    segmenter = Segmenter(models, config.inference, precision=precision, classes=classes)
     logger.info(
         "precision %s on %s",
         resolve_precision(segmenter.precision, segmenter.device),
@@ -1451,7 +1736,58 @@ def predict_cohort(
         progress=progress,
         cohort_ids=all_ids,
         source=source,
+        train_splits=None
+        if splits is None
+        else {k: splits.train_ids(k) for k in folds if k < splits.n_folds},
     )
+
+
+def check_input_schemes(
+    cases: Sequence[CaseFiles],
+    classes: NetworkClasses,
+    run_dir: str | Path,
+    labels: LabelScheme | str | None = None,
+) -> None:
+    """Refuse input cases whose label scheme has other classes than the run's.
+
+    A case's scheme is ``labels`` when given, else inferred from its segmentation (when
+    it has one), layout and ID (``data.case_label_scheme``). A case without a
+    segmentation and a run on a four-label scheme must at least agree in era (a BraTS
+    2017-2021 ID is never written with 2023+ values, ``tasks.check_scheme_for_case``).
+
+    Raises:
+        ValueError: naming the run, both schemes and the first case that disagrees.
+    """
+    from brats_mtl.data.io import case_label_scheme
+
+    for files in cases:
+        if labels is None and files.seg is None:
+            if classes.key != "internal":
+                check_scheme_for_case(classes.scheme, files.case_id, files.images["t1"])
+            continue
+        try:
+            scheme = case_label_scheme(files, labels)
+        except (ValueError, OSError):  # an unreadable reference: prediction never reads it
+            continue
+        try:
+            check_run_scheme(classes.scheme, scheme, run_dir)
+        except ValueError as exc:
+            raise ValueError(f"case {files.case_id}: {exc}") from None
+
+
+def _read_splits_if_any(run_dir: str | Path, *, required: bool) -> Splits | None:
+    """``splits.json`` of the run; None (logged) when it is missing and not ``required``."""
+    from brats_mtl import training
+
+    try:
+        return training.read_splits(run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        if required:
+            raise
+        logger.warning(
+            "%s; cases of the folds' training splits cannot be marked in %s", exc, CSV_NAME
+        )
+        return None
 
 
 def resolve_checkpoint(run_dir: str | Path, fold: int, which: str = "best") -> str:

@@ -180,6 +180,7 @@ def predict_sliding_window(
     batch_size: int = 2,
     device: torch.device | str = "cpu",
     on_pass: PassCallback | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> VolumePrediction:
     """Sliding-window prediction of one cropped case with Gaussian blending and mirror TTA.
 
@@ -192,7 +193,12 @@ def predict_sliding_window(
         patch_size: window edge P (the training patch, 128 in the paper).
         overlap: minimum overlap of neighbouring windows, fraction of P, in [0, 1).
         tta: 0, 4 or 8 mirror passes (:func:`~brats_mtl.inference.tta.mirror_axes`).
-        batch_size: windows and mirrored copies per predictor call (>= 1).
+        batch_size: windows and mirrored copies per predictor call (>= 1). With
+            ``batch_size >= 2`` a last batch of one item is sent twice (the copy's output
+            is dropped; GroupNorm is per sample, so the result is the same): PyTorch runs
+            a 3-D convolution of a single narrow sample on its slow native path instead
+            of oneDNN (its ``use_mkldnn`` rule, measured 3x slower per window for the
+            CPU preset's widths), so one lone item would cost more than two.
         device: where the image, the batches and the float32 accumulators live.
         on_pass: called once per mirror pass with that pass's class map, int64 (x, y, z)
             on ``device`` (argmax of the pass's blended probabilities), e.g.
@@ -200,6 +206,8 @@ def predict_sliding_window(
             window of one mirror before the next mirror) with one more float32
             accumulator of the crop for the pass; the mean is the same sum in another
             order of float additions.
+        progress: called after each batch with (items done, items in all), an item being
+            one window in one mirror pass; for progress bars.
 
     Returns:
         :class:`VolumePrediction` on the cropped grid (x, y, z).
@@ -244,8 +252,13 @@ def predict_sliding_window(
         inputs = torch.stack(
             [flip_spatial(x[(slice(None), *windows[w])], axes) for w, axes in batch]
         )  # (b, 4, P, P, P)
-        seg_probs, et_prob = predictor(inputs)
-        _check_outputs(seg_probs, et_prob, len(batch), (patch_size,) * 3)
+        if len(batch) == 1 and batch_size > 1:
+            seg_probs, et_prob = predictor(torch.cat([inputs, inputs]))
+            _check_outputs(seg_probs, et_prob, 2, (patch_size,) * 3)
+            seg_probs, et_prob = seg_probs[:1], et_prob[:1]
+        else:
+            seg_probs, et_prob = predictor(inputs)
+            _check_outputs(seg_probs, et_prob, len(batch), (patch_size,) * 3)
         if prob_sum is None:
             prob_sum = torch.zeros(
                 (seg_probs.shape[1], *padded_shape), dtype=torch.float32, device=x.device
@@ -263,6 +276,8 @@ def predict_sliding_window(
                 on_pass(pass_sum[crop_box].argmax(dim=0))  # weights > 0: argmax unchanged
                 pass_sum.zero_()
         del inputs, seg_probs, et_prob
+        if progress is not None:
+            progress(first + len(batch), len(items))
     del pass_sum
 
     prob_sum /= weight_sum * len(flips)

@@ -54,6 +54,7 @@ from brats_mtl.conventions import (
 
 if TYPE_CHECKING:
     from brats_mtl.data import Case
+    from brats_mtl.tasks import NetworkClasses
 
 #: Accepted ``inference.uncertainty`` values: those of its ``Literal`` type in the config.
 UNCERTAINTY_ESTIMATORS: tuple[str, ...] = typing.get_args(
@@ -65,6 +66,20 @@ MAP_REGIONS: tuple[str, ...] = tuple(UNCERTAINTY_MAP_WORDS)
 REGION_CLASSES: dict[str, np.ndarray] = {
     region: np.isin(np.asarray(CLASS_LABELS), REGIONS[region]) for region in MAP_REGIONS
 }
+
+
+def _regions(classes: NetworkClasses | None) -> Mapping[str, tuple[int, ...]]:
+    """region -> internal labels: the label scheme's (``classes``), else BraTS 2017's."""
+    return REGIONS if classes is None else classes.regions
+
+
+def _region_classes(classes: NetworkClasses | None) -> dict[str, np.ndarray]:
+    """region -> bool (n_classes,): which network classes lie in it (:data:`REGION_CLASSES`
+    for BraTS 2017's classes)."""
+    if classes is None:
+        return REGION_CLASSES
+    labels = np.asarray(classes.labels)
+    return {region: np.isin(labels, classes.regions[region]) for region in MAP_REGIONS}
 
 
 def check_estimator(name: str) -> None:
@@ -141,8 +156,12 @@ class RegionVotes:
     #: The most predictions a uint8 count holds.
     MAX_PREDICTIONS = 255
 
-    def __init__(self, shape: tuple[int, int, int]) -> None:
+    def __init__(
+        self, shape: tuple[int, int, int], classes: NetworkClasses | None = None
+    ) -> None:
         self.shape = tuple(int(n) for n in shape)
+        self.regions = _regions(classes)
+        self.region_classes = _region_classes(classes)
         self.counts = {r: np.zeros(self.shape, dtype=np.uint8) for r in MAP_REGIONS}
         self.n_predictions = 0
 
@@ -164,7 +183,7 @@ class RegionVotes:
             raise ValueError(f"class map of shape {classes.shape}; expected {self.shape}")
         if self.n_predictions >= self.MAX_PREDICTIONS:
             raise ValueError(f"more than {self.MAX_PREDICTIONS} predictions to count")
-        for region, inside in REGION_CLASSES.items():
+        for region, inside in self.region_classes.items():
             self.counts[region] += inside[classes]
         self.n_predictions += 1
 
@@ -179,7 +198,7 @@ class RegionVotes:
         """
         return {
             region: disagreement_map(
-                self.counts[region], self.n_predictions, np.isin(labels, REGIONS[region])
+                self.counts[region], self.n_predictions, np.isin(labels, self.regions[region])
             )
             for region in MAP_REGIONS
         }
@@ -192,6 +211,7 @@ def uncertainty_maps(
     labels: np.ndarray,
     inside: np.ndarray | None = None,
     votes: RegionVotes | None = None,
+    classes: NetworkClasses | None = None,
 ) -> dict[str, np.ndarray] | None:
     """The maps of one case on the cropped grid, 0 outside the brain.
 
@@ -201,6 +221,8 @@ def uncertainty_maps(
         labels: uint8 (x, y, z) final internal labels.
         inside: bool (x, y, z), the brain mask; None: everywhere.
         votes: the counts of the passes and folds (needed for "disagreement").
+        classes: the network's classes and regions (``tasks.network_classes``); None:
+            BraTS 2017's.
 
     Returns:
         region ("WT", "TC", "ET") -> uint8 (x, y, z); None for "none".
@@ -214,7 +236,7 @@ def uncertainty_maps(
     if estimator == "entropy":
         maps = {}
         for region in MAP_REGIONS:  # the region's probability, one class channel at a time
-            p = sum(probabilities[k] for k in np.flatnonzero(REGION_CLASSES[region]))
+            p = sum(probabilities[k] for k in np.flatnonzero(_region_classes(classes)[region]))
             maps[region] = entropy_map(p)
     else:
         if votes is None or votes.n_predictions == 0:
@@ -227,13 +249,16 @@ def uncertainty_maps(
 
 
 def mean_uncertainty_in_regions(
-    labels: np.ndarray, maps: Mapping[str, np.ndarray] | None
+    labels: np.ndarray,
+    maps: Mapping[str, np.ndarray] | None,
+    classes: NetworkClasses | None = None,
 ) -> dict[str, float]:
     """Mean of each region's map over the voxels predicted in that region.
 
     Args:
         labels: uint8 (x, y, z) final internal labels, on the maps' grid.
         maps: region -> uint8 (x, y, z), or None.
+        classes: the network's regions (``tasks.network_classes``); None: BraTS 2017's.
 
     Returns:
         region -> mean on the 0-100 scale; NaN for an empty predicted region or without
@@ -241,7 +266,7 @@ def mean_uncertainty_in_regions(
     """
     out = {}
     for region in MAP_REGIONS:
-        inside = np.isin(labels, REGIONS[region])
+        inside = np.isin(labels, _regions(classes)[region])
         if maps is None or not inside.any():
             out[region] = float("nan")
         else:

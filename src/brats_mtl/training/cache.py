@@ -5,7 +5,9 @@ Each case is read (``data.load_case``), cropped to its brain and z-scored
 
 - ``<case_id>.image.npy``: float32 (4, x, y, z), C order, uncompressed, so it can be
   memory-mapped (``np.load(..., mmap_mode="r")``) and a patch read without loading the case;
-- ``<case_id>.labels.npy``: uint8 (x, y, z) internal labels (labeled cases only);
+- ``<case_id>.labels.npy``: uint8 (x, y, z) internal labels (labeled cases only): the
+  {0, 1, 2, 4} set of the three-label schemes, the file values of ``gli-post`` and
+  ``ped2024`` (``brats_mtl.tasks.NetworkClasses``);
 - ``<case_id>.json``: crop box, original shape, ET presence, grade, labeled flag and the
   cache key. It is written last, so a case whose JSON is present is complete.
 
@@ -29,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from brats_mtl.conventions import ET
 from brats_mtl.data import CaseFiles, load_case
 from brats_mtl.preprocessing import Box, preprocess_case
+from brats_mtl.tasks import LabelScheme, get_label_scheme, network_classes
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,8 @@ class CachedCase:
         shape: (x, y, z), the cropped shape.
         box: the crop box in the original grid (``preprocessing.uncrop`` undoes it).
         original_shape: (X, Y, Z) of the input images.
-        has_et: True when the labels contain ET (label 4); False for unlabeled cases.
+        has_et: True when the labels contain the scheme's ET (label 4 internally for the
+            three-label schemes); False for unlabeled cases.
         grade: "HGG" / "LGG" when the dataset records it, else None.
     """
 
@@ -79,12 +82,16 @@ class CachedCase:
         return None if self.labels_path is None else np.load(self.labels_path, mmap_mode="r")
 
 
-def cache_key(files: CaseFiles, use_labels: bool) -> str:
+def cache_key(
+    files: CaseFiles, use_labels: bool, scheme: LabelScheme | str | None = None
+) -> str:
     """Key of one case's cache entry: changes when an input file or the preprocessing does.
 
     Args:
         files: the case's files.
         use_labels: whether the segmentation is cached (False for cases used unlabeled).
+        scheme: the label scheme the segmentation is read in; a four-label scheme is part
+            of the key (the three-label ones all cache {0, 1, 2, 4}).
 
     Returns:
         A hex SHA-256 digest over :data:`CACHE_VERSION` and the absolute path, size and
@@ -97,6 +104,8 @@ def cache_key(files: CaseFiles, use_labels: bool) -> str:
     if use_labels and files.seg is not None:
         paths.append("seg:" + str(Path(files.seg).resolve()))
     parts = [CACHE_VERSION, files.case_id, files.label_convention.name]
+    if scheme is not None and get_label_scheme(scheme).convention is None:
+        parts.append(f"scheme:{get_label_scheme(scheme).name}")
     for p in paths:
         real = p.removeprefix("seg:")
         try:
@@ -149,7 +158,13 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     tmp.replace(path)
 
 
-def cache_case(files: CaseFiles, cache_dir: str | Path, *, use_labels: bool = True) -> CachedCase:
+def cache_case(
+    files: CaseFiles,
+    cache_dir: str | Path,
+    *,
+    use_labels: bool = True,
+    scheme: LabelScheme | str | None = None,
+) -> CachedCase:
     """Preprocess one case into the cache, or reuse its entry when still valid.
 
     Args:
@@ -157,6 +172,8 @@ def cache_case(files: CaseFiles, cache_dir: str | Path, *, use_labels: bool = Tr
         cache_dir: the cache folder (created).
         use_labels: cache the segmentation; False treats the case as unlabeled even when
             it has one (``--unlabeled`` data).
+        scheme: the label scheme of the segmentation (``data.load_case``); None: the
+            layout's three-label convention.
 
     Returns:
         The :class:`CachedCase`.
@@ -170,17 +187,17 @@ def cache_case(files: CaseFiles, cache_dir: str | Path, *, use_labels: bool = Tr
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     use_labels = use_labels and files.labeled
-    key = cache_key(files, use_labels)
+    key = cache_key(files, use_labels, scheme)
     cached = _load_valid(cache_dir, files.case_id, key)
     if cached is not None:
         return cached
     logger.info("preprocessing %s into the cache %s", files.case_id, cache_dir)
-    pre = preprocess_case(load_case(files, load_labels=use_labels))
+    pre = preprocess_case(load_case(files, load_labels=use_labels, scheme=scheme))
     _save_npy(cache_dir / f"{files.case_id}.image.npy", pre.image.astype(np.float32, copy=False))
     has_et = False
     if pre.labels is not None:
         _save_npy(cache_dir / f"{files.case_id}.labels.npy", pre.labels.astype(np.uint8))
-        has_et = bool((pre.labels == ET).any())
+        has_et = bool((pre.labels == network_classes(scheme).et_label).any())
     meta = {
         "case_id": files.case_id,
         "key": key,
@@ -223,16 +240,16 @@ class UnusableCasesError(ValueError):
         )
 
 
-def _cache_one(args: tuple[CaseFiles, str, bool]) -> CachedCase:
-    files, cache_dir, use_labels = args
-    return cache_case(files, cache_dir, use_labels=use_labels)
+def _cache_one(args: tuple[CaseFiles, str, bool, str | None]) -> CachedCase:
+    files, cache_dir, use_labels, scheme = args
+    return cache_case(files, cache_dir, use_labels=use_labels, scheme=scheme)
 
 
-def _is_cached(files: CaseFiles, cache_dir: str, use_labels: bool) -> bool:
+def _is_cached(files: CaseFiles, cache_dir: str, use_labels: bool, scheme: str | None) -> bool:
     """True when the case's cache entry is complete and current (False when a file is
     missing: :func:`cache_case` then reports it)."""
     try:
-        key = cache_key(files, use_labels and files.labeled)
+        key = cache_key(files, use_labels and files.labeled, scheme)
     except FileNotFoundError:
         return False
     return _load_valid(Path(cache_dir), files.case_id, key) is not None
@@ -252,6 +269,7 @@ def build_cache(
     *,
     use_labels: bool | Sequence[bool] = True,
     num_workers: int = 0,
+    scheme: LabelScheme | str | None = None,
 ) -> list[CachedCase]:
     """Make sure every case is in the cache; preprocess the missing or stale ones.
 
@@ -266,6 +284,7 @@ def build_cache(
             process. Each worker holds about one full case in memory (~0.5 GB for a
             240 x 240 x 155 BraTS case). Once torch is imported, workers are spawned, and
             a calling script then needs the ``if __name__ == "__main__":`` guard.
+        scheme: the label scheme every segmentation is read in (see :func:`cache_case`).
 
     Returns:
         The cached cases, in the order of ``cases``.
@@ -289,7 +308,10 @@ def build_cache(
                 "case IDs must be unique (remove or rename one copy)"
             )
         seen.add(files.case_id)
-    jobs = [(files, str(cache_dir), flag) for files, flag in zip(cases, flags, strict=True)]
+    name = None if scheme is None else get_label_scheme(scheme).name
+    jobs = [
+        (files, str(cache_dir), flag, name) for files, flag in zip(cases, flags, strict=True)
+    ]
     todo = [i for i, job in enumerate(jobs) if not _is_cached(*job)]
     if todo:
         logger.info("caching %d of %d cases in %s", len(todo), len(cases), cache_dir)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from brats_mtl.conventions import ET, labels_to_classes
 from brats_mtl.preprocessing import Box, patch_grid
+from brats_mtl.tasks import NetworkClasses, network_classes
 from brats_mtl.training.cache import CachedCase
 
 #: Values of ``train.patch_sampling``.
@@ -71,14 +71,17 @@ class PatchDataset(Dataset):
             (``patches_per_case`` uniformly placed crops per case; positions change every
             epoch with the sampler's crop seeds).
         patches_per_case: crops per case and epoch with ``sampling="random"``.
+        classes: the network classes of the run's label scheme
+            (``tasks.network_classes``); default: the paper's (brats2017).
 
     Items are looked up by ``(index, crop_seed)`` (from :class:`PatchSampler`) or by a
     plain ``index`` (crop seed = index). Each item is a dict:
 
     - ``image``: float32 (4, P, P, P), z-scored, zero-padded past the cropped brain;
-    - ``class_targets``: int64 (P, P, P), class indices 0..3
-      (``conventions.labels_to_classes``); zeros for an unlabeled case;
-    - ``et_target``: int64 scalar, 1 when the patch contains ET (label 4), else 0;
+    - ``class_targets``: int64 (P, P, P), class indices 0..n_classes-1
+      (``NetworkClasses.to_classes``); zeros for an unlabeled case;
+    - ``et_target``: int64 scalar, 1 when the patch contains the scheme's ET (internal
+      label 4 for brats2017, 3 for gli-post, 1 for ped2024), else 0;
     - ``labeled``: bool scalar;
     - ``case_index``: int64 scalar, index of the case in ``cases``.
 
@@ -97,7 +100,9 @@ class PatchDataset(Dataset):
         *,
         sampling: str = "grid",
         patches_per_case: int = 2,
+        classes: NetworkClasses | None = None,
     ) -> None:
+        self.classes = network_classes() if classes is None else classes
         if sampling not in PATCH_SAMPLING:
             raise ValueError(
                 f"train.patch_sampling={sampling!r} is not one of {list(PATCH_SAMPLING)}"
@@ -146,8 +151,8 @@ class PatchDataset(Dataset):
         p = self.patch_size
         if case.labels_path is not None:
             labels = _read_patch(self._arrays.get(case.labels_path), box, p)
-            classes = labels_to_classes(labels)
-            has_et = bool((labels == ET).any())
+            classes = self.classes.to_classes(labels)
+            has_et = bool((labels == self.classes.et_label).any())
         else:
             classes = np.zeros((p, p, p), dtype=np.int64)
             has_et = False

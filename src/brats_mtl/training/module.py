@@ -28,6 +28,7 @@ from brats_mtl.config import Config, from_dict, to_dict
 from brats_mtl.conventions import ET_CLASS, REGION_ORDER
 from brats_mtl.losses import multitask_loss
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.tasks import NetworkClasses, network_classes
 from brats_mtl.training.cache import CachedCase
 from brats_mtl.training.csvio import read_csv, write_csv
 from brats_mtl.training.datasets import (
@@ -63,22 +64,36 @@ _defer_lightning_logging_to_root()
 LOSS_TERMS = ("loss", "dice", "l2", "kl", "ce")
 
 
-def region_masks_from_classes(classes: torch.Tensor) -> dict[str, torch.Tensor]:
+def region_masks_from_classes(
+    classes: torch.Tensor, network: NetworkClasses | None = None
+) -> dict[str, torch.Tensor]:
     """ET, WT, TC masks of a class-index map (0 background, 1 NCR/NET, 2 ED, 3 ET).
 
     Args:
         classes: integer tensor of any shape, values 0..3 (``conventions.CLASS_LABELS``).
+        network: the classes of another label scheme (``tasks.network_classes``); its ET,
+            WT and TC regions are used (the resection cavity is in none of them).
 
     Returns:
         Bool tensors of the same shape, keyed "ET", "WT", "TC".
 
-    Source: DESIGN.md section 1 (WT = {1, 2, 4}, TC = {1, 4}, ET = {4}).
+    Source: DESIGN.md section 1 (WT = {1, 2, 4}, TC = {1, 4}, ET = {4}); the BraTS
+    2023-2025 region tables for the other schemes.
     """
+    if network is not None:
+        return {
+            region: _isin(classes, [network.labels.index(v) for v in network.regions[region]])
+            for region in REGION_ORDER
+        }
     return {
         "ET": classes == ET_CLASS,
         "WT": classes > 0,
         "TC": (classes == 1) | (classes == ET_CLASS),
     }
+
+
+def _isin(values: torch.Tensor, members: Sequence[int]) -> torch.Tensor:
+    return torch.isin(values, torch.tensor(list(members), device=values.device))
 
 
 def region_dice(prediction: torch.Tensor, reference: torch.Tensor) -> float:
@@ -255,12 +270,9 @@ class MultiTaskModule(L.LightningModule):
         """Segment one held-out case whole and score its region Dice."""
         classes = self.predict_classes(batch["image"])  # (1, x, y, z)
         labels = batch["labels"]  # (1, x, y, z) internal labels
-        reference = {
-            "ET": labels == 4,
-            "WT": labels > 0,
-            "TC": (labels == 1) | (labels == 4),
-        }
-        predicted = region_masks_from_classes(classes)
+        network = network_classes(self.config.train.labels)
+        reference = {r: _isin(labels.long(), network.regions[r]) for r in REGION_ORDER}
+        predicted = region_masks_from_classes(classes, network)
         for i in range(classes.shape[0]):
             index = int(batch["case_index"][i])
             row: dict[str, Any] = {
@@ -323,6 +335,7 @@ class PatchDataModule(L.LightningDataModule):
             config.model.patch_size,
             sampling=t.patch_sampling,
             patches_per_case=t.random_patches_per_case,
+            classes=network_classes(t.labels),
         )
         self.val_dataset = CaseDataset(val_cases) if val_cases else None
 

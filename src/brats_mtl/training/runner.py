@@ -40,8 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brats_mtl.config import Config, load_config, save_config, to_dict
-from brats_mtl.data import discover_cases
+from brats_mtl.config import Config, ModelConfig, load_config, save_config, to_dict
+from brats_mtl.data import CaseFiles, discover_cases
+from brats_mtl.data.io import case_label_scheme
+from brats_mtl.tasks import get_label_scheme, network_classes, patient_id, pick_training_scheme
 from brats_mtl.training.cache import CachedCase, UnusableCasesError, build_cache
 from brats_mtl.training.csvio import read_csv, write_csv
 from brats_mtl.training.splits import Splits, case_stratum, load_or_create_splits, read_splits
@@ -192,11 +194,14 @@ class RunData:
         labeled: case ID -> cached labeled case (the cross-validated cases).
         unlabeled: cached unlabeled cases (join every fold's training set).
         splits: the run's folds.
+        config: the configuration with the label scheme resolved (``train.labels`` and
+            ``model.n_classes`` set from the data; see :func:`resolve_label_scheme`).
     """
 
     labeled: dict[str, CachedCase]
     unlabeled: list[CachedCase]
     splits: Splits
+    config: Config | None = None
 
     def fold_cases(self, fold: int) -> tuple[list[CachedCase], list[CachedCase]]:
         """(training cases, held-out cases) of ``fold``; unlabeled cases train in every fold."""
@@ -502,7 +507,6 @@ def prepare_run(
     Source: DESIGN.md section 4 (splits saved and reused).
     """
     run_dir = Path(run_dir)
-    has_results = _check_run_config(run_dir, config)
     # every case is checked before training: broken case folders (a missing modality)
     # from discovery, unreadable files from caching; all of them are reported at once
     invalid: list[tuple[str, str]] = []
@@ -513,6 +517,8 @@ def prepare_run(
         extra = discover_cases(folder, invalid=invalid, consequence=consequence)
         cases += extra
         flags += [False] * len(extra)
+    config = resolve_label_scheme(config, [c for c, f in zip(cases, flags, strict=True) if f])
+    has_results = _check_run_config(run_dir, config)
     n_cases = len(cases) + len(invalid)
     try:
         cached = build_cache(
@@ -520,6 +526,7 @@ def prepare_run(
             Path(cache_dir) if cache_dir is not None else run_dir / CACHE_DIR,
             use_labels=flags,
             num_workers=config.train.cache_workers if cache_workers is None else cache_workers,
+            scheme=config.train.labels,
         )
     except UnusableCasesError as error:
         raise UnusableCasesError(invalid + error.problems, n_cases) from None
@@ -535,6 +542,7 @@ def prepare_run(
         config.train.seed,
         unlabeled_ids=[c.case_id for c in unlabeled],
         replace_mismatched=not has_results,
+        patients={cid: patient_id(cid) for cid in labeled},
     )
     _save_run_config(run_dir, config, has_results)
     logger.info(
@@ -543,7 +551,54 @@ def prepare_run(
         splits.n_folds,
         len(unlabeled),
     )
-    return RunData(labeled=labeled, unlabeled=unlabeled, splits=splits)
+    return RunData(labeled=labeled, unlabeled=unlabeled, splits=splits, config=config)
+
+
+def resolve_label_scheme(config: Config, labeled_cases: Sequence[CaseFiles]) -> Config:
+    """``config`` with the training label scheme and the class count it implies.
+
+    The scheme is ``train.labels`` when set (``--labels``), else the one every labeled
+    case's segmentation is in (``data.case_label_scheme``; unlabeled cases join any
+    scheme). ``model.n_classes`` becomes the scheme's class count (4 for brats2017, msd
+    and brats2023: the paper's network; 5 for gli-post and ped2024). An inferred
+    three-label scheme leaves ``config`` as it is (``train.labels`` None means the
+    paper's four classes, whichever of the three files the cases are in), so the run
+    folder of the paper's configuration on the paper's data is the same as ever.
+
+    Raises:
+        ValueError: on an unknown ``train.labels``; labeled cases whose schemes disagree
+            (lists the cases per scheme); a ``model.n_classes`` set to another count than
+            the default 4 or the scheme's.
+        CaseDataError: a segmentation whose values name no scheme.
+
+    Source: BraTS label tables (``brats_mtl.tasks``); paper section 4.2 (softmax over
+    the classes, background first).
+    """
+    explicit = config.train.labels
+    if explicit is not None:
+        scheme = get_label_scheme(explicit)
+    else:
+        schemes = {}
+        for files in labeled_cases:
+            try:
+                schemes[files.case_id] = case_label_scheme(files)
+            except (ValueError, OSError):  # unreadable: caching reports it with the others
+                continue
+        scheme = pick_training_scheme(schemes)
+    n_classes = network_classes(scheme).n_classes
+    if config.model.n_classes not in (ModelConfig().n_classes, n_classes):
+        raise ValueError(
+            f"model.n_classes={config.model.n_classes} does not fit the {scheme.describe()} "
+            f"label scheme ({n_classes} classes, background included); leave model.n_classes "
+            "unset: the label scheme decides it"
+        )
+    if explicit is None and scheme.convention is not None:
+        return config
+    return dataclasses.replace(
+        config,
+        train=dataclasses.replace(config.train, labels=scheme.name),
+        model=dataclasses.replace(config.model, n_classes=n_classes),
+    )
 
 
 # --- Lightning -----------------------------------------------------------------------
@@ -651,7 +706,9 @@ def train_on_cases(
         checkpoint_every_n_steps: also save ``last.ckpt`` every this many optimizer steps
             (besides every validation), bounding the work lost to an interruption; None:
             ``config.train.checkpoint_every_n_steps``.
-        enable_progress_bar: Lightning's progress bar.
+        enable_progress_bar: Lightning's progress bar; without it, plain INFO lines
+            (:class:`~brats_mtl.training.progress.ProgressLog`: the first and last steps,
+            one line every 30 s, one per validation).
         deterministic: deterministic algorithms; None: ``config.train.deterministic``,
             and when that is None too, on the CPU only (several CUDA kernels of 3-D
             upsampling have no deterministic backward pass).
@@ -717,6 +774,10 @@ def train_on_cases(
         LastCheckpoint(ckpt_dir / "last.ckpt", checkpoint_every_n_steps),
         ValidationCsvWriter(out / "validation.csv"),
     ]
+    if not enable_progress_bar:  # plain log lines instead (logs that are files)
+        from brats_mtl.training.progress import ProgressLog
+
+        callbacks.append(ProgressLog(name or str(out)))
     best_cb = None
     if has_val:
         best_cb = ModelCheckpoint(
@@ -838,24 +899,38 @@ def _steps_per_epoch(n_patches: int, batch_size: int, world_size: int) -> int:
 
 
 def first_validation_step(train: Any, steps_per_epoch: int) -> int:
-    """The optimizer step of the first validation: ``val_every_n_epochs`` epochs of
-    ``steps_per_epoch`` steps (Lightning's ``check_val_every_n_epoch``)."""
+    """The optimizer step of the first validation when training runs long enough:
+    ``val_every_n_epochs`` epochs of ``steps_per_epoch`` steps (Lightning's
+    ``check_val_every_n_epoch``)."""
     return train.val_every_n_epochs * steps_per_epoch
 
 
 def _warn_if_no_validation(train: Any, steps_per_epoch: int, out: Path) -> None:
-    """WARNING when ``train.max_steps`` ends the fit before its first validation."""
-    first = first_validation_step(train, steps_per_epoch)
+    """WARNING when ``train.max_steps`` ends the fit before its first validation, with the
+    settings that would give one.
+
+    Lightning validates at the end of every ``val_every_n_epochs``-th epoch, and
+    :class:`~brats_mtl.training.module.MultiTaskModule` asks for a validation where
+    ``max_steps`` stops training inside such an epoch; so a fit validates exactly when
+    the epochs its steps reach, ``ceil(max_steps / steps_per_epoch)``, are at least
+    ``val_every_n_epochs``.
+    """
     max_steps = train.max_steps
     if max_steps < 0:
         max_steps = train.max_epochs * steps_per_epoch
-    if max_steps < first:
-        logger.warning(
-            "%s: training stops at step %d, before the first validation at step %d "
-            "(train.val_every_n_epochs=%d x %d steps per epoch): no best.ckpt will be "
-            "written and last.ckpt will be used",
-            out, max_steps, first, train.val_every_n_epochs, steps_per_epoch,
-        )
+    epochs = math.ceil(max_steps / steps_per_epoch)
+    if epochs >= train.val_every_n_epochs:
+        return
+    first = first_validation_step(train, steps_per_epoch)
+    logger.warning(
+        "%s: training stops at step %d, before the first validation at step %d "
+        "(train.val_every_n_epochs=%d x %d steps per epoch): no best.ckpt will be "
+        "written and last.ckpt will be used; to validate, pass --set "
+        "train.val_every_n_epochs=%d (a validation where training stops, in epoch %d) or "
+        "--set train.max_steps=%d",
+        out, max_steps, first, train.val_every_n_epochs, steps_per_epoch,
+        max(epochs, 1), max(epochs, 1), first,
+    )
 
 
 def with_train_settings(config: Config, **settings: Any) -> Config:
@@ -920,7 +995,7 @@ def train_fold(
         cache_dir: folder of preprocessed cases (default ``RUN_DIR/cache``).
         cache_workers: processes preprocessing cases in parallel.
         checkpoint_every_n_steps: save ``last.ckpt`` every this many steps too.
-        enable_progress_bar: Lightning's progress bar.
+        enable_progress_bar: Lightning's progress bar (without it, plain log lines).
         deterministic: see :func:`train_on_cases`.
         command_line: recorded in the run folder's marker file when it is created.
 
@@ -928,6 +1003,10 @@ def train_fold(
         data folders (:func:`brats_mtl.pipeline.prepare_run_dir`); ``overwrite`` removes
         only what training wrote in the fold folder
         (:func:`brats_mtl.pipeline.clear_fold_dir`).
+
+        A run folder that this call created (or found empty) and in which nothing was
+        written when it fails, e.g. on a DATA_DIR without cases, is removed again
+        (:func:`brats_mtl.pipeline.removed_if_unused_on_failure`).
 
         ``cache_workers``, ``checkpoint_every_n_steps`` and ``deterministic`` override
         the ``train`` values of ``config`` when given (not None), and are saved with it in
@@ -959,37 +1038,42 @@ def train_fold(
             f"fold {fold} does not exist: train.n_folds={config.train.n_folds} gives folds "
             f"0 to {config.train.n_folds - 1}"
         )
-    if _is_launch_rank_zero():  # other ranks start once rank 0 has claimed the folder
-        from brats_mtl.pipeline import prepare_run_dir
+    from brats_mtl.pipeline import prepare_run_dir, removed_if_unused_on_failure
 
-        inputs = [("DATA_DIR", data_dir), *(("--unlabeled folder", u) for u in unlabeled_dirs)]
-        prepare_run_dir(run_dir, overwrite=overwrite, inputs=inputs, command_line=command_line)
-    path = fold_dir(run_dir, fold)
-    _prepare_fold_dir(path, resume=resume, overwrite=overwrite)
-    run = prepare_run(
-        data_dir,
-        run_dir,
-        config,
-        unlabeled_dirs=unlabeled_dirs,
-        cache_dir=cache_dir,
-    )
-    train_cases, val_cases = run.fold_cases(fold)
-    logger.info(
-        "fold %d: %d training cases (%d unlabeled), %d held out",
-        fold,
-        len(train_cases),
-        len(run.unlabeled),
-        len(val_cases),
-    )
-    result = train_on_cases(
-        config,
-        train_cases,
-        val_cases,
-        path,
-        resume=resume,
-        enable_progress_bar=enable_progress_bar,
-        name=f"fold {fold}",
-    )
+    rank_zero = _is_launch_rank_zero()
+    # a first attempt that fails before writing anything (no cases in DATA_DIR, a bad
+    # setting) leaves no marked, empty run folder behind
+    with removed_if_unused_on_failure(run_dir, enabled=rank_zero):
+        if rank_zero:  # other ranks start once rank 0 has claimed the folder
+            inputs = [("DATA_DIR", data_dir), *(("--unlabeled folder", u) for u in unlabeled_dirs)]
+            prepare_run_dir(run_dir, overwrite=overwrite, inputs=inputs, command_line=command_line)
+        path = fold_dir(run_dir, fold)
+        _prepare_fold_dir(path, resume=resume, overwrite=overwrite)
+        run = prepare_run(
+            data_dir,
+            run_dir,
+            config,
+            unlabeled_dirs=unlabeled_dirs,
+            cache_dir=cache_dir,
+        )
+        train_cases, val_cases = run.fold_cases(fold)
+        config = run.config or config
+        logger.info(
+            "fold %d: %d training cases (%d unlabeled), %d held out",
+            fold,
+            len(train_cases),
+            len(run.unlabeled),
+            len(val_cases),
+        )
+        result = train_on_cases(
+            config,
+            train_cases,
+            val_cases,
+            path,
+            resume=resume,
+            enable_progress_bar=enable_progress_bar,
+            name=f"fold {fold}",
+        )
     return dataclasses.replace(result, fold=fold)
 
 

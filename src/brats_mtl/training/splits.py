@@ -13,6 +13,13 @@ from one stratum to the next. Every fold then holds ``floor`` or ``ceil`` of
 This is the same allocation as scikit-learn's ``StratifiedKFold`` up to the order of
 cases, not the same folds.
 
+Patients, not scans: BraTS 2023+ IDs carry a timepoint (``BraTS-GLI-00000-000`` and
+``BraTS-GLI-00000-100`` are two scans of one patient, ``tasks.patient_id``). What is
+dealt is a patient with all of its scans (a stratified *group* k-fold, as scikit-learn's
+``StratifiedGroupKFold``), so no patient is in the training and the held-out set of one
+fold; a patient's stratum is that of its first scan by ID. Where every patient has one
+scan (BraTS 2017-2021), the folds are those of the case-wise dealing.
+
 Unlabeled cases take no part in the split; they join the training set of every fold.
 """
 
@@ -22,7 +29,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +50,15 @@ class Splits:
         strata: case ID -> stratum ("HGG", "LGG", "ET", "noET") of every labeled case.
         folds: for fold ``k`` the held-out (validation) case IDs, sorted; the training
             cases of fold ``k`` are all other labeled cases plus the unlabeled ones.
+        patients: case ID -> patient ID (``tasks.patient_id``); empty when unknown (a
+            ``splits.json`` written before patients were recorded).
     """
 
     n_folds: int
     seed: int
     strata: dict[str, str]
     folds: tuple[tuple[str, ...], ...]
+    patients: dict[str, str] = field(default_factory=dict)
 
     @property
     def case_ids(self) -> list[str]:
@@ -95,6 +105,7 @@ class Splits:
                 for k in range(self.n_folds)
             },
             "unlabeled": sorted(unlabeled_ids),
+            "patients": dict(sorted(self.patients.items())),
         }
 
     @classmethod
@@ -112,6 +123,7 @@ class Splits:
                 tuple(sorted(data["folds"][str(k)]["val"])) for k in range(n_folds)
             )
             seed = int(data["seed"])
+            patients = {str(k): str(v) for k, v in data.get("patients", {}).items()}
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(
                 f"{source} is not a valid splits file ({err!r}); delete it or use a new "
@@ -123,7 +135,7 @@ class Splits:
                 f"{source}: the folds' validation sets do not partition the labeled cases; "
                 "delete it or use a new run folder"
             )
-        return cls(n_folds=n_folds, seed=seed, strata=strata, folds=folds)
+        return cls(n_folds=n_folds, seed=seed, strata=strata, folds=folds, patients=patients)
 
 
 def case_stratum(grade: str | None, has_et: bool) -> str:
@@ -143,13 +155,20 @@ def case_stratum(grade: str | None, has_et: bool) -> str:
     return "ET" if has_et else "noET"
 
 
-def stratified_folds(strata: Mapping[str, str], n_folds: int, seed: int) -> Splits:
-    """Stratified k-fold assignment of labeled cases (round-robin in shuffled strata).
+def stratified_folds(
+    strata: Mapping[str, str],
+    n_folds: int,
+    seed: int,
+    patients: Mapping[str, str] | None = None,
+) -> Splits:
+    """Stratified (group) k-fold assignment of labeled cases (round-robin in shuffled strata).
 
     Args:
         strata: case ID -> stratum label, one entry per labeled case.
         n_folds: number of folds k (paper: 5).
         seed: seed of the shuffle; the same seed and cases give the same folds.
+        patients: case ID -> patient ID; the scans of one patient share a fold. None
+            (or a case missing from it): each case is its own patient.
 
     Returns:
         The :class:`Splits`.
@@ -171,22 +190,34 @@ def stratified_folds(strata: Mapping[str, str], n_folds: int, seed: int) -> Spli
             else f"{len(strata)} labeled cases cannot be split into {n_folds} folds: "
             "cross-validation needs at least 2 labeled cases"
         )
+    patient_of = {c: (patients or {}).get(c, c) for c in strata}
+    scans: dict[str, list[str]] = {}
+    for case_id in sorted(strata):
+        scans.setdefault(patient_of[case_id], []).append(case_id)
+    if len(scans) < n_folds:
+        raise ValueError(
+            f"{len(strata)} labeled cases of {len(scans)} patients cannot be split into "
+            f"{n_folds} folds: the scans of one patient share a fold, and every fold needs "
+            f"a held-out patient; lower the number of folds, e.g. "
+            f"--set train.n_folds={max(2, len(scans))}"
+        )
     rng = np.random.default_rng(seed)
     by_stratum: dict[str, list[str]] = {}
-    for case_id in sorted(strata):
-        by_stratum.setdefault(strata[case_id], []).append(case_id)
+    for patient in sorted(scans, key=lambda p: scans[p][0]):
+        by_stratum.setdefault(strata[scans[patient][0]], []).append(patient)
     folds: list[list[str]] = [[] for _ in range(n_folds)]
     position = 0
     for stratum in sorted(by_stratum):
         members = by_stratum[stratum]
         for i in rng.permutation(len(members)):
-            folds[position % n_folds].append(members[i])
+            folds[position % n_folds].extend(scans[members[i]])
             position += 1
     return Splits(
         n_folds=n_folds,
         seed=seed,
         strata=dict(strata),
         folds=tuple(tuple(sorted(f)) for f in folds),
+        patients=dict(patient_of),
     )
 
 
@@ -228,6 +259,7 @@ def load_or_create_splits(
     unlabeled_ids: Sequence[str] = (),
     *,
     replace_mismatched: bool = False,
+    patients: Mapping[str, str] | None = None,
 ) -> Splits:
     """Reuse ``RUN_DIR/splits.json`` when it matches the cases, else create and save it.
 
@@ -240,6 +272,7 @@ def load_or_create_splits(
         replace_mismatched: make the splits again (with a WARNING) when the saved ones
             were made for other labeled cases, fold count or seed, instead of raising.
             For a run without checkpoints, whose splits no model has used yet.
+        patients: case ID -> patient ID for new splits (see :func:`stratified_folds`).
 
     Returns:
         The run's :class:`Splits`.
@@ -262,7 +295,7 @@ def load_or_create_splits(
         except ValueError as err:  # unreadable: as good as absent when nothing used it
             made_for, same = str(err), False
         if not same:
-            splits = stratified_folds(strata, n_folds, seed)
+            splits = stratified_folds(strata, n_folds, seed, patients)
             logger.warning(
                 "replacing %s (made for %s; now %d cases, %d folds, seed %d): no model of "
                 "this run has used it",
@@ -287,6 +320,6 @@ def load_or_create_splits(
                 f"set train.n_folds={saved.n_folds} or train into a new run folder (--out)"
             )
         return saved
-    splits = stratified_folds(strata, n_folds, seed)
+    splits = stratified_folds(strata, n_folds, seed, patients)
     write_splits(splits, run_dir, unlabeled_ids)
     return splits

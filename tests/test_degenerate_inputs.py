@@ -402,7 +402,8 @@ def test_csv_floats_carry_no_binary_noise(tmp_path):
     (records / "A.json").write_text(json.dumps(row))
     merge_records(tmp_path)
     line = (tmp_path / "predictions.csv").read_text().splitlines()[1]
-    assert line == "A,0,,0.758712,False,62.431,0.3,0,12.3457,ok,,"
+    # the three mean_uncertainty columns are empty: no maps
+    assert line == "A,0,,0.758712,False,62.431,0.3,0,,,,12.3457,ok,,"
 
 
 def test_a_missing_input_is_named_before_checkpoint_warnings(tmp_path):

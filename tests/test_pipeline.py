@@ -36,7 +36,7 @@ def _tiny_run(tmp_path_factory):
     )
     config = apply_overrides(
         demo_config(), ["train.n_folds=2", "train.max_steps=4", "train.val_every_n_epochs=1",
-                        "inference.tta=0"]
+                        "inference.tta=0", "inference.uncertainty=entropy"]
     )
     result = run_pipeline(
         cohort.train_dir, root / "out", config=config, unlabeled_dirs=(cohort.unlabeled_dir,),
@@ -65,6 +65,13 @@ def test_chain_writes_tables_figures_and_report(tiny_run):
     assert {"fig1_preprocessing", "fig3_best", "fig3_worst", "fig4_survival"} <= set(result.figures)
     report = result.report.read_text()
     assert "Table 3" in report and "figures/fig3_best.png" in report
+    # inference.uncertainty=entropy: maps, their QU-BraTS scores beside random maps, a figure
+    scores = pd.read_csv(out / "tables" / "uncertainty_out_of_fold.csv")
+    assert list(scores["Label"])[:4] == sorted(d.name for d in cohort.train_dir.iterdir())
+    assert ((scores["Score_WT"] >= 0) & (scores["Score_WT"] <= 1)).all()
+    assert (out / "tables" / "uncertainty_random_out_of_fold.csv").is_file()
+    assert "## Uncertainty (entropy maps" in report and "random maps" in report
+    assert "figures/uncertainty_best.png" in report
     # the lesion-wise table: its CSV, and its per-region summary in the report
     lesionwise = pd.read_csv(out / "tables" / "train_set_out_of_fold_lesionwise.csv")
     assert list(lesionwise["Label"])[:-5] == list(csv["Label"])[:-5]

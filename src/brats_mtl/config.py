@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -100,6 +100,9 @@ class InferenceConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
     precision: str = "auto"  # bf16 on CPUs with AMX (Dice >= 0.999 vs float32), else "32"
     mask_outside_brain: bool = True  # 0 outside the brain: nnU-Net convention, not in the paper
+    # voxel-wise uncertainty maps in the QU-BraTS format (Mehta et al., MELBA 2022); not in
+    # the paper: "entropy" of the mean probability or "disagreement" of the passes x folds
+    uncertainty: Literal["none", "entropy", "disagreement"] = "none"
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,13 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
             raise ValueError(f"configuration key {path!r} must be a list, got {value!r}")
         (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
         return tuple(_coerce(v, item, path) for v in value)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value in choices:
+            return value
+        raise ValueError(
+            f"configuration key {path!r} must be one of {list(choices)}, got {value!r}"
+        )
     if origin in (typing.Union, types.UnionType):
         if value is None:
             return None

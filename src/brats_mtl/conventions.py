@@ -27,6 +27,31 @@ REGIONS: dict[str, tuple[int, ...]] = {
 #: Region order of the online system's result columns (Dice_ET, Dice_WT, Dice_TC, ...).
 REGION_ORDER: tuple[str, ...] = ("ET", "WT", "TC")
 
+#: Regions of the QU-BraTS uncertainty maps and the word naming each file,
+#: ``<ID>_unc_whole.nii.gz``, ``<ID>_unc_core.nii.gz``, ``<ID>_unc_enhance.nii.gz``, in the
+#: organisers' order (BraTS 2019-2020 uncertainty task; Mehta et al., MELBA 2022).
+UNCERTAINTY_MAP_WORDS: dict[str, str] = {"WT": "whole", "TC": "core", "ET": "enhance"}
+
+
+def uncertainty_map_name(case_id: str, region: str) -> str:
+    """File name of a case's QU-BraTS uncertainty map, e.g. ``BraTS2021_00000_unc_core.nii.gz``.
+
+    Args:
+        case_id: the case ID (the label map beside it is ``<ID>.nii.gz``).
+        region: "WT", "TC" or "ET".
+
+    Raises:
+        ValueError: on another region.
+
+    Source: QU-BraTS submission format (BraTS 2019-2020 uncertainty task).
+    """
+    if region not in UNCERTAINTY_MAP_WORDS:
+        raise ValueError(
+            f"QU-BraTS uncertainty maps exist for {list(UNCERTAINTY_MAP_WORDS)}, not {region!r}"
+        )
+    return f"{case_id}_unc_{UNCERTAINTY_MAP_WORDS[region]}.nii.gz"
+
+
 #: Shape of the BraTS grid (SRI24 atlas space, 1 mm).
 BRATS_GRID_SHAPE: tuple[int, int, int] = (240, 240, 155)
 #: HD95 in mm when exactly one of prediction and reference is empty: the diagonal of the

@@ -9,8 +9,9 @@ OUT/
   predictions/out_of_fold/  each fold's model on its held-out cases (<ID>.nii.gz)
   predictions/test/         the fold ensemble on the test cases (when a test folder is given)
   tables/                   online-system CSVs per case (legacy and lesion-wise), table3.csv,
-                            table4.csv
-  figures/                  fig1_preprocessing.png, fig3_best.png, fig3_worst.png, fig4_survival.png
+                            table4.csv, uncertainty_*.csv (with inference.uncertainty)
+  figures/                  fig1_preprocessing.png, fig3_best.png, fig3_worst.png, fig4_survival.png,
+                            uncertainty_best.png (with inference.uncertainty)
   survival/                 model.json, predictions.csv (when a survival table is given)
   report.md                 the tables and links to everything above
   .brats-mtl-output         marker: brats-mtl created this folder (version, command, the
@@ -989,6 +990,10 @@ def _run_pipeline(
     table3.to_csv(tables / "table3.csv", float_format="%.4f")
 
     figure_paths = _segmentation_figures(data_dir, oof_dir, oof_cases, run_dir, figures, scheme)
+    uncertainty = None  # QU-BraTS scores of the out-of-fold maps (inference.uncertainty)
+    if config.inference.uncertainty != "none" and not oof_cases.empty:
+        uncertainty = _uncertainty_outputs(data_dir, oof_dir, oof_cases, tables, figures)
+        figure_paths.update(uncertainty.figures)
     table4 = None
     if survival_table is not None:
         table4, fig4 = _survival(survival_table, out / "survival", config)
@@ -1004,6 +1009,7 @@ def _run_pipeline(
         oof_cases,
         lesionwise=oof_lesionwise,
         note=report_note,
+        uncertainty=None if uncertainty is None else uncertainty.summary,
     )
     return PipelineResult(out, report, table3, table4, figure_paths)
 
@@ -1139,6 +1145,62 @@ def _segmentation_figures(
     return paths
 
 
+@dataclass(frozen=True)
+class _UncertaintyOutputs:
+    summary: pd.DataFrame  # rows: the maps and the random baseline; columns: mean scores
+    figures: dict[str, Path]
+
+
+def _uncertainty_outputs(
+    data_dir: str | Path, oof_dir: Path, oof_cases: pd.DataFrame, tables: Path, figures: Path
+) -> _UncertaintyOutputs:
+    """QU-BraTS scores of the out-of-fold maps beside random maps, and the map figure of
+    the best out-of-fold case."""
+    import pandas as pd
+
+    from brats_mtl.data import discover_cases, load_case, load_label_map
+    from brats_mtl.evaluation.uncertainty import (
+        UNCERTAINTY_COLUMNS,
+        evaluate_uncertainty_folders,
+        mean_scores,
+        read_uncertainty_map,
+        uncertainty_map_paths,
+        write_uncertainty_csv,
+    )
+    from brats_mtl.figures.common import save_figure
+    from brats_mtl.figures.uncertainty import uncertainty_figure
+
+    results = evaluate_uncertainty_folders(oof_dir, data_dir, random_seed=0)
+    write_uncertainty_csv(results.per_case, tables / "uncertainty_out_of_fold.csv", overwrite=True)
+    write_uncertainty_csv(
+        results.random, tables / "uncertainty_random_out_of_fold.csv", overwrite=True
+    )
+    means = {
+        "predicted maps": results.per_case,
+        "random maps": results.random,
+        "maps of 0 (all certain)": results.zero,
+    }
+    summary = pd.DataFrame({k: mean_scores(v) for k, v in means.items()}).T
+    summary = summary[[c for c in UNCERTAINTY_COLUMNS if c.startswith("Score")]]
+    summary.index.name = "Maps"
+    dice = oof_cases[[f"Dice_{r}" for r in REGION_ORDER]].apply(pd.to_numeric).mean(axis=1)
+    order = oof_cases.assign(mean_dice=dice.to_numpy()).sort_values("mean_dice")
+    best = str(order.iloc[-1]["Label"])
+    paths: dict[str, Path] = {}
+    if best in set(results.per_case["Label"]):
+        case = load_case({c.case_id: c for c in discover_cases(data_dir, invalid=[])}[best])
+        labels, _, _ = load_label_map(oof_dir / f"{best}.nii.gz")
+        maps = {
+            r: read_uncertainty_map(path, labels.shape)
+            for r, path in uncertainty_map_paths(oof_dir, best).items()
+        }
+        fig = uncertainty_figure(case.image[3], labels, maps, title=f"{best}: uncertainty maps")
+        paths["uncertainty_best"] = save_figure(
+            fig, figures / "uncertainty_best.png", overwrite=True
+        )
+    return _UncertaintyOutputs(summary, paths)
+
+
 def _patch_size(run_dir: Path) -> int:
     from brats_mtl.config import load_config
 
@@ -1194,12 +1256,15 @@ def write_report(
     *,
     lesionwise: pd.DataFrame | None = None,
     note: str | None = None,
+    uncertainty: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``OUT/report.md``: Tables 3 and 4, per-case results, links to figures and files.
 
     ``lesionwise``: the out-of-fold lesion-wise table, summarised per region when given.
     ``note``, when given, is the paragraph right under the title (e.g. the demo's
     "synthetic cohort" notice).
+    ``uncertainty``: mean QU-BraTS scores of the out-of-fold uncertainty maps and of
+    random maps (:func:`_uncertainty_outputs`), shown when given.
     """
     import pandas as pd
 
@@ -1240,6 +1305,22 @@ def write_report(
             _markdown_table(lesionwise_summary(lesionwise)),
             "",
             "File: `tables/train_set_out_of_fold_lesionwise.csv`.",
+            "",
+        ]
+    if uncertainty is not None:
+        lines += [
+            f"## Uncertainty ({config.inference.uncertainty} maps, QU-BraTS score; means "
+            "over the out-of-fold cases)",
+            "",
+            _markdown_table(uncertainty),
+            "",
+            "Score = (AUC_Dice + (1 - AUC_FTP) + (1 - AUC_FTN)) / 3 of the filtered Dice, "
+            "true-positive and true-negative ratios over thresholds 100 to 0 (Mehta et al., "
+            "MELBA 2022), brain mask T1 > 0. Baselines: uniform random maps, and maps of 0 "
+            "everywhere (nothing filtered: (Dice + 2) / 3), which helpful maps must beat. "
+            "Files: `tables/uncertainty_out_of_fold.csv`, "
+            "`tables/uncertainty_random_out_of_fold.csv`, "
+            "`predictions/out_of_fold/<ID>_unc_{whole,core,enhance}.nii.gz`.",
             "",
         ]
     if table4 is not None:

@@ -16,6 +16,7 @@ from brats_mtl import __version__
 # command name -> "module:attribute" of a click command in brats_mtl.cli
 _COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("brats_mtl.cli.evaluate", "Dice, HD95, sensitivity, specificity as the BraTS online system."),
+    "evaluate-uncertainty": ("brats_mtl.cli.evaluate_uncertainty", "QU-BraTS score of voxel-wise uncertainty maps."),
     "model-summary": ("brats_mtl.cli.model_summary", "Layer shapes and parameter counts (Tables 1, 2)."),
     "train": ("brats_mtl.cli.train", "Train fold models with semi-supervised multi-task learning."),
     "predict": ("brats_mtl.cli.predict", "Segment a cohort with TTA, ET suppression and the fold ensemble."),

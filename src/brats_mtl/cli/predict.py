@@ -87,6 +87,15 @@ from brats_mtl.cli.run import labels_option, progress_bars_wanted, progress_opti
     "(background, NCR/NET, ED, ET) as uint8 scaled by 1/255.",
 )
 @click.option(
+    "--uncertainty",
+    type=click.Choice(["none", "entropy", "disagreement"]),
+    default=None,
+    help="Also write QU-BraTS uncertainty maps <ID>_unc_whole/core/enhance.nii.gz (uint8, "
+    "0 certain to 100): entropy of the mean probability over passes and folds, or "
+    "disagreement of the passes' and folds' region maps with the final label "
+    "[default: inference.uncertainty of the run, none].",
+)
+@click.option(
     "--set",
     "overrides",
     multiple=True,
@@ -109,6 +118,7 @@ def command(
     out_of_fold: bool,
     overwrite: bool,
     save_probabilities: bool,
+    uncertainty: str | None,
     overrides: tuple[str, ...],
     labels: str | None,
     progress: bool | None,
@@ -163,6 +173,7 @@ def command(
             mode=mode,
             device=device,
             precision=precision,
+            uncertainty=uncertainty,
         )
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--set/--device") from None
@@ -236,6 +247,7 @@ def resume_command(context: click.Context) -> str:
         ("mode", "--mode"),
         ("device", "--device"),
         ("precision", "--precision"),
+        ("uncertainty", "--uncertainty"),
     ):
         if params.get(name) is not None:
             words += [flag, str(params[name])]

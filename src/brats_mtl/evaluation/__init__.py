@@ -1,5 +1,6 @@
 """BraTS evaluation: the 2017-2021 online system (legacy), the 2023-2025 lesion-wise
-protocol and the 2026 evaluator (panoptica, optional); per-case and summary tables.
+protocol and the 2026 evaluator (panoptica, optional); per-case and summary tables;
+the QU-BraTS score of uncertainty maps (``evaluation.uncertainty``).
 
 Source: BraTS online evaluation (paper Table 3), BraTS 2023 lesion-wise metrics code,
 the ``brats-evaluation`` package.
@@ -34,6 +35,16 @@ from brats_mtl.evaluation.tables import (
     summary_rows,
     write_results_csv,
 )
+from brats_mtl.evaluation.uncertainty import (
+    UNCERTAINTY_COLUMNS,
+    UncertaintyCurves,
+    UncertaintyResults,
+    evaluate_uncertainty_folders,
+    filtered_curves,
+    qubrats_score,
+    qubrats_thresholds,
+    write_uncertainty_csv,
+)
 
 __all__ = [
     "LESIONWISE_METRICS",
@@ -42,16 +53,23 @@ __all__ = [
     "PROTOCOLS",
     "RESULT_COLUMNS",
     "SUMMARY_ROWS",
+    "UNCERTAINTY_COLUMNS",
+    "UncertaintyCurves",
+    "UncertaintyResults",
     "dice",
     "evaluate_case",
     "evaluate_folders",
     "evaluate_labels",
     "evaluate_lesionwise",
     "evaluate_region_labels",
+    "evaluate_uncertainty_folders",
+    "filtered_curves",
     "find_predictions",
     "hd95_mm",
     "lesionwise_region",
     "read_label_map",
+    "qubrats_score",
+    "qubrats_thresholds",
     "results_table",
     "robust_hausdorff_mm",
     "score_case",
@@ -60,4 +78,5 @@ __all__ = [
     "summary_rows",
     "surface_distances_mm",
     "write_results_csv",
+    "write_uncertainty_csv",
 ]

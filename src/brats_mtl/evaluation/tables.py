@@ -11,6 +11,7 @@ Source: docs/design.md section 6; paper Table 3.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ from brats_mtl.conventions import (
     BRATS_2023,
     LABEL_CONVENTIONS,
     MSD,
+    UNCERTAINTY_MAP_WORDS,
     LabelConvention,
     get_label_convention,
 )
@@ -39,6 +41,10 @@ SUMMARY_ROWS: tuple[str, ...] = ("Mean", "StdDev", "Median", "25quantile", "75qu
 RESULT_COLUMNS: tuple[str, ...] = ("Label", *METRIC_COLUMNS)
 
 _NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+#: ``<ID>_unc_whole.nii.gz`` and its siblings: uncertainty maps, not label maps.
+_UNCERTAINTY_MAP_RE = re.compile(
+    r"_unc_(" + "|".join(UNCERTAINTY_MAP_WORDS.values()) + r")\.nii(\.gz)?$"
+)
 
 #: Conventions a label file without a stated convention is read in (inferred from values).
 INFERRED_CONVENTIONS: tuple[LabelConvention, ...] = (BRATS_2019, BRATS_2023)
@@ -248,26 +254,31 @@ def _short_list(values: list[int], limit: int = 12) -> str:
     return f"[{', '.join(map(str, values[:limit]))}, ... ({len(values)} values)]"
 
 
-def summary_rows(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
+def summary_rows(
+    per_case: pd.DataFrame, *, ddof: int = 1, columns: Sequence[str] = METRIC_COLUMNS
+) -> pd.DataFrame:
     """The online system's summary rows over cases: Mean, StdDev, Median, 25/75 quantile.
 
     Args:
-        per_case: one row per case with the ``METRIC_COLUMNS`` (other columns, such as
+        per_case: one row per case with the ``columns`` (other columns, such as
             ``Label``, are ignored).
         ddof: delta degrees of freedom of StdDev. No public description of the online
             system says which it used; the default 1 is the sample standard deviation (as
             pandas' ``std`` and R's ``sd``); pass 0 for the population one.
+        columns: the metric columns summarised; default ``METRIC_COLUMNS``.
 
     Returns:
-        DataFrame of 5 rows with columns ``RESULT_COLUMNS``; ``Label`` holds the row names
-        of ``SUMMARY_ROWS``. Quantiles and median use linear interpolation
-        (``numpy.percentile`` default). NaN where there are no cases.
+        DataFrame of 5 rows with columns ``Label`` and ``columns`` (``RESULT_COLUMNS`` by
+        default); ``Label`` holds the row names of ``SUMMARY_ROWS``. Quantiles and median
+        use linear interpolation (``numpy.percentile`` default). NaN where there are no
+        cases.
 
     Source: BraTS 2017-2020 online evaluation output (docs/design.md section 6).
     """
-    values = per_case.loc[:, list(METRIC_COLUMNS)].to_numpy(dtype=np.float64)
+    columns = list(columns)
+    values = per_case.loc[:, columns].to_numpy(dtype=np.float64)
     if values.shape[0] == 0:
-        stats = np.full((len(SUMMARY_ROWS), len(METRIC_COLUMNS)), np.nan)
+        stats = np.full((len(SUMMARY_ROWS), len(columns)), np.nan)
     else:
         std = (
             np.std(values, axis=0, ddof=ddof)
@@ -283,7 +294,7 @@ def summary_rows(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:
                 np.percentile(values, 75, axis=0),
             ]
         )
-    table = pd.DataFrame(stats, columns=list(METRIC_COLUMNS))
+    table = pd.DataFrame(stats, columns=columns)
     table.insert(0, "Label", list(SUMMARY_ROWS))
     return table
 
@@ -345,7 +356,9 @@ def find_predictions(pred_dir: str | Path) -> dict[str, Path]:
     Either ``<case ID>.nii.gz`` / ``<case ID>.nii`` files directly in ``pred_dir`` (the
     online system's submission format, and what ``brats-mtl predict`` writes), or, when the
     folder holds no such file, a case layout read by ``brats_mtl.data.discover_cases``
-    whose segmentation files are the predictions.
+    whose segmentation files are the predictions. QU-BraTS uncertainty maps beside the
+    label maps (``<ID>_unc_whole.nii.gz``, ``_unc_core``, ``_unc_enhance``) are not label
+    maps and are left out.
 
     Args:
         pred_dir: folder of predictions.
@@ -365,8 +378,8 @@ def find_predictions(pred_dir: str | Path) -> dict[str, Path]:
     for path in sorted(pred_dir.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        if not path.name.endswith(_NIFTI_SUFFIXES):
-            continue
+        if not path.name.endswith(_NIFTI_SUFFIXES) or _UNCERTAINTY_MAP_RE.search(path.name):
+            continue  # QU-BraTS uncertainty maps lie beside the label maps
         case_id = _strip_nifti_suffix(path.name)
         if case_id in found:
             raise ValueError(

@@ -5,6 +5,8 @@
 - :mod:`~brats_mtl.inference.network`: predictors built from a ``MultiTaskNet``.
 - :mod:`~brats_mtl.inference.ensemble`: majority vote of the fold models.
 - :mod:`~brats_mtl.inference.postprocess`: ET suppression and its threshold.
+- :mod:`~brats_mtl.inference.uncertainty`: voxel-wise uncertainty maps (QU-BraTS format)
+  from the passes and folds: entropy and disagreement estimators.
 - :mod:`~brats_mtl.inference.predict`: cases and cohorts, files, out-of-fold prediction.
 
 Source: paper, Inference and section 5.1; docs/design.md section 5.

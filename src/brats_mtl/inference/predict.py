@@ -12,6 +12,10 @@ For a cohort (:func:`predict_cases`, :func:`predict_cohort`), in ``OUTPUT_DIR``:
 
 - ``<ID>.nii.gz``: integer labels on the input grid, with the input's affine and header,
   in the input's label convention (ET = 3 for BraTS 2023+ input).
+- ``<ID>_unc_whole.nii.gz``, ``<ID>_unc_core.nii.gz``, ``<ID>_unc_enhance.nii.gz``
+  (``inference.uncertainty``, not "none"): QU-BraTS uncertainty maps of WT, TC, ET, uint8
+  in [0, 100] on the input grid, 0 outside the brain (:mod:`~brats_mtl.inference.
+  uncertainty`), written before the label map.
 - ``records/<ID>.json``: that case's row of the cohort table, written after the label map,
   with a key of the settings and weights that made it.
 - ``records/.settings.json``: the run folder (resolved path, checkpoint files with size
@@ -74,7 +78,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brats_mtl.config import Config, InferenceConfig
-from brats_mtl.conventions import CLASS_LABELS
+from brats_mtl.conventions import CLASS_LABELS, uncertainty_map_name
 from brats_mtl.data import (
     Case,
     CaseFiles,
@@ -94,6 +98,14 @@ from brats_mtl.inference.sliding_window import (
     window_starts,
 )
 from brats_mtl.inference.tta import mirror_axes
+from brats_mtl.inference.uncertainty import (
+    MAP_REGIONS,
+    RegionVotes,
+    check_estimator,
+    mean_uncertainty_in_regions,
+    uncertainty_maps,
+    write_uncertainty_maps,
+)
 from brats_mtl.preprocessing import Box, Preprocessed, crop, preprocess_case, uncrop
 from brats_mtl.preprocessing import brain_mask as nonzero_mask
 from brats_mtl.tasks import (
@@ -125,6 +137,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "volume_WT_ml",
     "volume_TC_ml",
     "volume_ET_ml",
+    "mean_uncertainty_WT",
+    "mean_uncertainty_TC",
+    "mean_uncertainty_ET",
     "seconds",
     "status",
     "warning",
@@ -199,6 +214,7 @@ def check_inference_config(config: InferenceConfig) -> None:
     if config.et_min_voxels < 0:
         raise ValueError(f"inference.et_min_voxels={config.et_min_voxels} must be >= 0")
     _check_precision(config.precision, "inference.precision")
+    check_estimator(config.uncertainty)
 
 
 def _check_precision(precision: str, name: str) -> None:
@@ -226,6 +242,9 @@ class CasePrediction:
         et_suppressed: True if ET suppression relabeled ET voxels as NCR/NET.
         folds: the fold models used.
         fold_et_probabilities: each fold's ET probability, in ``folds`` order.
+        uncertainty: region ("WT", "TC", "ET") -> uint8 (x, y, z) map in [0, 100] on the
+            cropped grid (``config.uncertainty``), 0 outside the brain mask; None when
+            the estimator is "none".
     """
 
     case_id: str
@@ -236,6 +255,7 @@ class CasePrediction:
     et_suppressed: bool
     folds: tuple[int, ...]
     fold_et_probabilities: tuple[float, ...]
+    uncertainty: dict[str, np.ndarray] | None = None
 
 
 class Segmenter:
@@ -253,7 +273,7 @@ class Segmenter:
             the windowed mode, a ``Predictor`` callable (``brats_mtl.inference.
             sliding_window``), e.g. a toy function in tests.
         config: the ``inference`` section (TTA, overlap, batch, ET suppression, ensemble,
-            mode, channels_last, device, precision, mask_outside_brain).
+            mode, channels_last, device, precision, mask_outside_brain, uncertainty).
         patch_size: window edge; default: the models' ``config.patch_size`` (required for
             callables).
         precision: "auto" (bf16 on CPUs with AMX, else 32; ``network.
@@ -354,7 +374,7 @@ class Segmenter:
     def _window_runner(self, predictor) -> Callable[[np.ndarray], VolumePrediction]:
         cfg = self.config
 
-        def run(image: np.ndarray, progress=None) -> VolumePrediction:
+        def run(image: np.ndarray, progress=None, on_pass=None) -> VolumePrediction:
             return predict_sliding_window(
                 image,
                 predictor,
@@ -364,6 +384,7 @@ class Segmenter:
                 batch_size=cfg.window_batch_size,
                 device=self.device,
                 progress=progress,
+                on_pass=on_pass,
             )
 
         return run
@@ -371,7 +392,7 @@ class Segmenter:
     def _whole_runner(self, volume_predictor, multiple: int):
         cfg = self.config
 
-        def run(image: np.ndarray, progress=None) -> VolumePrediction:
+        def run(image: np.ndarray, progress=None, on_pass=None) -> VolumePrediction:
             prediction = predict_whole_volume(
                 image,
                 volume_predictor,
@@ -380,6 +401,7 @@ class Segmenter:
                 overlap=cfg.overlap,
                 tta=cfg.tta,
                 device=self.device,
+                on_pass=on_pass,
             )
             if progress is not None:  # one pass per mirror: reported when all are done
                 progress(1, 1)
@@ -438,7 +460,7 @@ class Segmenter:
         Returns:
             :class:`CasePrediction` on the input grid (``pre.original_shape``). For an
             empty brain (``pre.empty``) no model runs: all background, probabilities of
-            shape (4, 0, 0, 0), ET probability NaN.
+            shape (4, 0, 0, 0), ET probability NaN, uncertainty maps (when on) all 0.
 
         Raises:
             ValueError: if a requested fold has no model, or ``brain_mask`` does not
@@ -457,6 +479,7 @@ class Segmenter:
                 f"match the cropped image {pre.image.shape[1:]}"
             )
         if pre.empty:  # no brain: every voxel is outside it, so background
+            crop_shape = tuple(s.stop - s.start for s in pre.box)
             return CasePrediction(
                 case_id=pre.case_id,
                 labels=np.zeros(pre.original_shape, dtype=np.uint8),
@@ -466,8 +489,15 @@ class Segmenter:
                 et_suppressed=False,
                 folds=folds,
                 fold_et_probabilities=(float("nan"),) * len(folds),
+                # maps of 0 (outside the brain), so that a resumed run finds them
+                uncertainty=None
+                if self.config.uncertainty == "none"
+                else {r: np.zeros(crop_shape, dtype=np.uint8) for r in MAP_REGIONS},
             )
         ensemble = FoldEnsemble()
+        # the disagreement estimator counts every pass of every fold (inference.uncertainty)
+        counting = self.config.uncertainty == "disagreement"
+        votes = RegionVotes(pre.image.shape[1:], self.classes) if counting else None
         for index, fold in enumerate(folds):
             fold_progress = None
             if progress is not None:
@@ -475,7 +505,8 @@ class Segmenter:
                 def fold_progress(done: int, total: int, index: int = index) -> None:
                     progress(index * total + done, len(folds) * total)
 
-            prediction = self._runners[fold](pre.image, fold_progress)
+            on_pass = None if votes is None else votes.add
+            prediction = self._runners[fold](pre.image, fold_progress, on_pass=on_pass)
             ensemble.add(prediction.probs, prediction.et_probability)
             logger.debug(
                 "case %s fold %d: ET probability %.3f over %d windows",
@@ -503,6 +534,16 @@ class Segmenter:
             et_label=self.classes.et_label,
             core_label=self.classes.core_label,
         )
+        unc_maps = None
+        if cfg.uncertainty != "none":  # QU-BraTS maps, 0 outside the brain
+            unc_maps = uncertainty_maps(
+                cfg.uncertainty,
+                probabilities=probabilities,
+                labels=labels,
+                inside=nonzero_mask(pre.image) if brain_mask is None else brain_mask,
+                votes=votes,
+                classes=self.classes,
+            )
         return CasePrediction(
             case_id=pre.case_id,
             labels=uncrop(labels, pre.box, pre.original_shape, fill=0),
@@ -512,6 +553,7 @@ class Segmenter:
             et_suppressed=suppressed,
             folds=folds,
             fold_et_probabilities=ensemble.et_probabilities,
+            uncertainty=unc_maps,
         )
 
 
@@ -684,8 +726,10 @@ def _record(
     warning: str = "",
     error: str = "",
     settings_key: str = "",
+    mean_uncertainty: Mapping[str, float] | None = None,
 ) -> dict:
     volumes_ml = volumes_ml or {}
+    mean_uncertainty = mean_uncertainty or {}
     return {
         "case_id": case_id,
         "folds": ",".join(map(str, folds)),
@@ -700,6 +744,10 @@ def _record(
             f"volume_{region}_ml": value
             for region, value in volumes_ml.items()
             if region not in ("WT", "TC", "ET")
+        },
+        **{
+            f"mean_uncertainty_{r}": mean_uncertainty.get(r, float("nan"))
+            for r in MAP_REGIONS
         },
         "seconds": seconds,
         "status": status,
@@ -825,6 +873,8 @@ def prediction_settings(
     settings["patch_size"] = segmenter.patch_size
     settings["folds"] = list(segmenter.folds)
     settings["out_of_fold"] = bool(out_of_fold)
+    if cfg.uncertainty != "none":  # recorded only when on: folders without it still resume
+        settings["inference.uncertainty"] = cfg.uncertainty
     # label maps are written in the input's convention (docs/design.md section 1)
     settings["label_convention"] = "input"
     document = {
@@ -863,7 +913,7 @@ def _case_key(document: Mapping[str, Any], folds: Sequence[int]) -> str:
 
 def _show(key: str, value: Any) -> str:
     if value is None:
-        return "(not recorded)"
+        return "none" if key == "inference.uncertainty" else "(not recorded)"
     if key == "folds":
         return ",".join(map(str, value))
     return str(value)
@@ -1314,13 +1364,17 @@ def predict_cases(
     n_failed += len(unreadable_rows)
     bar = tqdm(cases, desc="predict", unit="case", disable=not progress)
     partial: Path | None = None  # a probability map written before its label map
+    partial_maps: list[Path] = []  # uncertainty maps written before their label map
     try:
         for files in bar:
             bar.set_postfix_str(files.case_id)
             folds = folds_of(files.case_id)
             key = _case_key(recorded, folds)
             if not overwrite:
-                record = _finished_record(output_dir, files.case_id, key, save_probabilities)
+                record = _finished_record(
+                    output_dir, files.case_id, key, save_probabilities,
+                    uncertainty=segmenter.config.uncertainty != "none",
+                )
                 if record is not None:
                     rows.append(record)
                     n_skipped += 1
@@ -1345,6 +1399,10 @@ def predict_cases(
                     # leaves behind: this run's own output, replaced.
                     partial = probabilities_path(output_dir, files.case_id)
                     write_probabilities(prediction, case, partial, overwrite=True)
+                if prediction.uncertainty is not None:  # replaced as the probabilities are
+                    partial_maps = write_uncertainty_maps(
+                        prediction.uncertainty, prediction.box, case, output_dir, overwrite=True
+                    )
                 # an existing label map here is this folder's own, made with other
                 # settings (or overwrite was asked): replaced
                 write_segmentation(
@@ -1355,6 +1413,7 @@ def predict_cases(
                     scheme=segmenter.classes.scheme,
                 )
                 partial = None
+                partial_maps = []
                 record = _record(
                     files.case_id,
                     folds,
@@ -1368,6 +1427,11 @@ def predict_cases(
                     status=status,
                     warning=warning,
                     settings_key=key,
+                    mean_uncertainty=mean_uncertainty_in_regions(
+                        crop(prediction.labels, prediction.box),
+                        prediction.uncertainty,
+                        segmenter.classes,
+                    ),
                 )
                 n_done += 1
                 logger.info(
@@ -1380,6 +1444,7 @@ def predict_cases(
                 del case, prediction
             except Exception as exc:  # one bad case must not stop the cohort
                 partial = None
+                partial_maps = []
                 n_failed += 1
                 logger.error("%s failed: %s", files.case_id, exc)
                 logger.debug("traceback of %s", files.case_id, exc_info=True)
@@ -1396,6 +1461,8 @@ def predict_cases(
     except KeyboardInterrupt:
         if partial is not None:
             partial.unlink(missing_ok=True)
+        for path in partial_maps:
+            path.unlink(missing_ok=True)
         merge_records(output_dir, cohort_ids)
         interrupted = PredictionInterrupted(
             output_dir, len(cases) + len(unreadable_rows), n_done + n_skipped, n_failed
@@ -1415,6 +1482,8 @@ def predict_cases(
     except SystemExit:  # SIGTERM (training.runner.Terminated): the same clean-up, then exit
         if partial is not None:
             partial.unlink(missing_ok=True)
+        for path in partial_maps:
+            path.unlink(missing_ok=True)
         merge_records(output_dir, cohort_ids)
         raise
     finally:
@@ -1463,7 +1532,12 @@ def _warn_about_training_cases(
 
 
 def _finished_record(
-    output_dir: Path, case_id: str, key: str, save_probabilities: bool
+    output_dir: Path,
+    case_id: str,
+    key: str,
+    save_probabilities: bool,
+    *,
+    uncertainty: bool = False,
 ) -> dict | None:
     """The record of a case finished with these settings (``key``), else None (logged)."""
     seg_path = segmentation_path(output_dir, case_id)
@@ -1484,6 +1558,11 @@ def _finished_record(
             case_id,
             seg_path,
         )
+        return None
+    if uncertainty and not all(
+        (output_dir / uncertainty_map_name(case_id, r)).is_file() for r in MAP_REGIONS
+    ):
+        logger.info("%s: an uncertainty map is missing; predicting it again", case_id)
         return None
     logger.info("%s: %s exists, skipped", case_id, seg_path)
     if save_probabilities and not probabilities_path(output_dir, case_id).exists():

@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 Box = tuple[slice, slice, slice]
 Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 VolumePredictor = Callable[[torch.Tensor, Sequence[Box]], tuple[torch.Tensor, torch.Tensor]]
+#: Receives one mirror pass's class map, int64 (x, y, z) on the cropped grid.
+PassCallback = Callable[[torch.Tensor], None]
 
 #: Gaussian sigma as a fraction of the window edge (nnU-Net and MONAI default).
 GAUSSIAN_SIGMA_SCALE: float = 0.125
@@ -177,6 +179,7 @@ def predict_sliding_window(
     tta: int = 4,
     batch_size: int = 2,
     device: torch.device | str = "cpu",
+    on_pass: PassCallback | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> VolumePrediction:
     """Sliding-window prediction of one cropped case with Gaussian blending and mirror TTA.
@@ -197,6 +200,12 @@ def predict_sliding_window(
             of oneDNN (its ``use_mkldnn`` rule, measured 3x slower per window for the
             CPU preset's widths), so one lone item would cost more than two.
         device: where the image, the batches and the float32 accumulators live.
+        on_pass: called once per mirror pass with that pass's class map, int64 (x, y, z)
+            on ``device`` (argmax of the pass's blended probabilities), e.g.
+            ``uncertainty.RegionVotes.add``. The items then run pass by pass (every
+            window of one mirror before the next mirror) with one more float32
+            accumulator of the crop for the pass; the mean is the same sum in another
+            order of float additions.
         progress: called after each batch with (items done, items in all), an item being
             one window in one mirror pass; for progress bars.
 
@@ -224,7 +233,12 @@ def predict_sliding_window(
         weight_sum[box] += importance
     et_sum = np.zeros(len(windows), dtype=np.float64)
 
-    items = [(w, axes) for w in range(len(windows)) for axes in flips]
+    if on_pass is None:
+        items = [(w, axes) for w in range(len(windows)) for axes in flips]
+    else:  # pass by pass: each mirror's blend is complete before the next one starts
+        items = [(w, axes) for axes in flips for w in range(len(windows))]
+    pass_sum: torch.Tensor | None = None  # (n_classes, X, Y, Z): the current pass (on_pass)
+    crop_box = (slice(None), *(slice(0, n) for n in crop_shape))
     logger.debug(
         "%d windows x %d mirrors = %d items of %d^3 in batches of %d",
         len(windows),
@@ -249,17 +263,25 @@ def predict_sliding_window(
             prob_sum = torch.zeros(
                 (seg_probs.shape[1], *padded_shape), dtype=torch.float32, device=x.device
             )
+            if on_pass is not None:
+                pass_sum = torch.zeros_like(prob_sum)
         et_values = et_prob.detach().float().cpu().numpy()
         for i, (w, axes) in enumerate(batch):
             back = flip_spatial(seg_probs[i], axes).to(x.device, torch.float32)
-            prob_sum[(slice(None), *windows[w])] += back * importance
+            target = prob_sum if pass_sum is None else pass_sum
+            target[(slice(None), *windows[w])] += back * importance
             et_sum[w] += et_values[i]
+            if pass_sum is not None and w == len(windows) - 1:  # the pass is complete
+                prob_sum += pass_sum
+                on_pass(pass_sum[crop_box].argmax(dim=0))  # weights > 0: argmax unchanged
+                pass_sum.zero_()
         del inputs, seg_probs, et_prob
         if progress is not None:
             progress(first + len(batch), len(items))
+    del pass_sum
 
     prob_sum /= weight_sum * len(flips)
-    probs = prob_sum[(slice(None), *(slice(0, n) for n in crop_shape))]
+    probs = prob_sum[crop_box]
     window_et = et_sum / len(flips)
     return VolumePrediction(
         probs=probs.cpu().numpy(),
@@ -278,6 +300,7 @@ def predict_whole_volume(
     overlap: float = 0.5,
     tta: int = 4,
     device: torch.device | str = "cpu",
+    on_pass: PassCallback | None = None,
 ) -> VolumePrediction:
     """One fully convolutional pass per mirror over the whole cropped case.
 
@@ -296,6 +319,8 @@ def predict_whole_volume(
         overlap: minimum overlap of the classifier windows (as the windowed mode's).
         tta: 0, 4 or 8 mirror passes.
         device: where the image and accumulators live.
+        on_pass: called once per mirror pass with its class map, int64 (x, y, z) on
+            ``device`` (as :func:`predict_sliding_window`; no extra accumulator here).
 
     Returns:
         :class:`VolumePrediction` on the cropped grid; ``windows`` are the classifier's.
@@ -325,6 +350,8 @@ def predict_whole_volume(
         if prob_sum is None:
             prob_sum = torch.zeros_like(back)
         prob_sum += back
+        if on_pass is not None:
+            on_pass(back[(slice(None), *(slice(0, n) for n in crop_shape))].argmax(dim=0))
         et_sum += et_probs.detach().float().cpu().numpy()
         del seg_probs, back
 

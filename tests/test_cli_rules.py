@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUTPUT_PATHS = {
     ("train", "run_dir"), ("train", "cache_dir"), ("run", "out_dir"), ("demo", "out_dir"),
     ("predict", "output_dir"), ("evaluate", "out_path"), ("evaluate", "lesions_out"),
+    ("evaluate-uncertainty", "out_path"), ("evaluate-uncertainty", "curves_path"),
     ("survival fit", "out"), ("survival predict", "out"), ("survival evaluate", "out"),
     ("survival evaluate", "per_case"), ("survival cv", "out"), ("survival cv", "per_case"),
     ("survival plot", "out"),
@@ -66,6 +67,8 @@ def _missing_path_cases(tmp: Path) -> list[tuple[str, list[str]]]:
     return [
         ("evaluate PRED_DIR", ["evaluate", nope, d, "--out", out]),
         ("evaluate REF_DIR", ["evaluate", d, nope, "--out", out]),
+        ("evaluate-uncertainty PRED_DIR", ["evaluate-uncertainty", nope, d, "--out", out]),
+        ("evaluate-uncertainty REF_DIR", ["evaluate-uncertainty", d, nope, "--out", out]),
         ("model-summary --config", ["model-summary", "--config", nope]),
         ("train DATA_DIR", ["train", nope, "--out", out]),
         ("train --unlabeled", ["train", d, "--out", out, "--unlabeled", nope]),

@@ -14,8 +14,8 @@ import click
 
 
 @click.command(name="evaluate-uncertainty")
-@click.argument("pred_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("ref_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("ref_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--out",
     "out_path",

@@ -15,8 +15,9 @@ from brats_mtl.cli.run import command_line, progress_bars_wanted, progress_optio
 @click.option("--overwrite", is_flag=True,
               help="Start again: remove the demo's data/ and what it wrote in results/ from "
                    "--out first (only in a folder the demo created; other files are kept).")
-@click.option("--resume", is_flag=True, hidden=True,
-              help="Continue an interrupted demo (what the demo does anyway).")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted demo (what a second demo into the same --out "
+                   "does anyway; the hint printed after an interruption names it).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one setting of the demo preset (repeatable); without --set a "
                    "demo folder is continued with its saved configuration.")

@@ -18,7 +18,7 @@ import torch
 
 from brats_mtl.config import apply_overrides, tiny_config
 from brats_mtl.conventions import ET
-from brats_mtl.data import discover_cases, load_case, write_phantom_cohort
+from brats_mtl.data import discover_cases, load_case, write_phantom_case, write_phantom_cohort
 from brats_mtl.preprocessing import pad_to_size, patch_grid, preprocess_case
 from brats_mtl.training.cache import build_cache, cache_case
 from brats_mtl.training.datasets import PatchDataset, PatchSampler, RankSlice, ResumableLoader
@@ -280,6 +280,75 @@ def test_unlabeled_only_training_touches_neither_decoder_nor_classifier(cached, 
     metrics = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["train/loss"])
     assert (metrics["train/dice"] == 0).all() and (metrics["train/ce"] == 0).all()
     assert (metrics["train/l2"] > 0).all()
+
+
+def test_one_learning_rate_by_default_and_one_per_part_on_request():
+    from brats_mtl.training.module import MultiTaskModule
+
+    module = MultiTaskModule(_config("train.lr=0.001"))
+    (group,) = module.parameter_groups()  # the paper: one rate for the whole network
+    assert group["lr"] == 0.001 and len(group["params"]) == len(list(module.parameters()))
+
+    module = MultiTaskModule(
+        _config("train.lr=0.001", "train.decoder_lr_scale=30", "train.classifier_lr_scale=10")
+    )
+    net = module.net
+    encoder, decoders, classifier = module.parameter_groups()
+    assert (encoder["lr"], decoders["lr"], classifier["lr"]) == pytest.approx((0.001, 0.03, 0.01))
+
+    def ids(params):
+        return {id(p) for p in params}
+
+    assert ids(encoder["params"]) == ids(net.encoder.parameters())
+    assert ids(decoders["params"]) == ids([*net.seg_decoder.parameters(),
+                                           *net.vae_decoder.parameters()])
+    assert ids(classifier["params"]) == ids(net.classifier.parameters())
+    optimizer = module.configure_optimizers()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.001, 0.03, 0.01])
+
+    with pytest.raises(ValueError, match="train.classifier_lr_scale=0.0 must be positive"):
+        MultiTaskModule(_config("train.classifier_lr_scale=0")).parameter_groups()
+    # a fold trained with one group cannot resume with three (and the reverse)
+    saved = {"optimizer_states": [{"param_groups": [{}]}]}
+    with pytest.raises(ValueError, match="has 1 parameter group.*need 3"):
+        module.on_load_checkpoint(saved)
+    MultiTaskModule(_config()).on_load_checkpoint(saved)
+
+
+@pytest.mark.slow
+def test_demo_trained_classifier_separates_et_from_no_et_patches(tmp_path):
+    """The demo's network and schedule (320 steps) on two phantoms with ET and two
+    without, all with an enhancing vessel: every ET patch is called ET, every other
+    patch not. With one learning rate of 3e-3 for the whole network (the demo before) the
+    classifier gave one probability for every patch."""
+    from brats_mtl.model import MultiTaskNet
+    from brats_mtl.pipeline import demo_config
+    from brats_mtl.training.runner import train_on_cases
+
+    root = tmp_path / "cohort"
+    for i in range(4):
+        write_phantom_case(root, f"BraTS2021_{i:05d}", shape=(48, 48, 48), with_et=i % 2 == 0,
+                           seed=i, enhancing_vessel=True)
+    cached = build_cache(discover_cases(root), tmp_path / "cache")
+    config = apply_overrides(demo_config(), ["train.accelerator=cpu", "train.devices=1"])
+    result = train_on_cases(config, cached, [], tmp_path / "fold", enable_progress_bar=False,
+                            figure=False)
+    state = torch.load(result.last_checkpoint, weights_only=True)["state_dict"]
+    net = MultiTaskNet(config.model)
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
+    net.eval()
+    p = config.model.patch_size
+    probabilities = {}
+    with torch.inference_mode():
+        for case in cached:
+            patches = PatchDataset([case], p, sampling="random", patches_per_case=8)
+            items = [patches[(i, 1000 + i)] for i in range(8)]
+            assert all(int(item["et_target"]) == case.has_et for item in items)
+            logits = net(torch.stack([item["image"] for item in items])).cls_logits
+            probabilities[case.has_et] = [
+                *probabilities.get(case.has_et, []), *torch.softmax(logits, 1)[:, 1].tolist()
+            ]
+    assert min(probabilities[True]) > 0.9 and max(probabilities[False]) < 0.1, probabilities
 
 
 def test_interrupted_and_resumed_fold_equals_uninterrupted(cohort, tmp_path):

@@ -58,6 +58,12 @@ class TrainConfig:
     n_folds: int = 5  # stratified five-fold cross-validation (paper)
     batch_size: int = 2  # paper
     lr: float = 1e-4  # paper
+    # the segmentation and VAE decoders learn at lr * decoder_lr_scale, the ET classifier at
+    # lr * classifier_lr_scale, the shared encoder at lr. Paper: one rate for the whole
+    # network (1.0, 1.0); the demo's short schedule needs faster heads on an encoder at the
+    # paper's rate (pipeline.demo_config, MultiTaskModule.parameter_groups)
+    decoder_lr_scale: float = 1.0
+    classifier_lr_scale: float = 1.0
     weight_decay: float = 1e-5  # paper
     max_epochs: int = 300  # not in the paper; a budget for 335 cases
     max_steps: int = -1  # -1: limited by max_epochs only (Lightning convention)

@@ -77,6 +77,26 @@ def test_contrasts():
     assert all(image[c][normal].std() > 5 for c in range(4))
 
 
+@pytest.mark.parametrize("with_et", [True, False])
+def test_enhancing_vessel_is_bright_on_t1ce_dark_on_t2_and_labeled_edema(with_et):
+    plain, labels = make_phantom((48, 48, 48), with_et=with_et, seed=2)
+    image, vessel_labels = make_phantom(
+        (48, 48, 48), with_et=with_et, seed=2, enhancing_vessel=True
+    )
+    assert np.array_equal(labels, vessel_labels)  # a vessel is not tumor
+    ed = labels == ED
+    # vessel voxels: t1ce far above the edema's (the edema around them stays as it was)
+    vessel = ed & (image[T1CE] > 1.5 * np.median(plain[T1CE][ed]))
+    assert 10 <= vessel.sum() <= 60  # a thin tube through the edema shell
+    assert not (plain[T1CE][ed] > 1.5 * np.median(plain[T1CE][ed])).any()
+    assert ndimage.label(vessel, np.ones((3, 3, 3)))[1] <= 2  # one tube (the core may cut it)
+    normal = (labels == 0) & (image[0] > 0)
+    assert image[T2][vessel].mean() < 0.7 * image[T2][normal].mean()  # flow void
+    assert image[FLAIR][vessel].mean() < 0.7 * image[FLAIR][normal].mean()
+    if with_et:  # dimmer on t1ce than the enhancing rim
+        assert image[T1CE][vessel].mean() < 0.9 * image[T1CE][labels == ET].mean()
+
+
 def test_seeded_randomness():
     a = make_phantom((32, 32, 32), seed=5)
     b = make_phantom((32, 32, 32), seed=5)

@@ -43,6 +43,10 @@ _FOUR_LABEL_MAPS: dict[str, tuple[dict[int, int], int]] = {
     "gli-post": ({0: 0, NCR_NET: 1, ED: 2, ET: 3}, 4),  # 1 NETC, 2 SNFH, 3 ET, 4 RC
     "ped2024": ({0: 0, NCR_NET: 2, ED: 4, ET: 1}, 3),  # 1 ET, 2 NET, 3 CC, 4 ED
 }
+# A vessel: enhances on t1ce (less than ET, more than any other tissue) and is a flow void
+# (dark) on t2 and flair. Not tumor: its voxels keep the edema label
+# (``make_phantom(enhancing_vessel=True)``).
+_VESSEL = (600.0, 1000.0, 300.0, 300.0)
 _MIN_BRAIN_VALUE = 1.0  # brain voxels are >= this in every modality; background is 0
 _NAME_MAPPING_COLUMNS = (
     "Grade",
@@ -60,6 +64,7 @@ def make_phantom(
     with_et: bool = True,
     seed: int | np.random.Generator = 0,
     labels: str | None = None,
+    enhancing_vessel: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one synthetic case.
 
@@ -68,6 +73,13 @@ def make_phantom(
     surrounded by edema. Position, size and shape of brain and tumor, a smooth bias field
     and the noise come from ``seed``.
 
+    With ``enhancing_vessel``, a straight vessel about 2 voxels across runs through the
+    edema beside the tumor core: bright on t1ce (less than ET), dark on t2 and flair,
+    and labeled as the edema it crosses (annotators do not label vessels ET). Enhancing
+    vessels in and next to a tumor are a usual source of false-positive ET, which the ET
+    classifier and its suppression rule are meant to remove (paper 4.2, Enhancing Tumor
+    Detection).
+
     Args:
         shape: volume shape (X, Y, Z) in voxels (1 mm); each axis >= 16.
         with_et: whether the tumor has an enhancing rim.
@@ -75,6 +87,9 @@ def make_phantom(
         labels: label scheme (``brats_mtl.tasks``); None or a three-label scheme gives
             the internal {0, 1, 2, 4} labels. ``gli-post`` and ``ped2024`` give their
             file values, with a fluid-filled cavity (RC, resp. CC) inside the necrosis.
+        enhancing_vessel: add the vessel described above (drawn after everything else,
+            so the rest of the case is the same as without it up to the texture and
+            noise).
 
     Returns:
         ``(image, labels)``: image float32 (4, X, Y, Z), channels ``t1, t1ce, t2, flair``,
@@ -135,6 +150,9 @@ def make_phantom(
     if scheme in _FOUR_LABEL_MAPS:
         cavity = (tumor_r <= necrosis_r * 0.6) & (labels == NCR_NET)
         cavity[tuple(np.clip(np.rint(t_centre).astype(np.intp), 0, np.asarray(shape) - 1))] = False
+    vessel = None
+    if enhancing_vessel:
+        vessel = _vessel_mask(rng, axes, t_centre, t_semi, core_r) & (labels == ED)
 
     # Tissue means per voxel, one channel at a time.
     tissue = np.where(brain_r <= 0.7, 0, 1).astype(np.uint8)  # 0 white matter, 1 grey matter
@@ -148,6 +166,8 @@ def make_phantom(
         channel = np.where(labels > 0, lut[labels], means[tissue])
         if cavity is not None:
             channel[cavity] = _CAVITY_CONTRAST[c]
+        if vessel is not None:
+            channel[vessel] = _VESSEL[c]
         texture = _smooth_field(rng, shape, scale=0.05)  # smooth tissue texture
         noise = rng.random(shape, dtype=np.float32) - np.float32(0.5)  # uniform, std 0.29
         noise *= np.float32(0.07)  # std 0.02
@@ -179,6 +199,7 @@ def write_phantom_case(
     grade: str | None = None,
     overwrite: bool = False,
     labels: str | None = None,
+    enhancing_vessel: bool = False,
 ) -> CaseFiles:
     """Write one phantom case (:func:`make_phantom`) under ``root`` in a BraTS layout.
 
@@ -210,6 +231,8 @@ def write_phantom_case(
         labels: label scheme of the segmentation (see :func:`make_phantom`); a
             four-label scheme (``gli-post``, ``ped2024``) needs the ``brats2023`` layout
             and writes its values as they are.
+        enhancing_vessel: add an enhancing vessel beside the tumor (see
+            :func:`make_phantom`).
 
     Returns:
         The :class:`CaseFiles` record, equal to what ``discover_cases(root)`` finds.
@@ -232,7 +255,9 @@ def write_phantom_case(
     four_labels = scheme is not None and _four_label(scheme)
     if four_labels and layout != "brats2023":
         raise ValueError(f"the {scheme} label scheme needs the brats2023 layout, not {layout}")
-    image, labels = make_phantom(shape, with_et=with_et, seed=seed, labels=scheme)
+    image, labels = make_phantom(
+        shape, with_et=with_et, seed=seed, labels=scheme, enhancing_vessel=enhancing_vessel
+    )
     affine = _brats_affine(image.shape[1:])
 
     if layout == "msd":
@@ -350,6 +375,37 @@ def write_phantom_cohort(
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _vessel_mask(
+    rng: np.random.Generator,
+    axes: list[np.ndarray],
+    t_centre: np.ndarray,
+    t_semi: np.ndarray,
+    core_r: float,
+) -> np.ndarray:
+    """A straight tube of radius 1 voxel through the tumor, beside the core (the caller
+    keeps its part in the edema).
+
+    The line passes the tumor centre at ``(core_r + 1) / 2`` of the tumor's radius (half
+    way between the core's edge and the edema's), in a random direction perpendicular to
+    its own random direction. Returns bool (X, Y, Z).
+    """
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    side = rng.normal(size=3)
+    side -= side.dot(direction) * direction
+    side /= np.linalg.norm(side)
+    point = t_centre + side * t_semi * (core_r + 1.0) / 2.0
+    # squared distance to the line: |d|^2 - (d . direction)^2, with d = voxel - point
+    d = [a - p for a, p in zip(axes, point, strict=True)]
+    d2 = d[0][:, None, None] ** 2 + d[1][None, :, None] ** 2 + d[2][None, None, :] ** 2
+    along = (
+        d[0][:, None, None] * direction[0]
+        + d[1][None, :, None] * direction[1]
+        + d[2][None, None, :] * direction[2]
+    )
+    return d2 - along**2 <= 1.0
 
 
 def _ellipsoid_radius(axes: list[np.ndarray], centre: np.ndarray, semi: np.ndarray) -> np.ndarray:

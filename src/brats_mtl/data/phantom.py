@@ -87,9 +87,9 @@ def make_phantom(
         labels: label scheme (``brats_mtl.tasks``); None or a three-label scheme gives
             the internal {0, 1, 2, 4} labels. ``gli-post`` and ``ped2024`` give their
             file values, with a fluid-filled cavity (RC, resp. CC) inside the necrosis.
-        enhancing_vessel: add the vessel described above (drawn after everything else,
-            so the rest of the case is the same as without it up to the texture and
-            noise).
+        enhancing_vessel: add the vessel described above. Brain, tumor and labels are
+            those of the same seed without it (the vessel is drawn after them); texture
+            and noise differ.
 
     Returns:
         ``(image, labels)``: image float32 (4, X, Y, Z), channels ``t1, t1ce, t2, flair``,
@@ -387,9 +387,9 @@ def _vessel_mask(
     """A straight tube of radius 1 voxel through the tumor, beside the core (the caller
     keeps its part in the edema).
 
-    The line passes the tumor centre at ``(core_r + 1) / 2`` of the tumor's radius (half
-    way between the core's edge and the edema's), in a random direction perpendicular to
-    its own random direction. Returns bool (X, Y, Z).
+    The line runs in a random direction and passes the tumor centre on a random side, at
+    ``(core_r + 1) / 2`` of the tumor's semi-axes from it (half way between the core's
+    edge and the edema's). Returns bool (X, Y, Z).
     """
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction)

@@ -82,8 +82,14 @@ def _train_step(net: MultiTaskNet, x: torch.Tensor) -> None:
     out = net(x, with_vae=True)
     targets = torch.zeros(x.shape[:1] + x.shape[2:], dtype=torch.long, device=x.device)
     targets[..., : x.shape[-1] // 2] = 3
-    terms = multitask_loss(out, x, targets, torch.ones(x.shape[0], dtype=torch.long, device=x.device),
-                           torch.ones(x.shape[0], dtype=torch.bool, device=x.device), LossConfig())
+    terms = multitask_loss(
+        out,
+        x,
+        targets,
+        torch.ones(x.shape[0], dtype=torch.long, device=x.device),
+        torch.ones(x.shape[0], dtype=torch.bool, device=x.device),
+        LossConfig(),
+    )
     terms["loss"].backward()
 
 
@@ -112,7 +118,9 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> tuple[float, float]:
 def conv_gflops(repeats: int = 3) -> tuple[float, float]:
     """Best fp32 GFLOP/s of the network's 28 -> 28 3x3x3 convolution at 128^3,
     channels-last: (wall, CPU)."""
-    conv = torch.nn.Conv3d(28, 28, 3, padding=1, bias=False).to(memory_format=torch.channels_last_3d)
+    conv = torch.nn.Conv3d(28, 28, 3, padding=1, bias=False).to(
+        memory_format=torch.channels_last_3d
+    )
     x = torch.randn(1, 28, 128, 128, 128).to(memory_format=torch.channels_last_3d)
     with torch.inference_mode():
         return _best_rates(lambda: conv(x), 2 * 28 * 28 * 27 * 128**3, repeats)
@@ -133,6 +141,7 @@ def run_variant(variant: str, patch: int, repeats: int) -> dict:
     compile_s = None
 
     if train:
+
         def step() -> None:
             net.zero_grad(set_to_none=True)
             _train_step(net, x)
@@ -201,12 +210,25 @@ def main() -> None:
         variants = [v for v in variants if v in args.only] or list(args.only)
 
     config = ModelConfig(patch_size=args.patch)
-    flops = {False: count_flops(config, args.patch, False), True: count_flops(config, args.patch, True)}
+    flops = {
+        False: count_flops(config, args.patch, False),
+        True: count_flops(config, args.patch, True),
+    }
     mm_before, conv_before = matmul_gflops(), conv_gflops()
     results = []
     for variant in variants:
-        cmd = [sys.executable, __file__, "--child", variant, "--patch", str(args.patch),
-               "--repeats", str(args.repeats), "--train-repeats", str(args.train_repeats)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            variant,
+            "--patch",
+            str(args.patch),
+            "--repeats",
+            str(args.repeats),
+            "--train-repeats",
+            str(args.train_repeats),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
         print(f"  done {variant}: {results[-1]['seconds']:.2f} s", file=sys.stderr, flush=True)
@@ -215,26 +237,41 @@ def main() -> None:
     peaks = {k: max(mm_before[k], mm_after[k]) for k in (0, 1)}
     conv_peaks = {k: max(conv_before[k], conv_after[k]) for k in (0, 1)}
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, patch {args.patch}^3, batch 1")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, patch {args.patch}^3, batch 1"
+    )
     print("baselines, GFLOP/s wall (CPU), before / after the variants:")
-    print(f"  matmul 2048^2 fp32:        {mm_before[0]:5.0f} ({mm_before[1]:3.0f}) / "
-          f"{mm_after[0]:5.0f} ({mm_after[1]:3.0f})")
-    print(f"  conv 28->28 3^3 @128^3 CL: {conv_before[0]:5.0f} ({conv_before[1]:3.0f}) / "
-          f"{conv_after[0]:5.0f} ({conv_after[1]:3.0f})")
-    print(f"FLOPs: forward {flops[False] / 1e9:.1f} GFLOP, training step {flops[True] / 1e9:.1f} GFLOP")
-    print("GFLOP/s (CPU) = FLOPs / (CPU seconds / threads); %conv = share of the best conv baseline")
-    header = (f"{'variant':16s} {'s/step':>7s} {'cpu s':>7s} {'first s':>8s} {'peak MB':>8s} "
-              f"{'base MB':>8s} {'GFLOP/s':>8s} {'(CPU)':>6s} {'%matmul':>8s} {'%conv':>6s} {'(CPU)':>6s}")
+    print(
+        f"  matmul 2048^2 fp32:        {mm_before[0]:5.0f} ({mm_before[1]:3.0f}) / "
+        f"{mm_after[0]:5.0f} ({mm_after[1]:3.0f})"
+    )
+    print(
+        f"  conv 28->28 3^3 @128^3 CL: {conv_before[0]:5.0f} ({conv_before[1]:3.0f}) / "
+        f"{conv_after[0]:5.0f} ({conv_after[1]:3.0f})"
+    )
+    print(
+        f"FLOPs: forward {flops[False] / 1e9:.1f} GFLOP, training step {flops[True] / 1e9:.1f} GFLOP"
+    )
+    print(
+        "GFLOP/s (CPU) = FLOPs / (CPU seconds / threads); %conv = share of the best conv baseline"
+    )
+    header = (
+        f"{'variant':16s} {'s/step':>7s} {'cpu s':>7s} {'first s':>8s} {'peak MB':>8s} "
+        f"{'base MB':>8s} {'GFLOP/s':>8s} {'(CPU)':>6s} {'%matmul':>8s} {'%conv':>6s} {'(CPU)':>6s}"
+    )
     print(header)
     for r in results:
         f = flops[r["variant"].startswith("train")]
         wall = f / r["seconds"] / 1e9
         cpu = f / (r["cpu_seconds"] / r["threads"]) / 1e9
-        print(f"{r['variant']:16s} {r['seconds']:7.2f} {r['cpu_seconds']:7.2f} "
-              f"{r['first_seconds']:8.2f} {r['peak_rss_mb']:8.0f} {r['rss_before_mb']:8.0f} "
-              f"{wall:8.1f} {cpu:6.1f} {100 * wall / peaks[0]:7.0f}% "
-              f"{100 * wall / conv_peaks[0]:5.0f}% {100 * cpu / conv_peaks[1]:5.0f}%")
+        print(
+            f"{r['variant']:16s} {r['seconds']:7.2f} {r['cpu_seconds']:7.2f} "
+            f"{r['first_seconds']:8.2f} {r['peak_rss_mb']:8.0f} {r['rss_before_mb']:8.0f} "
+            f"{wall:8.1f} {cpu:6.1f} {100 * wall / peaks[0]:7.0f}% "
+            f"{100 * wall / conv_peaks[0]:5.0f}% {100 * cpu / conv_peaks[1]:5.0f}%"
+        )
+
 
 if __name__ == "__main__":
     main()

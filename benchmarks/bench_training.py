@@ -96,10 +96,13 @@ def plain_loop(config, dataset, steps: int, warmup: int, workers: int) -> tuple[
 
     torch.manual_seed(config.train.seed)
     # the activation layout of MultiTaskModule (train.channels_last)
-    memory_format = torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
+    memory_format = (
+        torch.channels_last_3d if config.train.channels_last else torch.contiguous_format
+    )
     net = MultiTaskNet(config.model).train().to(memory_format=memory_format)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.train.lr,
-                                 weight_decay=config.train.weight_decay)
+    optimizer = torch.optim.Adam(
+        net.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+    )
     loader = make_loader(dataset, config, workers)
     done, epoch = 0, 0
     start = None
@@ -112,8 +115,14 @@ def plain_loop(config, dataset, steps: int, warmup: int, workers: int) -> tuple[
             optimizer.zero_grad(set_to_none=True)  # as Lightning: before the forward pass
             image = batch["image"].contiguous(memory_format=memory_format)
             output = net(image, with_vae=True)
-            terms = multitask_loss(output, image, batch["class_targets"],
-                                   batch["et_target"], batch["labeled"], config.loss)
+            terms = multitask_loss(
+                output,
+                image,
+                batch["class_targets"],
+                batch["et_target"],
+                batch["labeled"],
+                config.loss,
+            )
             terms["loss"].backward()
             optimizer.step()
             del output, terms  # nothing of this step outlives it, as in Lightning
@@ -152,9 +161,16 @@ def lightning_loop(config, dataset, steps: int, warmup: int, workers: int) -> tu
     torch.manual_seed(config.train.seed)
     module = MultiTaskModule(config)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=steps + warmup, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Clock()],
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps + warmup,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[Clock()],
         use_distributed_sampler=False,
     )
     trainer.fit(module, datamodule=Data())
@@ -165,7 +181,9 @@ def lightning_loop(config, dataset, steps: int, warmup: int, workers: int) -> tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: phantoms)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="dataset folder (default: phantoms)"
+    )
     parser.add_argument("--steps", type=int, default=20, help="measured steps per round")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
@@ -186,24 +204,33 @@ def main() -> None:
         cases = build_cache(discover_cases(data), Path(tmp) / "cache")
         cache_s = time.perf_counter() - t0
         dataset = PatchDataset(cases, config.model.patch_size)
-        print(f"data: {data} ({len(cases)} cases, {len(dataset)} grid patches of 64^3; "
-              f"cache built in {cache_s:.1f} s); torch threads {torch.get_num_threads()}, "
-              f"DataLoader workers {args.workers}")
+        print(
+            f"data: {data} ({len(cases)} cases, {len(dataset)} grid patches of 64^3; "
+            f"cache built in {cache_s:.1f} s); torch threads {torch.get_num_threads()}, "
+            f"DataLoader workers {args.workers}"
+        )
         results: dict[str, list[tuple[float, ...]]] = {"plain": [], "lightning": []}
         loops = [("plain", plain_loop), ("lightning", lightning_loop)]
         for r in range(args.rounds):
             for name, loop in loops if r % 2 == 0 else loops[::-1]:
                 results[name].append(loop(config, dataset, args.steps, args.warmup, args.workers))
                 rate, wait, cpu_rate = results[name][-1]
-                print(f"round {r}: {name:9s} {rate:6.3f} patches/s (wall), {cpu_rate:6.3f} "
-                      f"patches per CPU second, data wait {100 * wait:4.1f} %", flush=True)
+                print(
+                    f"round {r}: {name:9s} {rate:6.3f} patches/s (wall), {cpu_rate:6.3f} "
+                    f"patches per CPU second, data wait {100 * wait:4.1f} %",
+                    flush=True,
+                )
     med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in results.items()}
     for name, label in (("plain", "plain loop"), ("lightning", "Lightning ")):
         rate, wait, cpu_rate = med[name]
-        print(f"{label}: {rate:6.3f} patches/s (wall), {cpu_rate:6.3f} patches per CPU second, "
-              f"data wait {100 * wait:.1f} % of the step time (median of {args.rounds} rounds)")
-    print(f"Lightning / plain: {med['lightning'][0] / med['plain'][0]:.3f} (wall), "
-          f"{med['lightning'][2] / med['plain'][2]:.3f} (CPU time); target >= 0.95")
+        print(
+            f"{label}: {rate:6.3f} patches/s (wall), {cpu_rate:6.3f} patches per CPU second, "
+            f"data wait {100 * wait:.1f} % of the step time (median of {args.rounds} rounds)"
+        )
+    print(
+        f"Lightning / plain: {med['lightning'][0] / med['plain'][0]:.3f} (wall), "
+        f"{med['lightning'][2] / med['plain'][2]:.3f} (CPU time); target >= 0.95"
+    )
 
 
 if __name__ == "__main__":

@@ -78,7 +78,10 @@ def worker(args: argparse.Namespace) -> None:
             model_config = (cpu_config() if args.model == "cpu" else tiny_config(64)).model
             models[fold] = MultiTaskNet(model_config).eval()
     config = InferenceConfig(
-        tta=args.tta, overlap=args.overlap, device="cpu", precision="32",
+        tta=args.tta,
+        overlap=args.overlap,
+        device="cpu",
+        precision="32",
         uncertainty=args.estimator,
     )
     (files,) = [c for c in discover_cases(args.case.parent) if c.case_id == args.case.name]
@@ -123,8 +126,10 @@ def main() -> None:
 
     import numpy as np
 
-    weights = "a pointwise toy predictor" if args.model == "toy" else (
-        f"{args.model}-preset random weights"
+    weights = (
+        "a pointwise toy predictor"
+        if args.model == "toy"
+        else (f"{args.model}-preset random weights")
     )
     print(
         f"# case {args.case.name}; {weights}; {args.folds} folds x "
@@ -136,10 +141,24 @@ def main() -> None:
         for name in args.estimators.split(","):
             out = Path(tmp) / name
             cmd = [
-                sys.executable, __file__, "--case", str(args.case), "--model", args.model,
-                "--folds", str(args.folds), "--tta", str(args.tta), "--overlap",
-                str(args.overlap), "--threads", str(args.threads), "--estimator", name,
-                "--out", str(out),
+                sys.executable,
+                __file__,
+                "--case",
+                str(args.case),
+                "--model",
+                args.model,
+                "--folds",
+                str(args.folds),
+                "--tta",
+                str(args.tta),
+                "--overlap",
+                str(args.overlap),
+                "--threads",
+                str(args.threads),
+                "--estimator",
+                name,
+                "--out",
+                str(out),
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -148,11 +167,16 @@ def main() -> None:
             results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
             labels[name] = np.load(out / "labels.npy")
             r = results[name]
-            print(f"  ran {name:<13} {r['seconds']:8.1f} s  {r['maxrss_gb']:5.2f} GB  "
-                  f"{r['status']} {r['error'] if r['status'] != 'ok' else ''}", flush=True)
+            print(
+                f"  ran {name:<13} {r['seconds']:8.1f} s  {r['maxrss_gb']:5.2f} GB  "
+                f"{r['status']} {r['error'] if r['status'] != 'ok' else ''}",
+                flush=True,
+            )
     base = results.get("none")
-    print(f"\n{'estimator':<14}{'seconds':>9}{'peak GB':>9}{'x none':>8}  labels vs none   "
-          "mean uncertainty WT/TC/ET")
+    print(
+        f"\n{'estimator':<14}{'seconds':>9}{'peak GB':>9}{'x none':>8}  labels vs none   "
+        "mean uncertainty WT/TC/ET"
+    )
     for name, r in results.items():
         ratio = f"{r['maxrss_gb'] / base['maxrss_gb']:.3f}" if base else "-"
         if "none" in labels:

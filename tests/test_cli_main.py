@@ -64,6 +64,7 @@ def test_v_prints_package_debug_lines_but_no_library_debug_lines():
         "main._COMMANDS['probe'] = ('probe_cli', 'test command')\n"
         "main.cli([sys.argv[1], 'probe'])\n"
     )
+
     def debug_lines(flag: str) -> list[str]:
         return [line for line in _stderr_lines(code, flag) if line.startswith("DEBUG")]
 

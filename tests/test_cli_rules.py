@@ -21,11 +21,21 @@ REPO = Path(__file__).resolve().parents[1]
 #: Path parameters that name outputs (may not exist yet); every other path parameter is
 #: an input and must exist.
 OUTPUT_PATHS = {
-    ("train", "run_dir"), ("train", "cache_dir"), ("run", "out_dir"), ("demo", "out_dir"),
-    ("predict", "output_dir"), ("evaluate", "out_path"), ("evaluate", "lesions_out"),
-    ("evaluate-uncertainty", "out_path"), ("evaluate-uncertainty", "curves_path"),
-    ("survival fit", "out"), ("survival predict", "out"), ("survival evaluate", "out"),
-    ("survival evaluate", "per_case"), ("survival cv", "out"), ("survival cv", "per_case"),
+    ("train", "run_dir"),
+    ("train", "cache_dir"),
+    ("run", "out_dir"),
+    ("demo", "out_dir"),
+    ("predict", "output_dir"),
+    ("evaluate", "out_path"),
+    ("evaluate", "lesions_out"),
+    ("evaluate-uncertainty", "out_path"),
+    ("evaluate-uncertainty", "curves_path"),
+    ("survival fit", "out"),
+    ("survival predict", "out"),
+    ("survival evaluate", "out"),
+    ("survival evaluate", "per_case"),
+    ("survival cv", "out"),
+    ("survival cv", "per_case"),
     ("survival plot", "out"),
 }
 
@@ -97,10 +107,16 @@ def test_a_missing_path_exits_2_in_every_subcommand(tmp_path):
     usage error (exit status 2, click's), found before any work; nothing is written."""
     cases = _missing_path_cases(tmp_path)
     commands = {name.split()[0] for name, _ in cases} | {
-        " ".join(argv[:2]) for name, argv in cases if argv[0] == "survival"}
+        " ".join(argv[:2]) for name, argv in cases if argv[0] == "survival"
+    }
     # every subcommand with an input path is exercised (demo has none)
-    with_inputs = {name for name, c in _commands().items() if any(
-        isinstance(p.type, click.Path) and (name, p.name) not in OUTPUT_PATHS for p in c.params)}
+    with_inputs = {
+        name
+        for name, c in _commands().items()
+        if any(
+            isinstance(p.type, click.Path) and (name, p.name) not in OUTPUT_PATHS for p in c.params
+        )
+    }
     assert with_inputs <= commands
     for what, argv in cases:
         result = CliRunner().invoke(cli, argv)
@@ -136,8 +152,10 @@ def test_a_bad_setting_on_the_command_line_exits_2_in_every_subcommand(tmp_path)
         assert result.exit_code == 2, (argv[:2], result.output)
         assert "nosuch" in result.output, result.output
         assert not (tmp_path / "out").exists(), argv[:2]
-    for argv in (["run", str(data), "--out", out, "--folds", "a,b"],
-                 ["predict", str(run_dir), str(data), out, "--shard", "3/2"]):
+    for argv in (
+        ["run", str(data), "--out", out, "--folds", "a,b"],
+        ["predict", str(run_dir), str(data), out, "--shard", "3/2"],
+    ):
         result = CliRunner().invoke(cli, argv)
         assert result.exit_code == 2, (argv[:2], result.output)
 
@@ -258,8 +276,10 @@ def test_progress_option_is_shared_and_resolved_by_every_long_command(tmp_path, 
     data = tmp_path / "data"
     data.mkdir()
     for extra, expected in (([], False), (["--progress"], True), (["--no-progress"], False)):
-        for argv in (["train", str(data), "--out", str(tmp_path / "r")],
-                     ["run", str(data), "--out", str(tmp_path / "o")]):
+        for argv in (
+            ["train", str(data), "--out", str(tmp_path / "r")],
+            ["run", str(data), "--out", str(tmp_path / "o")],
+        ):
             result = CliRunner().invoke(cli, [*argv, *extra])
             assert result.exit_code == 0, result.output
             assert seen.pop() is expected, (argv, extra)

@@ -13,8 +13,10 @@ def test_paper_defaults():
 
 
 def test_overrides_and_round_trip(tmp_path):
-    c = apply_overrides(tiny_config(), ["model.widths=[2,4,8,16,32]", "train.max_steps=7",
-                                        "inference.channels_last=false"])
+    c = apply_overrides(
+        tiny_config(),
+        ["model.widths=[2,4,8,16,32]", "train.max_steps=7", "inference.channels_last=false"],
+    )
     assert c.model.widths == (2, 4, 8, 16, 32)
     assert c.train.max_steps == 7
     assert c.inference.channels_last is False

@@ -211,7 +211,9 @@ def test_segmenter_predicts_degenerate_cases(cohort, caplog):
     np.testing.assert_array_equal(degraded.labels, expected)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings[0].startswith(f"{files[0].case_id}: every voxel of its four modalities")
-    assert warnings[1].startswith(f"{files[1].case_id}: {files[1].images['t1ce']} (t1ce) is constant")
+    assert warnings[1].startswith(
+        f"{files[1].case_id}: {files[1].images['t1ce']} (t1ce) is constant"
+    )
 
 
 def test_predict_cases_writes_and_records_degenerate_cases(tmp_path, cohort, caplog):
@@ -226,8 +228,9 @@ def test_predict_cases_writes_and_records_degenerate_cases(tmp_path, cohort, cap
     source = nib.load(files[0].images["t1"])
     assert written.shape == SHAPE and not np.asarray(written.dataobj).any()
     np.testing.assert_allclose(written.affine, source.affine)
-    probabilities = np.asarray(nib.load(out / "probabilities" / f"{files[0].case_id}.nii.gz")
-                               .get_fdata())
+    probabilities = np.asarray(
+        nib.load(out / "probabilities" / f"{files[0].case_id}.nii.gz").get_fdata()
+    )
     np.testing.assert_allclose(probabilities[..., 0], 1.0)
     np.testing.assert_allclose(probabilities[..., 1:], 0.0)
     csv = pd.read_csv(out / "predictions.csv").set_index("case_id")
@@ -285,7 +288,9 @@ def test_training_refuses_empty_and_constant_cases_up_front(tmp_path):
     problems = dict(error.value.problems)
     assert sorted(problems) == [files[0].case_id, files[1].case_id]
     assert "is 0; no brain to crop" in problems[files[0].case_id]
-    assert problems[files[1].case_id].startswith(f"{files[1].images['t2']}: modality t2 is constant")
+    assert problems[files[1].case_id].startswith(
+        f"{files[1].images['t2']}: modality t2 is constant"
+    )
 
 
 # --- cases of a fold's training split -----------------------------------------------------
@@ -339,8 +344,10 @@ def test_the_odd_modality_out_is_named(tmp_path):
     with pytest.raises(CaseDataError) as error:
         load_case(files)
     message = str(error.value)
-    assert message.startswith(f"{files.images['t1']} (t1) has shape (24, 20, 16), but the other "
-                              "modalities (t1ce, t2, flair, e.g. ")
+    assert message.startswith(
+        f"{files.images['t1']} (t1) has shape (24, 20, 16), but the other "
+        "modalities (t1ce, t2, flair, e.g. "
+    )
     assert f"{files.images['t1ce']}) have (24, 20, 18)" in message
     # another affine for t1: named, on one line
     files = write_phantom_case(tmp_path / "b", "BraTS2021_00000", shape=SHAPE, seed=0)
@@ -352,7 +359,9 @@ def test_the_odd_modality_out_is_named(tmp_path):
         load_case(files)
     message = str(error.value)
     assert "\n" not in message
-    assert message.startswith(f"{files.images['t1']} (t1) has affine [[-1, 0, 0, 10], [0, -1, 0, 19]")
+    assert message.startswith(
+        f"{files.images['t1']} (t1) has affine [[-1, 0, 0, 10], [0, -1, 0, 19]"
+    )
     assert "but the other modalities (t1ce, t2, flair" in message
     # two against two: no majority, all four are listed
     for modality in ("t1", "t1ce"):
@@ -376,7 +385,9 @@ def test_an_affine_error_is_one_line_in_the_csv(tmp_path, cohort):
     text = (out / "predictions.csv").read_text()
     assert len(text.splitlines()) == 2  # the header and the one case
     error = pd.read_csv(out / "predictions.csv").loc[0, "error"]
-    assert error.startswith(f"{files[0].images['t2']} (t2) has affine [[-1, 0, 0, 0], [0, -1, 0, 16.5]")
+    assert error.startswith(
+        f"{files[0].images['t2']} (t2) has affine [[-1, 0, 0, 0], [0, -1, 0, 16.5]"
+    )
 
 
 # --- predictions.csv floats, and the order of checks ---------------------------------------

@@ -229,8 +229,10 @@ def test_folders_cli_and_table(tmp_path):
             _write_map(preds / uncertainty_map_name(case.case_id, region), m, case.affine)
         ids.append(case.case_id)
     # a third prediction without maps is reported, not scored
-    nib.save(nib.Nifti1Image(np.zeros((32, 32, 32), np.uint8), case.affine),
-             str(preds / "BraTS2021_99999.nii.gz"))
+    nib.save(
+        nib.Nifti1Image(np.zeros((32, 32, 32), np.uint8), case.affine),
+        str(preds / "BraTS2021_99999.nii.gz"),
+    )
     assert set(find_predictions(preds)) == {*ids, "BraTS2021_99999"}  # maps are no labels
 
     results = evaluate_uncertainty_folders(preds, data, random_seed=0)
@@ -243,8 +245,9 @@ def test_folders_cli_and_table(tmp_path):
     # maps of 0 filter nothing: (Dice + 2) / 3 of the unfiltered Dice
     for _, row in results.zero.iterrows():
         case_id = row["Label"]
-        ref = np.isin(load_case(next(f for f in files_by_id if f.case_id == case_id)).labels,
-                      REGIONS["WT"])
+        ref = np.isin(
+            load_case(next(f for f in files_by_id if f.case_id == case_id)).labels, REGIONS["WT"]
+        )
         pred = np.isin(np.asarray(nib.load(preds / f"{case_id}.nii.gz").dataobj), REGIONS["WT"])
         dice = 2 * (ref & pred).sum() / (ref.sum() + pred.sum())
         assert row["Score_WT"] == pytest.approx((dice + 2) / 3, rel=1e-12)
@@ -254,8 +257,17 @@ def test_folders_cli_and_table(tmp_path):
 
     out = tmp_path / "unc.csv"
     run = CliRunner().invoke(
-        cli, ["evaluate-uncertainty", str(preds), str(data), "--out", str(out),
-              "--random-baseline", "--curves", str(tmp_path / "curves.csv")],
+        cli,
+        [
+            "evaluate-uncertainty",
+            str(preds),
+            str(data),
+            "--out",
+            str(out),
+            "--random-baseline",
+            "--curves",
+            str(tmp_path / "curves.csv"),
+        ],
     )
     assert run.exit_code == 0, run.output
     written = pd.read_csv(out)
@@ -281,7 +293,8 @@ def test_a_map_of_the_wrong_shape_names_the_file(tmp_path):
     preds.mkdir()
     nib.save(nib.Nifti1Image(case.labels, case.affine), str(preds / f"{case.case_id}.nii.gz"))
     for region in ("WT", "TC", "ET"):
-        _write_map(preds / uncertainty_map_name(case.case_id, region),
-                   np.zeros((24, 24, 23)), case.affine)
+        _write_map(
+            preds / uncertainty_map_name(case.case_id, region), np.zeros((24, 24, 23)), case.affine
+        )
     with pytest.raises(ValueError, match=r"_unc_whole\.nii\.gz has shape"):
         evaluate_uncertainty_folders(preds, data)

@@ -156,8 +156,9 @@ def test_axial_view_rejects_bad_affines(affine, match):
     with pytest.raises(ValueError, match=match):
         AxialView.from_affine(affine)
     with pytest.raises(ValueError, match=match):
-        segmentation_figure(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)), np.zeros((2, 2, 2)),
-                            affine=affine)
+        segmentation_figure(
+            np.zeros((2, 2, 2)), np.zeros((2, 2, 2)), np.zeros((2, 2, 2)), affine=affine
+        )
 
 
 def test_axial_view_index_out_of_range():
@@ -250,8 +251,10 @@ def test_real_case_lps_and_ras_copies_give_the_same_figures(shared_data, tmp_pat
     assert not np.array_equal(lps.image, ras.image)  # a different voxel order
 
     flair = 3
-    figs = [segmentation_figure(c.image[flair], c.labels, c.labels, title=c.case_id,
-                                affine=c.affine) for c in (lps, ras)]
+    figs = [
+        segmentation_figure(c.image[flair], c.labels, c.labels, title=c.case_id, affine=c.affine)
+        for c in (lps, ras)
+    ]
     assert np.array_equal(_canvas(figs[0]), _canvas(figs[1]))
 
     t2 = 2
@@ -261,6 +264,7 @@ def test_real_case_lps_and_ras_copies_give_the_same_figures(shared_data, tmp_pat
         # one patch covering the whole crop: the same anatomy in both voxel orders (the
         # patch grid itself starts at voxel 0, a different corner in each order)
         (whole,) = patch_grid(pre.image.shape[1:], pre.image.shape[1:])
-        figs.append(preprocessing_figure(case.image[t2], pre.box, pre.image[t2], whole,
-                                         affine=case.affine))
+        figs.append(
+            preprocessing_figure(case.image[t2], pre.box, pre.image[t2], whole, affine=case.affine)
+        )
     assert np.array_equal(_canvas(figs[0]), _canvas(figs[1]))

@@ -10,12 +10,16 @@ def test_uncertainty_figure_shows_labels_beside_each_map(tmp_path):
     labels = np.zeros(background.shape, np.uint8)
     labels[8:12, 8:12, 5:9] = 4
     labels[8:10, 8:12, 6] = 2  # every tumour slice holds 16 voxels: the first (5) shown
-    maps = {r: np.full(background.shape, v, np.uint8) for r, v in (("WT", 0), ("TC", 50),
-                                                                     ("ET", 100))}
+    maps = {
+        r: np.full(background.shape, v, np.uint8) for r, v in (("WT", 0), ("TC", 50), ("ET", 100))
+    }
     fig = uncertainty_figure(background, labels, maps, title="case")
     panels = [a for a in fig.axes if a.get_title()]
     assert [a.get_title() for a in panels] == [
-        "prediction (slice 5)", "WT uncertainty", "TC uncertainty", "ET uncertainty"
+        "prediction (slice 5)",
+        "WT uncertainty",
+        "TC uncertainty",
+        "ET uncertainty",
     ]
     # each map panel shows the axial slice (rotated for display) on a 0-100 scale
     for ax, value in zip(panels[1:], (0, 50, 100), strict=True):

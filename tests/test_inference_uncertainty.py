@@ -45,8 +45,9 @@ def entropy_percent(p: float) -> int:
 
 
 def test_entropy_and_disagreement_on_hand_values():
-    np.testing.assert_array_equal(entropy_map(np.array([0.0, 1.0, 0.5, 0.25, 1.0 + 1e-7])),
-                                  [0, 0, 100, 81, 0])
+    np.testing.assert_array_equal(
+        entropy_map(np.array([0.0, 1.0, 0.5, 0.25, 1.0 + 1e-7])), [0, 0, 100, 81, 0]
+    )
     assert entropy_percent(0.25) == 81 and entropy_percent(0.6) == 97
     # 20 predictions: 0, 5, 10, 15 in the region; final label out, out, in, in
     votes = np.array([0, 5, 10, 15, 20])
@@ -119,8 +120,14 @@ def _pre(image=None) -> Preprocessed:
 
 
 def _segment(models, estimator, *, tta=4, brain_mask=None):
-    config = InferenceConfig(tta=tta, overlap=0.5, device="cpu", uncertainty=estimator,
-                             et_min_voxels=0, window_batch_size=3)
+    config = InferenceConfig(
+        tta=tta,
+        overlap=0.5,
+        device="cpu",
+        uncertainty=estimator,
+        et_min_voxels=0,
+        window_batch_size=3,
+    )
     segmenter = Segmenter(models, config, patch_size=16)
     return segmenter.predict_preprocessed(_pre(), brain_mask=brain_mask)
 
@@ -182,11 +189,11 @@ def test_maps_are_zero_outside_the_brain_mask():
 def test_pass_by_pass_windows_give_the_same_mean_and_one_map_per_pass():
     image = torch.from_numpy(_ramp_image())
     model = SplitOnMirror()
-    plain = predict_sliding_window(image, model, patch_size=16, overlap=0.5, tta=8,
-                                   batch_size=3)
+    plain = predict_sliding_window(image, model, patch_size=16, overlap=0.5, tta=8, batch_size=3)
     maps = []
-    counted = predict_sliding_window(image, model, patch_size=16, overlap=0.5, tta=8,
-                                     batch_size=3, on_pass=maps.append)
+    counted = predict_sliding_window(
+        image, model, patch_size=16, overlap=0.5, tta=8, batch_size=3, on_pass=maps.append
+    )
     np.testing.assert_allclose(counted.probs, plain.probs, atol=1e-6)
     np.testing.assert_array_equal(counted.window_et_probabilities, plain.window_et_probabilities)
     assert len(maps) == 8 and all(m.shape == SHAPE for m in maps)
@@ -200,8 +207,14 @@ def test_whole_volume_mode_reports_each_pass():
         return probs, torch.full((len(boxes),), 0.5)
 
     maps = []
-    predict_whole_volume(torch.from_numpy(_ramp_image()), volume_predictor, patch_size=16,
-                         multiple=16, tta=4, on_pass=maps.append)
+    predict_whole_volume(
+        torch.from_numpy(_ramp_image()),
+        volume_predictor,
+        patch_size=16,
+        multiple=16,
+        tta=4,
+        on_pass=maps.append,
+    )
     assert len(maps) == 4 and sum(int((m[BOX] == 3).all()) for m in maps) == 2
 
 
@@ -222,8 +235,10 @@ class Channel1Box:
 
 
 def test_maps_on_disk_keep_geometry_and_fill_the_table(tmp_path):
-    files = [write_phantom_case(tmp_path / "in", f"BraTS2021_0000{i}", shape=(30, 26, 22),
-                                seed=i) for i in range(2)]
+    files = [
+        write_phantom_case(tmp_path / "in", f"BraTS2021_0000{i}", shape=(30, 26, 22), seed=i)
+        for i in range(2)
+    ]
     out = tmp_path / "out"
     config = InferenceConfig(tta=4, device="cpu", uncertainty="entropy", window_batch_size=4)
     table = predict_cases(files, Segmenter({0: Channel1Box()}, config, patch_size=16), out)
@@ -240,8 +255,9 @@ def test_maps_on_disk_keep_geometry_and_fill_the_table(tmp_path):
             np.testing.assert_allclose(img.affine, source.affine)
             data = np.asarray(img.dataobj)
             assert data.max() <= 100 and data.max() > 0
-            brain = np.any([np.asarray(nib.load(p).dataobj) != 0
-                            for p in f.images.values()], axis=0)
+            brain = np.any(
+                [np.asarray(nib.load(p).dataobj) != 0 for p in f.images.values()], axis=0
+            )
             assert (data[~brain] == 0).all() and brain.sum() < t1.size
             inside = np.isin(labels, labels_in)
             mean = data[inside].mean()  # predictions.csv holds 6 significant digits
@@ -293,8 +309,19 @@ def test_cli_predict_with_uncertainty(tmp_path):
     write_phantom_case(root, ids[0], shape=(20, 20, 20))  # one 16^3 window per pass
     run = make_run(tmp_path / "run", [*ids, "BraTS2021_00001"])  # two folds need two cases
     out = tmp_path / "out"
-    args = ["predict", str(run), str(root), str(out), "--tta", "4", "--uncertainty",
-            "disagreement", "--no-progress", "--set", "inference.device=cpu"]
+    args = [
+        "predict",
+        str(run),
+        str(root),
+        str(out),
+        "--tta",
+        "4",
+        "--uncertainty",
+        "disagreement",
+        "--no-progress",
+        "--set",
+        "inference.device=cpu",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     for case_id in ids:

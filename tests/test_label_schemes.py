@@ -116,9 +116,16 @@ def test_classifier_target_is_the_scheme_et(tmp_path, scheme):
         np.save(tmp_path / f"{name}.image.npy", np.zeros((4, *labels.shape), np.float32))
         np.save(tmp_path / f"{name}.labels.npy", labels)
         cases.append(
-            CachedCase(name, tmp_path / f"{name}.image.npy", tmp_path / f"{name}.labels.npy",
-                       labels.shape, tuple(slice(0, n) for n in labels.shape), labels.shape,
-                       True, None)
+            CachedCase(
+                name,
+                tmp_path / f"{name}.image.npy",
+                tmp_path / f"{name}.labels.npy",
+                labels.shape,
+                tuple(slice(0, n) for n in labels.shape),
+                labels.shape,
+                True,
+                None,
+            )
         )
     dataset = PatchDataset(cases, 8, classes=classes)
     first, second = dataset[0], dataset[1]
@@ -215,9 +222,12 @@ def test_mixed_scheme_folder_is_refused_listing_the_cases(tmp_path):
     assert pick_training_scheme(schemes, "gli-post").name == "gli-post"
     # unlabeled cases join any scheme; three-label schemes share the paper's classes
     assert pick_training_scheme({}).name == "brats2017"
-    assert pick_training_scheme(
-        {"a": LABEL_SCHEMES["brats2017"], "b": LABEL_SCHEMES["brats2023"]}
-    ).name == "brats2017"
+    assert (
+        pick_training_scheme(
+            {"a": LABEL_SCHEMES["brats2017"], "b": LABEL_SCHEMES["brats2023"]}
+        ).name
+        == "brats2017"
+    )
 
 
 def test_training_on_a_mixed_folder_fails_before_caching(tmp_path):
@@ -239,7 +249,11 @@ def test_training_on_a_mixed_folder_fails_before_caching(tmp_path):
 def test_write_read_round_trip_per_scheme(tmp_path, scheme):
     layout = {"brats2017": "brats2021", "msd": "msd"}.get(scheme, "brats2023")
     (files,) = write_phantom_cohort(
-        tmp_path / "in", n_labeled=1, n_unlabeled=0, shape=(24, 20, 16), layout=layout,
+        tmp_path / "in",
+        n_labeled=1,
+        n_unlabeled=0,
+        shape=(24, 20, 16),
+        layout=layout,
         labels=scheme,
     )
     inferred = case_label_scheme(files)
@@ -346,8 +360,15 @@ def test_brats_mtl_run_on_a_2024_layout_cohort_reports_the_scheme_regions(tmp_pa
     try:
         result = CliRunner().invoke(
             cli,
-            ["run", str(data), "--out", str(tmp_path / "out"), "--config",
-             str(tmp_path / "config.yaml"), "--no-progress"],
+            [
+                "run",
+                str(data),
+                "--out",
+                str(tmp_path / "out"),
+                "--config",
+                str(tmp_path / "config.yaml"),
+                "--no-progress",
+            ],
         )
     finally:
         torch.set_num_threads(threads)

@@ -56,8 +56,12 @@ def test_dice_matches_monai_v_net_form():
     probs = torch.softmax(torch.randn(3, 4, 9, 8, 7, generator=g, dtype=torch.float64), 1)
     target = torch.randint(0, 4, (3, 9, 8, 7), generator=g)
     reference = monai_losses.DiceLoss(
-        include_background=True, to_onehot_y=True, squared_pred=True,
-        smooth_nr=1e-5, smooth_dr=1e-5, reduction="none",
+        include_background=True,
+        to_onehot_y=True,
+        squared_pred=True,
+        smooth_nr=1e-5,
+        smooth_dr=1e-5,
+        reduction="none",
     )(probs, target[:, None])  # (B, C, 1, 1, 1)
     torch.testing.assert_close(soft_dice_loss(probs, target), reference.flatten(1).mean(1))
 
@@ -113,8 +117,9 @@ def _output(batch: int, vae: bool, seed: int = 0) -> tuple[MultiTaskOutput, torc
     image = torch.randn(shape, generator=g, dtype=torch.float64)
     if not vae:
         return MultiTaskOutput(rand(*shape), rand(batch, 2)), image
-    return MultiTaskOutput(rand(*shape), rand(batch, 2), rand(*shape),
-                           rand(batch, 3, 2, 2, 2), rand(batch, 3, 2, 2, 2)), image
+    return MultiTaskOutput(
+        rand(*shape), rand(batch, 2), rand(*shape), rand(batch, 3, 2, 2, 2), rand(batch, 3, 2, 2, 2)
+    ), image
 
 
 def test_weighted_sum_of_named_terms():
@@ -155,8 +160,9 @@ def test_unlabeled_samples_are_masked_out_of_dice_and_ce():
 def test_all_unlabeled_gives_exact_zero_dice_and_ce():
     out, image = _output(2, vae=True)
     classes = torch.full((2, 6, 5, 4), -1)
-    terms = multitask_loss(out, image, classes, torch.tensor([-1, -1]),
-                           torch.tensor([False, False]), LossConfig())
+    terms = multitask_loss(
+        out, image, classes, torch.tensor([-1, -1]), torch.tensor([False, False]), LossConfig()
+    )
     assert terms["dice"].item() == 0.0 and terms["ce"].item() == 0.0
     terms["loss"].backward()
     assert torch.equal(out.seg_logits.grad, torch.zeros_like(out.seg_logits))
@@ -168,8 +174,9 @@ def test_all_unlabeled_gives_exact_zero_dice_and_ce():
 def test_without_vae_l2_and_kl_are_zero():
     out, image = _output(2, vae=False)
     classes = torch.zeros(2, 6, 5, 4, dtype=torch.long)
-    terms = multitask_loss(out, image, classes, torch.tensor([0, 0]),
-                           torch.tensor([True, True]), LossConfig())
+    terms = multitask_loss(
+        out, image, classes, torch.tensor([0, 0]), torch.tensor([True, True]), LossConfig()
+    )
     assert terms["l2"].item() == 0.0 and terms["kl"].item() == 0.0
     torch.testing.assert_close(terms["loss"], 0.1 * terms["ce"] + terms["dice"])
 
@@ -177,5 +184,11 @@ def test_without_vae_l2_and_kl_are_zero():
 def test_mismatched_shapes_are_rejected():
     out, image = _output(2, vae=False)
     with pytest.raises(ValueError, match="class_targets"):
-        multitask_loss(out, image, torch.zeros(2, 6, 5, dtype=torch.long),
-                       torch.tensor([0, 0]), torch.tensor([True, True]), LossConfig())
+        multitask_loss(
+            out,
+            image,
+            torch.zeros(2, 6, 5, dtype=torch.long),
+            torch.tensor([0, 0]),
+            torch.tensor([True, True]),
+            LossConfig(),
+        )

@@ -42,10 +42,16 @@ def test_paper_shapes_on_meta(paper_meta_net):
     assert out.seg_logits.shape == (2, 4, 128, 128, 128)
     assert out.cls_logits.shape == (2, 2)
     assert out.recon.shape == (2, 4, 128, 128, 128)
-    assert out.mu.shape == out.logvar.shape == (2, 50, 16, 16, 16)  # Table 1 read as docs/design.md section 3
+    assert (
+        out.mu.shape == out.logvar.shape == (2, 50, 16, 16, 16)
+    )  # Table 1 read as docs/design.md section 3
     features = paper_meta_net.encode(x)
     assert [tuple(f.shape[1:]) for f in features] == [
-        (28, 128, 128, 128), (56, 64, 64, 64), (112, 32, 32, 32), (224, 16, 16, 16), (448, 8, 8, 8)
+        (28, 128, 128, 128),
+        (56, 64, 64, 64),
+        (112, 32, 32, 32),
+        (224, 16, 16, 16),
+        (448, 8, 8, 8),
     ]
 
 
@@ -148,7 +154,9 @@ def _hand_counts(c: ModelConfig) -> dict[str, int]:
     def conv_gn(ci, co, k=3):  # U-Net block: bias-free conv + GroupNorm
         return conv(ci, co, k, bias=False) + 2 * co
 
-    encoder = sum(conv_gn(ci, co) + conv_gn(co, co) for ci, co in zip((n_in, *w[:-1]), w, strict=True))
+    encoder = sum(
+        conv_gn(ci, co) + conv_gn(co, co) for ci, co in zip((n_in, *w[:-1]), w, strict=True)
+    )
     seg = sum(
         conv(w[i + 1], w[i], 2) + conv_gn(2 * w[i], w[i]) + conv_gn(w[i], w[i])
         for i in range(len(w) - 1)
@@ -209,8 +217,9 @@ def test_backward_reaches_every_parameter_in_train_mode():
     net = MultiTaskNet(TINY).train()
     image, class_targets, et_targets = _tiny_batch()
     out = net(image, with_vae=True)
-    terms = multitask_loss(out, image, class_targets, et_targets, torch.tensor([True, True]),
-                           LossConfig())
+    terms = multitask_loss(
+        out, image, class_targets, et_targets, torch.tensor([True, True]), LossConfig()
+    )
     terms["loss"].backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.any()]
     assert missing == []
@@ -222,8 +231,9 @@ def test_unlabeled_batch_trains_only_encoder_and_vae():
     image, _, _ = _tiny_batch()
     garbage = torch.full((2, 32, 32, 32), 255)  # unlabeled targets are never read
     out = net(image, with_vae=True)
-    terms = multitask_loss(out, image, garbage, torch.tensor([-1, -1]),
-                           torch.tensor([False, False]), LossConfig())
+    terms = multitask_loss(
+        out, image, garbage, torch.tensor([-1, -1]), torch.tensor([False, False]), LossConfig()
+    )
     assert terms["dice"].item() == 0.0 and terms["ce"].item() == 0.0
     assert terms["l2"].item() > 0 and terms["kl"].item() > 0
     terms["loss"].backward()

@@ -16,12 +16,35 @@ def test_paper_rows_read_like_tables_1_and_2():
     for row in rows:
         by_part.setdefault(row.part, []).append(row)
     vae = {r.name: r for r in by_part["VAE decoder"]}
-    assert list(vae) == ["DownStage3", "Mean", "Std", "Sample", "DC4", "Up3", "DC3", "Up2",
-                         "DC2", "Up1", "DC1", "VAEOut"]
+    assert list(vae) == [
+        "DownStage3",
+        "Mean",
+        "Std",
+        "Sample",
+        "DC4",
+        "Up3",
+        "DC3",
+        "Up2",
+        "DC2",
+        "Up1",
+        "DC1",
+        "VAEOut",
+    ]
     # Table 1 (as read in docs/design.md section 3): output channels x edge
-    table1 = {"DownStage3": (100, 16), "Mean": (50, 16), "Std": (50, 16), "Sample": (100, 16),
-              "DC4": (224, 16), "Up3": (224, 32), "DC3": (112, 32), "Up2": (112, 64),
-              "DC2": (56, 64), "Up1": (56, 128), "DC1": (28, 128), "VAEOut": (4, 128)}
+    table1 = {
+        "DownStage3": (100, 16),
+        "Mean": (50, 16),
+        "Std": (50, 16),
+        "Sample": (100, 16),
+        "DC4": (224, 16),
+        "Up3": (224, 32),
+        "DC3": (112, 32),
+        "Up2": (112, 64),
+        "DC2": (56, 64),
+        "Up1": (56, 128),
+        "DC1": (28, 128),
+        "VAEOut": (4, 128),
+    }
     assert {n: (r.output_shape[0], r.output_shape[1]) for n, r in vae.items()} == table1
     assert vae["DownStage3"].input_shape == (224, 16, 16, 16)
     cls = {r.name: r for r in by_part["classifier"]}
@@ -35,8 +58,12 @@ def test_paper_rows_read_like_tables_1_and_2():
     # the rows account for every parameter of each part
     with torch.device("meta"):
         net = MultiTaskNet(Config().model)
-    parts = {"encoder": net.encoder, "segmentation decoder": net.seg_decoder,
-             "VAE decoder": net.vae_decoder, "classifier": net.classifier}
+    parts = {
+        "encoder": net.encoder,
+        "segmentation decoder": net.seg_decoder,
+        "VAE decoder": net.vae_decoder,
+        "classifier": net.classifier,
+    }
     for part, module in parts.items():
         assert sum(r.params for r in by_part[part]) == sum(p.numel() for p in module.parameters())
 

@@ -35,12 +35,23 @@ def _tiny_run(tmp_path_factory):
         root / "data", n_train=4, n_unlabeled=1, n_test=1, n_survival=20, shape=(32, 32, 32)
     )
     config = apply_overrides(
-        demo_config(), ["train.n_folds=2", "train.max_steps=4", "train.val_every_n_epochs=1",
-                        "inference.tta=0", "inference.uncertainty=entropy"]
+        demo_config(),
+        [
+            "train.n_folds=2",
+            "train.max_steps=4",
+            "train.val_every_n_epochs=1",
+            "inference.tta=0",
+            "inference.uncertainty=entropy",
+        ],
     )
     result = run_pipeline(
-        cohort.train_dir, root / "out", config=config, unlabeled_dirs=(cohort.unlabeled_dir,),
-        test_dir=cohort.test_dir, survival_csv=cohort.survival_csv, progress=False,
+        cohort.train_dir,
+        root / "out",
+        config=config,
+        unlabeled_dirs=(cohort.unlabeled_dir,),
+        test_dir=cohort.test_dir,
+        survival_csv=cohort.survival_csv,
+        progress=False,
     )
     return cohort, config, result
 
@@ -100,7 +111,11 @@ def test_resume_does_not_retrain(tiny_run, caplog):
     oof_before = oof.stat().st_mtime_ns
     with caplog.at_level("INFO", logger="brats_mtl.pipeline"):
         again = run_pipeline(  # without test_dir and survival_csv: the recorded ones
-            cohort.train_dir, result.out_dir, config=config, resume=True, progress=False,
+            cohort.train_dir,
+            result.out_dir,
+            config=config,
+            resume=True,
+            progress=False,
         )
     assert ckpt.stat().st_mtime_ns == before
     assert oof.stat().st_mtime_ns == oof_before
@@ -125,10 +140,12 @@ def _recorded_run(tmp_path):
     """A run folder whose marker records all four inputs (no training)."""
     from brats_mtl.pipeline import RunInputs, prepare_output_dir, record_run_inputs
 
-    cohort = make_demo_cohort(tmp_path / "data", n_train=2, n_unlabeled=1, n_test=1,
-                              n_survival=4, shape=(16, 16, 16))
-    inputs = RunInputs(cohort.train_dir, (cohort.unlabeled_dir,), cohort.test_dir,
-                       cohort.survival_csv)
+    cohort = make_demo_cohort(
+        tmp_path / "data", n_train=2, n_unlabeled=1, n_test=1, n_survival=4, shape=(16, 16, 16)
+    )
+    inputs = RunInputs(
+        cohort.train_dir, (cohort.unlabeled_dir,), cohort.test_dir, cohort.survival_csv
+    )
     out = tmp_path / "out"
     prepare_output_dir(out, "run", inputs=inputs.as_inputs())
     record_run_inputs(out, inputs)
@@ -201,9 +218,10 @@ def test_resume_fails_when_a_recorded_input_is_gone(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--test .*test recorded in .* no longer exists"):
         resolve_run_inputs(out, RunInputs(cohort.train_dir), resume=True)
     # given again (where it is now): used, no error
-    assert resolve_run_inputs(
-        out, RunInputs(cohort.train_dir, test_dir=moved), resume=True
-    ).test_dir == moved
+    assert (
+        resolve_run_inputs(out, RunInputs(cohort.train_dir, test_dir=moved), resume=True).test_dir
+        == moved
+    )
     # the command line: a clear error before any training, nothing written
     before = sorted(p.name for p in out.iterdir())
     result = CliRunner().invoke(cli, ["run", str(cohort.train_dir), "--out", str(out), "--resume"])
@@ -240,8 +258,10 @@ def test_overwrite_refuses_a_folder_brats_mtl_did_not_create(tmp_path):
     (home / "run").mkdir(parents=True)
     (home / "thesis.tex").write_text("years of work")
     (home / "run" / "config.yaml").write_text("model: {}\n")  # looks like an old output
-    for command in (["run", str(data / "train"), "--out", str(home), "--overwrite"],
-                    ["demo", "--out", str(home), "--overwrite"]):
+    for command in (
+        ["run", str(data / "train"), "--out", str(home), "--overwrite"],
+        ["demo", "--out", str(home), "--overwrite"],
+    ):
         result = CliRunner().invoke(cli, command)
         assert result.exit_code == 1, result.output
         assert f"refusing to --overwrite {home}" in result.output
@@ -301,10 +321,14 @@ def test_inputs_inside_the_output_folder_are_refused(tmp_path):
     from brats_mtl.pipeline import prepare_output_dir
 
     out = tmp_path / "out"
-    make_demo_cohort(out / "data", n_train=2, n_unlabeled=0, n_test=0, n_survival=4,
-                     shape=(16, 16, 16))
-    for inputs in ([("DATA_DIR", out / "data" / "train")], [("DATA_DIR", out)],
-                   [("DATA_DIR", tmp_path), ("--survival table", out / "data" / "survival.csv")]):
+    make_demo_cohort(
+        out / "data", n_train=2, n_unlabeled=0, n_test=0, n_survival=4, shape=(16, 16, 16)
+    )
+    for inputs in (
+        [("DATA_DIR", out / "data" / "train")],
+        [("DATA_DIR", out)],
+        [("DATA_DIR", tmp_path), ("--survival table", out / "data" / "survival.csv")],
+    ):
         with pytest.raises(ValueError, match="is inside the output folder"):
             prepare_output_dir(out, "run", overwrite=True, inputs=inputs)
     with pytest.raises(ValueError, match=r"DATA_DIR .* is inside the output folder"):
@@ -316,8 +340,9 @@ def test_inputs_inside_the_output_folder_are_refused(tmp_path):
 
 def test_a_bad_survival_table_fails_before_training(tmp_path):
     data = tmp_path / "data"
-    cohort = make_demo_cohort(data, n_train=2, n_unlabeled=0, n_test=0, n_survival=4,
-                              shape=(16, 16, 16))
+    cohort = make_demo_cohort(
+        data, n_train=2, n_unlabeled=0, n_test=0, n_survival=4, shape=(16, 16, 16)
+    )
     bad = tmp_path / "clinical.csv"
     bad.write_text("BraTS19ID,Age,Survival,ResectionStatus\nA,abc,300,GTR\n")
     with pytest.raises(ValueError, match=r"line 2 \(A\): age 'abc' is not a number"):
@@ -373,8 +398,9 @@ def test_demo_reuses_its_folder_and_overwrite_starts_again(tmp_path, monkeypatch
 
 
 def _small_cohort(root, seed=0):
-    return make_demo_cohort(root, n_train=2, n_unlabeled=1, n_test=1, n_survival=4,
-                            shape=(16, 16, 16), seed=seed)
+    return make_demo_cohort(
+        root, n_train=2, n_unlabeled=1, n_test=1, n_survival=4, shape=(16, 16, 16), seed=seed
+    )
 
 
 def test_demo_config_validates_at_least_three_times_per_fold():
@@ -417,8 +443,18 @@ def test_train_and_run_share_the_preset_option(tmp_path):
     make_demo_cohort(data, n_train=2, n_unlabeled=0, n_test=0, n_survival=4, shape=(16, 16, 16))
     out = tmp_path / "run"
     # train.devices=two fails once the run folder and its config.yaml are written
-    base = ["train", str(data / "train"), "--out", str(out), "--fold", "0",
-            "--set", "train.n_folds=2", "--set", "train.devices=two"]
+    base = [
+        "train",
+        str(data / "train"),
+        "--out",
+        str(out),
+        "--fold",
+        "0",
+        "--set",
+        "train.n_folds=2",
+        "--set",
+        "train.devices=two",
+    ]
 
     def saved():
         return yaml.safe_load((out / "config.yaml").read_text())
@@ -459,8 +495,11 @@ def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch
     saved = apply_overrides(cpu_config(), ["train.max_steps=7"])
     (out / "run").mkdir(parents=True)
     save_config(saved, out / "run" / "config.yaml")
-    for args, expected in (([], saved), (["--set", "train.lr=0.5"], None),
-                           (["--preset", "cpu"], cpu_config())):
+    for args, expected in (
+        ([], saved),
+        (["--set", "train.lr=0.5"], None),
+        (["--preset", "cpu"], cpu_config()),
+    ):
         result = CliRunner().invoke(cli, ["run", str(data), "--out", str(out), "--resume", *args])
         assert result.exit_code == 0, result.output
         if expected is not None:
@@ -473,11 +512,17 @@ def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch
     demo = tmp_path / "demo"
     (demo / "results" / "run").mkdir(parents=True)
     save_config(saved, demo / "results" / "run" / "config.yaml")
-    monkeypatch.setattr(pipeline, "run_demo", lambda out_dir, config, **kw: fake_run_pipeline(
-        None, out_dir, config=config))
+    monkeypatch.setattr(
+        pipeline,
+        "run_demo",
+        lambda out_dir, config, **kw: fake_run_pipeline(None, out_dir, config=config),
+    )
     assert CliRunner().invoke(cli, ["demo", "--out", str(demo)]).exit_code == 0
     assert configs[-1] == saved
-    assert CliRunner().invoke(cli, ["demo", "--out", str(demo), "--set", "train.lr=0.5"]).exit_code == 0
+    assert (
+        CliRunner().invoke(cli, ["demo", "--out", str(demo), "--set", "train.lr=0.5"]).exit_code
+        == 0
+    )
     assert configs[-1].model == demo_config().model and configs[-1].train.lr == 0.5
 
 
@@ -490,8 +535,11 @@ def test_changed_preset_error_names_the_run_preset(tmp_path):
     (run / "fold_0" / "checkpoints").mkdir(parents=True)
     (run / "fold_0" / "checkpoints" / "last.ckpt").write_bytes(b"")
     save_config(cpu_config(), run / "config.yaml")
-    with pytest.raises(ValueError, match=r"the run was made with --preset cpu and this "
-                                         r"configuration is --preset paper: pass --preset cpu"):
+    with pytest.raises(
+        ValueError,
+        match=r"the run was made with --preset cpu and this "
+        r"configuration is --preset paper: pass --preset cpu",
+    ):
         _check_run_config(run, Config())
     save_config(demo_config(), run / "config.yaml")  # matches no preset
     with pytest.raises(ValueError, match="pass the same --preset"):
@@ -505,16 +553,24 @@ def test_short_run_predicts_with_last_checkpoints(tmp_path, caplog):
     """train.max_steps below the first validation: no best.ckpt; the chain still ends."""
     import torch
 
-    cohort = make_demo_cohort(tmp_path / "data", n_train=4, n_unlabeled=0, n_test=1,
-                              n_survival=4, shape=(24, 24, 24))
-    config = apply_overrides(demo_config(), ["train.n_folds=2", "train.max_steps=1",
-                                             "train.val_every_n_epochs=5", "inference.tta=0"])
+    cohort = make_demo_cohort(
+        tmp_path / "data", n_train=4, n_unlabeled=0, n_test=1, n_survival=4, shape=(24, 24, 24)
+    )
+    config = apply_overrides(
+        demo_config(),
+        ["train.n_folds=2", "train.max_steps=1", "train.val_every_n_epochs=5", "inference.tta=0"],
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with caplog.at_level("WARNING"):
-            result = run_pipeline(cohort.train_dir, tmp_path / "out", config=config,
-                                  test_dir=cohort.test_dir, progress=False)
+            result = run_pipeline(
+                cohort.train_dir,
+                tmp_path / "out",
+                config=config,
+                test_dir=cohort.test_dir,
+                progress=False,
+            )
     finally:
         torch.set_num_threads(threads)
     assert result.table3.loc["Train set (out-of-fold)", "n_cases"] == 4
@@ -558,8 +614,9 @@ def test_run_resume_takes_the_recorded_data_dir(tmp_path, monkeypatch):
         run_pipeline(None, tmp_path / "new2")
     assert not (tmp_path / "new2").exists()
     # --test and --no-test exclude each other
-    result = CliRunner().invoke(cli, ["run", "--out", str(out), "--resume", "--no-test",
-                                      "--test", str(cohort.test_dir)])
+    result = CliRunner().invoke(
+        cli, ["run", "--out", str(out), "--resume", "--no-test", "--test", str(cohort.test_dir)]
+    )
     assert result.exit_code == 2 and "--test and --no-test exclude each other" in result.output
 
 
@@ -574,13 +631,22 @@ def test_resume_can_leave_out_a_recorded_test_folder_and_survival_table(tiny_run
     out = tmp_path / "copy"
     shutil.copytree(result.out_dir, out)
     again = run_pipeline(
-        None, out, config=config, resume=True, progress=False,
-        without=("test_dir", "survival_csv"), report_note="A note on the first lines.",
+        None,
+        out,
+        config=config,
+        resume=True,
+        progress=False,
+        without=("test_dir", "survival_csv"),
+        report_note="A note on the first lines.",
     )
     assert list(again.table3.index) == ["Train set (out-of-fold)"] and again.table4 is None
     pd.testing.assert_frame_equal(again.table3, result.table3.iloc[:1])
-    for gone in ("tables/table4.csv", "tables/test_set_ensemble.csv", "survival",
-                 "figures/fig4_survival.png"):
+    for gone in (
+        "tables/table4.csv",
+        "tables/test_set_ensemble.csv",
+        "survival",
+        "figures/fig4_survival.png",
+    ):
         assert not (out / gone).exists(), gone
     assert (out / "predictions" / "test" / "predictions.csv").is_file()  # kept
     report = again.report.read_text()
@@ -603,8 +669,9 @@ def test_demo_report_says_its_cohort_is_synthetic(tmp_path, monkeypatch):
 
     def fake_run_pipeline(data_dir, out_dir, **kwargs):
         notes.append(kwargs["report_note"])
-        return pipeline.PipelineResult(out_dir, out_dir / "report.md",
-                                       pd.DataFrame({"Dice_WT": [1.0]}), None)
+        return pipeline.PipelineResult(
+            out_dir, out_dir / "report.md", pd.DataFrame({"Dice_WT": [1.0]}), None
+        )
 
     monkeypatch.setattr(pipeline, "make_demo_cohort", _small_cohort)
     monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)

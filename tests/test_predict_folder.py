@@ -336,7 +336,12 @@ def test_ctrl_c_exits_130_leaves_no_partial_file_and_says_how_to_resume(
         + ["--set", "inference.device=cpu", "--no-progress"]
     )  # without --overwrite, which would predict the finished case again
     first = files[0].case_id
-    assert sorted(os.listdir(out)) == [f"{first}.nii.gz", "predictions.csv", "probabilities", "records"]
+    assert sorted(os.listdir(out)) == [
+        f"{first}.nii.gz",
+        "predictions.csv",
+        "probabilities",
+        "records",
+    ]
     assert os.listdir(out / "probabilities") == [f"{first}.nii.gz"]  # none of the 2nd case
     assert sorted(os.listdir(out / "records")) == [".lock", ".settings.json", f"{first}.json"]
     assert pd.read_csv(out / "predictions.csv")["case_id"].tolist() == [first]

@@ -180,7 +180,9 @@ def test_unparseable_or_implausible_ages_are_one_error_listing_every_row(tmp_pat
     with pytest.raises(SurvivalTableError) as err:
         read_survival_csv(path, strict=strict)
     message = str(err.value)
-    assert message.startswith(f"{path}: 4 row(s) with an age that is not a number of years in [0, 120]")
+    assert message.startswith(
+        f"{path}: 4 row(s) with an age that is not a number of years in [0, 120]"
+    )
     lines = message.splitlines()[1:]
     assert lines == [
         "  line 2 (A_1): age 'abc' is not a number",

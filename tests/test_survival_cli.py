@@ -204,7 +204,10 @@ def test_evaluate_truth_needs_id_and_survival_only(tmp_path):
     assert got["Accuracy"] == pytest.approx(2 / 3)
     assert got["SpearmanR"] == pytest.approx(1.0)
 
-    for header, missing in (("Brats20ID,Age", "no survival column"), ("Name,Survival", "no case id")):
+    for header, missing in (
+        ("Brats20ID,Age", "no survival column"),
+        ("Name,Survival", "no case id"),
+    ):
         bad = tmp_path / "bad.csv"
         bad.write_text(f"{header}\nA,100\n")
         result = CliRunner().invoke(

@@ -175,9 +175,10 @@ def test_small_case_is_zero_padded(cached):
     item = dataset[0]
     shape = cached[0].shape
     assert item["image"].shape == (4, 32, 32, 32)
-    np.testing.assert_array_equal(item["image"][:, : shape[0], : shape[1], : shape[2]].numpy(),
-                                  cached[0].image())
-    assert float(item["image"][:, shape[0]:].abs().sum()) == 0
+    np.testing.assert_array_equal(
+        item["image"][:, : shape[0], : shape[1], : shape[2]].numpy(), cached[0].image()
+    )
+    assert float(item["image"][:, shape[0] :].abs().sum()) == 0
 
 
 def test_random_patches_are_seeded_per_epoch(cached):
@@ -245,8 +246,9 @@ def test_loss_falls_on_a_phantom(cached, tmp_path):
 
     labeled = [c for c in cached if c.labeled]
     config = _config("train.lr=0.01", "train.max_steps=40")
-    result = train_on_cases(config, labeled[:2], [], tmp_path, enable_progress_bar=False,
-                            figure=False)
+    result = train_on_cases(
+        config, labeled[:2], [], tmp_path, enable_progress_bar=False, figure=False
+    )
     assert result.global_step == 40 and result.best_checkpoint is None
     metrics = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["train/loss"])
     assert set(metrics.columns) >= {f"train/{t}" for t in ("loss", "dice", "l2", "kl", "ce")}
@@ -268,15 +270,18 @@ def test_unlabeled_only_training_touches_neither_decoder_nor_classifier(cached, 
     config = _config("train.max_steps=4")
     L.seed_everything(config.train.seed, verbose=False)
     initial = _params(MultiTaskModule(config).net)  # the fit below starts from these
-    result = train_on_cases(config, unlabeled, [], tmp_path, enable_progress_bar=False,
-                            figure=False)
+    result = train_on_cases(
+        config, unlabeled, [], tmp_path, enable_progress_bar=False, figure=False
+    )
     checkpoint = torch.load(result.last_checkpoint, weights_only=True)
     trained = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()}
     for name, before in initial.items():
         if name.startswith(("seg_decoder.", "classifier.")):
             assert torch.equal(before, trained[name]), name
     assert any(not torch.equal(initial[k], trained[k]) for k in initial if k.startswith("encoder."))
-    assert any(not torch.equal(initial[k], trained[k]) for k in initial if k.startswith("vae_decoder."))
+    assert any(
+        not torch.equal(initial[k], trained[k]) for k in initial if k.startswith("vae_decoder.")
+    )
     metrics = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["train/loss"])
     assert (metrics["train/dice"] == 0).all() and (metrics["train/ce"] == 0).all()
     assert (metrics["train/l2"] > 0).all()
@@ -300,8 +305,9 @@ def test_one_learning_rate_by_default_and_one_per_part_on_request():
         return {id(p) for p in params}
 
     assert ids(encoder["params"]) == ids(net.encoder.parameters())
-    assert ids(decoders["params"]) == ids([*net.seg_decoder.parameters(),
-                                           *net.vae_decoder.parameters()])
+    assert ids(decoders["params"]) == ids(
+        [*net.seg_decoder.parameters(), *net.vae_decoder.parameters()]
+    )
     assert ids(classifier["params"]) == ids(net.classifier.parameters())
     optimizer = module.configure_optimizers()
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.001, 0.03, 0.01])
@@ -327,12 +333,19 @@ def test_demo_trained_classifier_separates_et_from_no_et_patches(tmp_path):
 
     root = tmp_path / "cohort"
     for i in range(4):
-        write_phantom_case(root, f"BraTS2021_{i:05d}", shape=(48, 48, 48), with_et=i % 2 == 0,
-                           seed=i, enhancing_vessel=True)
+        write_phantom_case(
+            root,
+            f"BraTS2021_{i:05d}",
+            shape=(48, 48, 48),
+            with_et=i % 2 == 0,
+            seed=i,
+            enhancing_vessel=True,
+        )
     cached = build_cache(discover_cases(root), tmp_path / "cache")
     config = apply_overrides(demo_config(), ["train.accelerator=cpu", "train.devices=1"])
-    result = train_on_cases(config, cached, [], tmp_path / "fold", enable_progress_bar=False,
-                            figure=False)
+    result = train_on_cases(
+        config, cached, [], tmp_path / "fold", enable_progress_bar=False, figure=False
+    )
     state = torch.load(result.last_checkpoint, weights_only=True)["state_dict"]
     net = MultiTaskNet(config.model)
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
@@ -346,7 +359,8 @@ def test_demo_trained_classifier_separates_et_from_no_et_patches(tmp_path):
             assert all(int(item["et_target"]) == case.has_et for item in items)
             logits = net(torch.stack([item["image"] for item in items])).cls_logits
             probabilities[case.has_et] = [
-                *probabilities.get(case.has_et, []), *torch.softmax(logits, 1)[:, 1].tolist()
+                *probabilities.get(case.has_et, []),
+                *torch.softmax(logits, 1)[:, 1].tolist(),
             ]
     assert min(probabilities[True]) > 0.9 and max(probabilities[False]) < 0.1, probabilities
 
@@ -363,9 +377,16 @@ def test_interrupted_and_resumed_fold_equals_uninterrupted(cohort, tmp_path):
     )
 
     def run(out, max_steps, **kwargs):
-        return train_fold(cohort, out, 0, config=_config(f"train.max_steps={max_steps}"),
-                          cache_dir=tmp_path / "cache", enable_progress_bar=False,
-                          checkpoint_every_n_steps=1000, **kwargs)
+        return train_fold(
+            cohort,
+            out,
+            0,
+            config=_config(f"train.max_steps={max_steps}"),
+            cache_dir=tmp_path / "cache",
+            enable_progress_bar=False,
+            checkpoint_every_n_steps=1000,
+            **kwargs,
+        )
 
     full = run(tmp_path / "full", 11)
     first = run(tmp_path / "cut", 3)
@@ -405,8 +426,9 @@ def test_interrupted_and_resumed_fold_equals_uninterrupted(cohort, tmp_path):
         "trained folds: [0]"
     )
     with pytest.raises(ValueError, match="model configuration"):
-        train_fold(cohort, run_dir, 1, config=_config("model.norm_groups=2"),
-                   cache_dir=tmp_path / "cache")
+        train_fold(
+            cohort, run_dir, 1, config=_config("model.norm_groups=2"), cache_dir=tmp_path / "cache"
+        )
     again = run(tmp_path / "cut", 2, overwrite=True)
     assert again.global_step == 2
 
@@ -427,12 +449,14 @@ def test_training_curves_figure(tmp_path):
 
     from brats_mtl.figures.training_curves import plot_training_curves, save_training_curves
 
-    frame = pd.DataFrame({
-        "step": list(range(6)) + [5],
-        "train/loss": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, None],
-        "train/l2": [0.5] * 6 + [None],
-        "val/dice_mean": [None] * 6 + [0.4],
-    })
+    frame = pd.DataFrame(
+        {
+            "step": list(range(6)) + [5],
+            "train/loss": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, None],
+            "train/l2": [0.5] * 6 + [None],
+            "val/dice_mean": [None] * 6 + [0.4],
+        }
+    )
     fig = plot_training_curves(frame, title="fold 0")
     loss_ax, dice_ax = fig.axes
     assert len(loss_ax.lines) == 2 and len(dice_ax.lines) == 1
@@ -449,27 +473,54 @@ def _run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProce
         env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "brats_mtl.cli.main", "train", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
 @pytest.mark.slow
 def test_cli_trains_one_fold_with_two_process_ddp_on_cpu(cohort, tmp_path):
     out = tmp_path / "run"
-    result = _run_cli([
-        str(cohort), "--out", str(out), "--fold", "1",
-        "--set", "model.widths=[4,8,16,32,64]", "--set", "model.vae_hidden_channels=8",
-        "--set", "model.latent_channels=4", "--set", "model.classifier_channels=[16,8]",
-        "--set", "model.classifier_hidden=8", "--set", f"model.patch_size={PATCH}",
-        "--set", "train.n_folds=2", "--set", "train.max_steps=3",
-        "--set", "train.accelerator=cpu", "--set", "train.devices=2",
-        "--set", "train.strategy=ddp",
-    ])
+    result = _run_cli(
+        [
+            str(cohort),
+            "--out",
+            str(out),
+            "--fold",
+            "1",
+            "--set",
+            "model.widths=[4,8,16,32,64]",
+            "--set",
+            "model.vae_hidden_channels=8",
+            "--set",
+            "model.latent_channels=4",
+            "--set",
+            "model.classifier_channels=[16,8]",
+            "--set",
+            "model.classifier_hidden=8",
+            "--set",
+            f"model.patch_size={PATCH}",
+            "--set",
+            "train.n_folds=2",
+            "--set",
+            "train.max_steps=3",
+            "--set",
+            "train.accelerator=cpu",
+            "--set",
+            "train.devices=2",
+            "--set",
+            "train.strategy=ddp",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     checkpoint = torch.load(out / "fold_1" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 3
     assert sorted(p.name for p in (out / "fold_1" / "checkpoints").iterdir()) == [
-        "best.ckpt", "last.ckpt"]
+        "best.ckpt",
+        "last.ckpt",
+    ]
     assert "fold 1: 3 steps" in result.stdout
     rows = (out / "fold_1" / "validation.csv").read_text().splitlines()[1:]
     # each process validated one held-out case; the rows of both were merged
@@ -526,8 +577,21 @@ def test_every_bad_case_is_reported_at_once_and_good_ones_stay_cached(tmp_path):
     nib.save(nib.Nifti1Image(image, img.affine), t2)
 
     run, cache = tmp_path / "run", tmp_path / "cache"
-    result = CliRunner().invoke(cli, ["train", str(root), "--out", str(run), "--fold", "0",
-                                      "--cache-dir", str(cache), "--set", "train.n_folds=2"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(root),
+            "--out",
+            str(run),
+            "--fold",
+            "0",
+            "--cache-dir",
+            str(cache),
+            "--set",
+            "train.n_folds=2",
+        ],
+    )
     assert result.exit_code == 1
     assert "4 of 7 cases cannot be used for training:" in result.output
     assert "fix or remove them and run again (cases already cached are kept)" in result.output
@@ -535,8 +599,9 @@ def test_every_bad_case_is_reported_at_once_and_good_ones_stay_cached(tmp_path):
         prepare_run(root, run, _config(), cache_dir=cache)
     assert [case_id for case_id, _ in error.value.problems] == ids[1:5]
     lines = str(error.value).splitlines()
-    assert len(lines) == 6 and all(line.startswith(f"  {c}: ") for c, line in
-                                   zip(ids[1:5], lines[1:5], strict=True))
+    assert len(lines) == 6 and all(
+        line.startswith(f"  {c}: ") for c, line in zip(ids[1:5], lines[1:5], strict=True)
+    )
     problems = dict(error.value.problems)
     assert "flair" in problems[ids[1]] and str(t1) in problems[ids[2]]
     assert str(seg) in problems[ids[3]] and str(t2) in problems[ids[4]]
@@ -579,9 +644,21 @@ def test_failed_attempt_is_retried_without_overwrite(cohort, tmp_path):
     from brats_mtl.cli.main import cli
 
     out = tmp_path / "run"
-    base = [str(cohort), "--out", str(out), "--fold", "0", "--cache-dir", str(tmp_path / "c"),
-            "--set", "model.widths=[4,8,16,32,64]", "--set", "train.n_folds=2",
-            "--set", "train.devices=two"]
+    base = [
+        str(cohort),
+        "--out",
+        str(out),
+        "--fold",
+        "0",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--set",
+        "model.widths=[4,8,16,32,64]",
+        "--set",
+        "train.n_folds=2",
+        "--set",
+        "train.devices=two",
+    ]
     first = CliRunner().invoke(cli, ["train", *base])
     assert first.exit_code == 1 and "train.devices='two'" in first.output
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["norm_groups"] == 4
@@ -638,11 +715,31 @@ def test_train_flags_override_the_config_and_are_saved_with_the_run(cohort, tmp_
     from brats_mtl.training.runner import with_train_settings
 
     out = tmp_path / "run"
-    base = [str(cohort), "--out", str(out), "--fold", "0", "--cache-dir", str(tmp_path / "c"),
-            "--set", "model.widths=[4,8,16,32,64]", "--set", "train.n_folds=2",
-            "--set", "train.devices=two"]  # fails after the run folder is set up
-    flags = ["--set", "train.cache_workers=3", "--cache-workers", "1", "--checkpoint-every",
-             "7", "--set", "train.deterministic=true"]
+    base = [
+        str(cohort),
+        "--out",
+        str(out),
+        "--fold",
+        "0",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--set",
+        "model.widths=[4,8,16,32,64]",
+        "--set",
+        "train.n_folds=2",
+        "--set",
+        "train.devices=two",
+    ]  # fails after the run folder is set up
+    flags = [
+        "--set",
+        "train.cache_workers=3",
+        "--cache-workers",
+        "1",
+        "--checkpoint-every",
+        "7",
+        "--set",
+        "train.deterministic=true",
+    ]
     result = CliRunner().invoke(cli, ["train", *base, *flags])
     assert "train.devices='two'" in result.output, result.output
     saved = yaml.safe_load((out / "config.yaml").read_text())["train"]
@@ -686,9 +783,16 @@ def test_sigterm_saves_the_step_in_progress_and_resume_equals_uninterrupted(
     from brats_mtl.training.runner import Terminated, checkpoint_path, stop_on_sigterm, train_fold
 
     def run(out, **kwargs):
-        return train_fold(cohort, out, 0, config=_config("train.max_steps=8"),
-                          cache_dir=tmp_path / "cache", enable_progress_bar=False,
-                          checkpoint_every_n_steps=1000, **kwargs)
+        return train_fold(
+            cohort,
+            out,
+            0,
+            config=_config("train.max_steps=8"),
+            cache_dir=tmp_path / "cache",
+            enable_progress_bar=False,
+            checkpoint_every_n_steps=1000,
+            **kwargs,
+        )
 
     full = run(tmp_path / "full")
     with monkeypatch.context() as patch:
@@ -715,10 +819,18 @@ def test_sigterm_in_the_last_step_still_stops(cohort, tmp_path, monkeypatch):
 
     _sigterm_during_step(monkeypatch, 2)
     with stop_on_sigterm(), pytest.raises(Terminated, match="step 2"):
-        train_folds(cohort, tmp_path / "run", [0, 1], config=_config("train.max_steps=2"),
-                    cache_dir=tmp_path / "cache", enable_progress_bar=False)
-    assert torch.load(checkpoint_path(tmp_path / "run", 0, "last"), weights_only=True)[
-        "global_step"] == 2
+        train_folds(
+            cohort,
+            tmp_path / "run",
+            [0, 1],
+            config=_config("train.max_steps=2"),
+            cache_dir=tmp_path / "cache",
+            enable_progress_bar=False,
+        )
+    assert (
+        torch.load(checkpoint_path(tmp_path / "run", 0, "last"), weights_only=True)["global_step"]
+        == 2
+    )
     assert not (tmp_path / "run" / "fold_1").exists()  # the next fold never started
 
 
@@ -737,8 +849,9 @@ def test_sigterm_outside_training_stops_the_cli_at_once(cohort, tmp_path, monkey
     monkeypatch.setattr(runner, "prepare_run", prepare_run)
     before = signal.getsignal(signal.SIGTERM)
     with caplog.at_level("ERROR", logger="brats_mtl.training.runner"):
-        result = CliRunner().invoke(cli, ["train", str(cohort), "--out", str(tmp_path / "run"),
-                                          "--set", "train.n_folds=2"])
+        result = CliRunner().invoke(
+            cli, ["train", str(cohort), "--out", str(tmp_path / "run"), "--set", "train.n_folds=2"]
+        )
     assert result.exit_code == 143, result.output
     assert "stopped by SIGTERM" in caplog.text and "--resume" in caplog.text
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
@@ -754,8 +867,14 @@ def test_known_lightning_deprecation_warning_is_not_shown(cohort, tmp_path):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train_fold(cohort, tmp_path / "run", 0, config=_config("train.max_steps=1"),
-                   cache_dir=tmp_path / "cache", enable_progress_bar=False)
+        train_fold(
+            cohort,
+            tmp_path / "run",
+            0,
+            config=_config("train.max_steps=1"),
+            cache_dir=tmp_path / "cache",
+            enable_progress_bar=False,
+        )
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "LeafSpec" in m], messages
     assert not [m for m in messages if "on_before_batch_transfer" in m], messages
@@ -770,10 +889,20 @@ def test_resume_and_short_epochs_show_no_lightning_noise(cohort, tmp_path, caplo
     from brats_mtl.training.runner import train_fold
 
     def run(max_steps, **kwargs):
-        config = _config(f"train.max_steps={max_steps}", "train.log_every_n_steps=50",
-                         "train.val_every_n_epochs=20")
-        return train_fold(cohort, tmp_path / "run", 0, config=config,
-                          cache_dir=tmp_path / "cache", enable_progress_bar=False, **kwargs)
+        config = _config(
+            f"train.max_steps={max_steps}",
+            "train.log_every_n_steps=50",
+            "train.val_every_n_epochs=20",
+        )
+        return train_fold(
+            cohort,
+            tmp_path / "run",
+            0,
+            config=config,
+            cache_dir=tmp_path / "cache",
+            enable_progress_bar=False,
+            **kwargs,
+        )
 
     with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING"):
         warnings.simplefilter("always")
@@ -808,12 +937,16 @@ def test_train_refuses_a_folder_it_did_not_create(cohort, tmp_path):
     (foreign / "plans.json").write_text("{}")
     for extra in ([], ["--overwrite"], ["--resume"]):
         result = CliRunner().invoke(
-            cli, ["train", str(cohort), "--out", str(foreign), "--fold", "0", *extra])
+            cli, ["train", str(cohort), "--out", str(foreign), "--fold", "0", *extra]
+        )
         assert result.exit_code == 1, result.output
         assert ".brats-mtl-output" in result.output and "did not create" in result.output
         assert ("refusing to --overwrite" in result.output) == (extra == ["--overwrite"])
     assert sorted(p.relative_to(foreign).as_posix() for p in foreign.rglob("*")) == [
-        "fold_0", "fold_0/checkpoint_final.pth", "plans.json"]
+        "fold_0",
+        "fold_0/checkpoint_final.pth",
+        "plans.json",
+    ]
     # the output of `brats-mtl run` is not a train run folder either
     run_out = tmp_path / "run_out"
     run_out.mkdir()
@@ -896,12 +1029,30 @@ def test_a_damaged_last_checkpoint_on_resume_is_named(tmp_path):
 @pytest.mark.parametrize(
     ("max_steps", "max_epochs", "every", "steps_per_epoch", "fix"),
     [
-        (5, 1000, 2, 6, "--set train.val_every_n_epochs=1 (a validation where training "
-                        "stops, in epoch 1) or --set train.max_steps=12"),
-        (13, 1000, 5, 6, "--set train.val_every_n_epochs=3 (a validation where training "
-                         "stops, in epoch 3) or --set train.max_steps=30"),
-        (-1, 3, 5, 4, "--set train.val_every_n_epochs=3 (a validation where training "
-                      "stops, in epoch 3) or --set train.max_steps=20"),
+        (
+            5,
+            1000,
+            2,
+            6,
+            "--set train.val_every_n_epochs=1 (a validation where training "
+            "stops, in epoch 1) or --set train.max_steps=12",
+        ),
+        (
+            13,
+            1000,
+            5,
+            6,
+            "--set train.val_every_n_epochs=3 (a validation where training "
+            "stops, in epoch 3) or --set train.max_steps=30",
+        ),
+        (
+            -1,
+            3,
+            5,
+            4,
+            "--set train.val_every_n_epochs=3 (a validation where training "
+            "stops, in epoch 3) or --set train.max_steps=20",
+        ),
         (8, 1000, 2, 6, None),  # stops inside epoch 2: validated there
         (12, 1000, 2, 6, None),
     ],
@@ -937,22 +1088,36 @@ def test_a_fit_ending_inside_a_validation_epoch_validates_and_logs_plain_lines(
     train_cases, val_cases = run.fold_cases(0)
     per_epoch = _steps_per_epoch(
         len(PatchDataModule(config, train_cases, val_cases).train_dataset),
-        config.train.batch_size, 1,
+        config.train.batch_size,
+        1,
     )
     max_steps = per_epoch + 2  # in epoch 2 of 2 epochs between validations
     config = apply_overrides(config, [f"train.max_steps={max_steps}"])
     with caplog.at_level("INFO"):
-        result = train_fold(cohort, tmp_path / "run", 0, config=config,
-                            cache_dir=tmp_path / "cache", enable_progress_bar=False)
+        result = train_fold(
+            cohort,
+            tmp_path / "run",
+            0,
+            config=config,
+            cache_dir=tmp_path / "cache",
+            enable_progress_bar=False,
+        )
     assert result.global_step == max_steps and result.best_checkpoint is not None
     assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
     lines = [r.getMessage() for r in caplog.records if r.name == "brats_mtl.training.progress"]
-    assert re.fullmatch(r"fold 0: step 1/\d+, loss \d+\.\d{4}, \d+\.\d\d s/step, about .+ left",
-                        lines[0]), lines
-    assert re.fullmatch(rf"fold 0: step {max_steps}/{max_steps}, loss \d+\.\d{{4}}, "
-                        r"\d+\.\d\d s/step", lines[-2]), lines
-    assert re.fullmatch(rf"fold 0: validation at step {max_steps}: Dice ET \d\.\d{{3}}, "
-                        r"WT \d\.\d{3}, TC \d\.\d{3} \(mean \d\.\d{3}\)", lines[-1]), lines
+    assert re.fullmatch(
+        r"fold 0: step 1/\d+, loss \d+\.\d{4}, \d+\.\d\d s/step, about .+ left", lines[0]
+    ), lines
+    assert re.fullmatch(
+        rf"fold 0: step {max_steps}/{max_steps}, loss \d+\.\d{{4}}, "
+        r"\d+\.\d\d s/step",
+        lines[-2],
+    ), lines
+    assert re.fullmatch(
+        rf"fold 0: validation at step {max_steps}: Dice ET \d\.\d{{3}}, "
+        r"WT \d\.\d{3}, TC \d\.\d{3} \(mean \d\.\d{3}\)",
+        lines[-1],
+    ), lines
     assert len(lines) <= 2 + 1 + max_steps // 2  # a line at most every few seconds
 
 
@@ -964,8 +1129,9 @@ def test_progress_log_writes_a_line_every_interval():
 
     now = [0.0]
     log = ProgressLog("fold 3", every_s=30, clock=lambda: now[0])
-    trainer = SimpleNamespace(is_global_zero=True, global_step=0, max_steps=10,
-                              sanity_checking=False, callback_metrics={})
+    trainer = SimpleNamespace(
+        is_global_zero=True, global_step=0, max_steps=10, sanity_checking=False, callback_metrics={}
+    )
     log.on_train_start(trainer, None)
     records = []
     handler = _ListHandler(records)

@@ -27,7 +27,9 @@ class ModelConfig:
     """The multi-task network (paper section 4.2, Fig. 2, Tables 1 and 2)."""
 
     in_channels: int = 4  # t1, t1ce, t2, flair (paper section 3)
-    n_classes: int = 4  # background, NCR/NET, ED, ET (softmax over 4 labels, docs/design.md section 3)
+    n_classes: int = (
+        4  # background, NCR/NET, ED, ET (softmax over 4 labels, docs/design.md section 3)
+    )
     widths: tuple[int, ...] = (28, 56, 112, 224, 448)  # first layer 28, depth 4 (paper 4.2)
     norm_groups: int = 4  # GroupNorm with 4 groups (Table 1 caption)
     negative_slope: float = 0.01  # LeakyReLU slope; paper gives none, PyTorch default
@@ -97,9 +99,15 @@ class InferenceConfig:
 
     tta: int = 4  # mirror TTA passes: 0 (off), 4 (identity + 3 flips, paper), 8 (all flips)
     overlap: float = 0.5  # sliding-window overlap (fraction of the window); not in the paper
-    window_batch_size: int = 1  # windows per forward pass; 2 was no faster on CPU and 1.8x the memory
-    et_probability_threshold: float = 0.5  # classifier "no ET" below this (docs/design.md section 5)
-    et_min_voxels: int = 500  # suppress ET only when fewer voxels than this (docs/design.md section 5)
+    window_batch_size: int = (
+        1  # windows per forward pass; 2 was no faster on CPU and 1.8x the memory
+    )
+    et_probability_threshold: float = (
+        0.5  # classifier "no ET" below this (docs/design.md section 5)
+    )
+    et_min_voxels: int = (
+        500  # suppress ET only when fewer voxels than this (docs/design.md section 5)
+    )
     ensemble: str = "vote"  # "vote": per-voxel majority (paper 5.1); "mean": probabilities
     mode: str = "window"  # "window": sliding windows; "whole": one pass over the padded crop
     channels_last: bool = True  # measured faster for 3-D convs on CPU

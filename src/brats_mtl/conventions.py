@@ -113,8 +113,7 @@ def _remap(labels: np.ndarray, mapping: dict[int, int], source: str) -> np.ndarr
     bad = [v for v in found.tolist() if v not in mapping]
     if bad:
         raise ValueError(
-            f"label values {bad} are not in the {source} convention "
-            f"(expected {sorted(mapping)})"
+            f"label values {bad} are not in the {source} convention (expected {sorted(mapping)})"
         )
     return lut[arr.astype(np.intp, copy=False)]
 
@@ -126,9 +125,7 @@ BRATS_2023 = LabelConvention("brats2023", ncr_net=1, ed=2, et=3)
 #: Medical Segmentation Decathlon Task01_BrainTumour: 1 edema, 2 non-enhancing, 3 enhancing.
 MSD = LabelConvention("msd", ncr_net=2, ed=1, et=3)
 
-LABEL_CONVENTIONS: dict[str, LabelConvention] = {
-    c.name: c for c in (BRATS_2019, BRATS_2023, MSD)
-}
+LABEL_CONVENTIONS: dict[str, LabelConvention] = {c.name: c for c in (BRATS_2019, BRATS_2023, MSD)}
 
 #: Network output channel k predicts internal label CLASS_LABELS[k] (softmax over 4 classes).
 CLASS_LABELS: tuple[int, ...] = (BACKGROUND, NCR_NET, ED, ET)

@@ -94,8 +94,11 @@ FOLD_OUTPUTS = ("checkpoints", "logs", "metrics.csv", "validation.csv", "trainin
 _OUTPUTS = {
     "run": (RUN_OUTPUTS, {}, (Path("run") / "config.yaml",)),
     "demo": (DEMO_OUTPUTS, {"results": RUN_OUTPUTS}, (Path("results") / "run" / "config.yaml",)),
-    "train": (("config.yaml", "splits.json", "cache", "fold_K"), {},
-              (Path("config.yaml"), Path("splits.json"))),
+    "train": (
+        ("config.yaml", "splits.json", "cache", "fold_K"),
+        {},
+        (Path("config.yaml"), Path("splits.json")),
+    ),
 }
 
 #: Names accepted by :func:`preset_config` (``--preset`` of ``run`` and ``train``).
@@ -428,8 +431,11 @@ def resolve_run_inputs(
             chosen[name] = None
             if old:
                 logger.info(
-                    "--resume: not reusing %s %s recorded in %s (%s)", option,
-                    " ".join(map(str, old)), marker, _DROP_OPTIONS[name][1],
+                    "--resume: not reusing %s %s recorded in %s (%s)",
+                    option,
+                    " ".join(map(str, old)),
+                    marker,
+                    _DROP_OPTIONS[name][1],
                 )
             continue
         if not now:  # not given: the recorded one, which must still be there
@@ -447,7 +453,10 @@ def resolve_run_inputs(
         if old and old != now:
             logger.warning(
                 "--resume: %s differs from the one recorded in %s: %s -> %s (the new one is "
-                "used and recorded)", option, marker, " ".join(map(str, old)),
+                "used and recorded)",
+                option,
+                marker,
+                " ".join(map(str, old)),
                 " ".join(map(str, now)),
             )
     if reused:
@@ -458,7 +467,10 @@ def resolve_run_inputs(
 #: Recorded inputs that a resumed ``run`` may leave out (``without``).
 DROPPABLE_INPUTS = ("test_dir", "survival_csv")
 #: The option giving each droppable input, and the one leaving it out.
-_DROP_OPTIONS = {"test_dir": ("--test", "--no-test"), "survival_csv": ("--survival", "--no-survival")}
+_DROP_OPTIONS = {
+    "test_dir": ("--test", "--no-test"),
+    "survival_csv": ("--survival", "--no-survival"),
+}
 #: Files of ``run``'s output folder derived from each droppable input: removed when a
 #: resumed run leaves that input out, so no table or figure outlives the report's rows.
 #: (The test predictions, ``predictions/test``, are kept: they are costly to make again.)
@@ -483,7 +495,9 @@ def _remove_derived_outputs(out: Path, without: Collection[str]) -> None:
                 path.unlink()
             else:
                 continue
-            logger.info("%s: removed %s (derived from the input left out)", _DROP_OPTIONS[name][1], path)
+            logger.info(
+                "%s: removed %s (derived from the input left out)", _DROP_OPTIONS[name][1], path
+            )
 
 
 def _paths(value: Path | tuple[Path, ...] | None) -> tuple[Path, ...]:
@@ -511,8 +525,9 @@ def _check_inputs_outside(out: Path, inputs: Iterable[tuple[str, str | Path]]) -
             )
 
 
-def _remove_outputs(folder: Path, entries: Iterable[str], nested: dict[str, tuple[str, ...]],
-                    what: str) -> list[str]:
+def _remove_outputs(
+    folder: Path, entries: Iterable[str], nested: dict[str, tuple[str, ...]], what: str
+) -> list[str]:
     """Remove ``entries`` of ``folder`` (for a name in ``nested``, only the entries listed
     there inside it); log a WARNING naming what is removed and what is kept.
 
@@ -521,8 +536,11 @@ def _remove_outputs(folder: Path, entries: Iterable[str], nested: dict[str, tupl
     """
     entries = tuple(entries)
     present = [name for name in entries if (folder / name).exists() or (folder / name).is_symlink()]
-    whole = [name for name in present if name not in nested or (folder / name).is_symlink()
-             or not (folder / name).is_dir()]
+    whole = [
+        name
+        for name in present
+        if name not in nested or (folder / name).is_symlink() or not (folder / name).is_dir()
+    ]
     if whole:
         logger.warning("--overwrite: removing %s from %s", ", ".join(whole), folder)
     kept: list[str] = []
@@ -568,7 +586,9 @@ def _claim_folder(
     """
     _check_inputs_outside(out, inputs)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file; give a folder (new or empty) for the outputs")
+        raise FileExistsError(
+            f"--out {out} is a file; give a folder (new or empty) for the outputs"
+        )
     _, _, legacy = _OUTPUTS[command]
     if not out.exists() or not [p for p in out.iterdir() if p.name != OUTPUT_MARKER]:
         # absent, empty, or left with only the marker by an attempt that failed at once
@@ -578,9 +598,7 @@ def _claim_folder(
     marker = read_output_marker(out)
     if marker is None:
         why = _not_created_by_us(out)
-        if all((out / path).is_file() for path in legacy) and _is_brats_mtl_config(
-            out / legacy[0]
-        ):
+        if all((out / path).is_file() for path in legacy) and _is_brats_mtl_config(out / legacy[0]):
             return "legacy"  # an output of a version without markers
         if overwrite:
             raise FileExistsError(_refuse_overwrite(out))
@@ -898,10 +916,20 @@ def run_pipeline(
     """
     with removed_if_unused_on_failure(out_dir):
         return _run_pipeline(
-            data_dir, out_dir, config=config, unlabeled_dirs=unlabeled_dirs,
-            test_dir=test_dir, survival_csv=survival_csv, folds=folds, resume=resume,
-            overwrite=overwrite, progress=progress, command_line=command_line,
-            without=without, report_note=report_note, labels=labels,
+            data_dir,
+            out_dir,
+            config=config,
+            unlabeled_dirs=unlabeled_dirs,
+            test_dir=test_dir,
+            survival_csv=survival_csv,
+            folds=folds,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            command_line=command_line,
+            without=without,
+            report_note=report_note,
+            labels=labels,
         )
 
 
@@ -930,11 +958,15 @@ def _run_pipeline(
 
     out = Path(out_dir)
     run_inputs = resolve_run_inputs(
-        out, RunInputs(None if data_dir is None else Path(data_dir),
-                       tuple(Path(u) for u in unlabeled_dirs),
-                       None if test_dir is None else Path(test_dir),
-                       None if survival_csv is None else Path(survival_csv)),
-        resume=resume and not overwrite, without=without,
+        out,
+        RunInputs(
+            None if data_dir is None else Path(data_dir),
+            tuple(Path(u) for u in unlabeled_dirs),
+            None if test_dir is None else Path(test_dir),
+            None if survival_csv is None else Path(survival_csv),
+        ),
+        resume=resume and not overwrite,
+        without=without,
     )
     if run_inputs.data_dir is None:
         raise ValueError(
@@ -947,7 +979,11 @@ def _run_pipeline(
     # read the survival table first: a bad table fails before hours of training
     survival_table = read_survival_csv(survival_csv) if survival_csv is not None else None
     prepare_output_dir(
-        out, "run", resume=resume, overwrite=overwrite, inputs=run_inputs.as_inputs(),
+        out,
+        "run",
+        resume=resume,
+        overwrite=overwrite,
+        inputs=run_inputs.as_inputs(),
         command_line=command_line,
     )
     record_run_inputs(out, run_inputs)  # what --resume reuses when not given again
@@ -967,8 +1003,13 @@ def _run_pipeline(
     }
     for fold in fold_list:
         train_folds(
-            data_dir, run_dir, folds=[fold], config=config, unlabeled_dirs=tuple(unlabeled_dirs),
-            resume=has_checkpoint[fold], enable_progress_bar=progress,
+            data_dir,
+            run_dir,
+            folds=[fold],
+            config=config,
+            unlabeled_dirs=tuple(unlabeled_dirs),
+            resume=has_checkpoint[fold],
+            enable_progress_bar=progress,
             command_line=command_line,
         )
 
@@ -980,8 +1021,14 @@ def _run_pipeline(
     logger.info("out-of-fold prediction")
     oof_dir = out / "predictions" / "out_of_fold"
     predict_cohort(  # each fold predicts its own held-out cases
-        run_dir, data_dir, oof_dir, config=config, which="best", out_of_fold=True,
-        folds=list(fold_list), progress=progress,
+        run_dir,
+        data_dir,
+        oof_dir,
+        config=config,
+        which="best",
+        out_of_fold=True,
+        folds=list(fold_list),
+        progress=progress,
     )
     oof_cases, missing = evaluate_folders(oof_dir, data_dir, labels=scheme)
     _report_missing("out-of-fold", missing)
@@ -993,7 +1040,12 @@ def _run_pipeline(
         logger.info("fold-ensemble prediction of %s", test_dir)
         test_pred = out / "predictions" / "test"
         predict_cohort(
-            run_dir, test_dir, test_pred, config=config, folds=list(fold_list), which="best",
+            run_dir,
+            test_dir,
+            test_pred,
+            config=config,
+            folds=list(fold_list),
+            which="best",
             progress=progress,
         )
         if _has_labels(test_dir):
@@ -1141,7 +1193,9 @@ def _segmentation_figures(
     fig = preprocessing_figure(
         first.image[t2], pre.box, pre.image[t2], grid[0], modality="t2", affine=first.affine
     )
-    paths["fig1_preprocessing"] = save_figure(fig, figures / "fig1_preprocessing.png", overwrite=True)
+    paths["fig1_preprocessing"] = save_figure(
+        fig, figures / "fig1_preprocessing.png", overwrite=True
+    )
 
     for name, row in (("fig3_best", best), ("fig3_worst", worst)):
         case = load_case(cases[str(row["Label"])], scheme=scheme)
@@ -1244,10 +1298,17 @@ def _survival(table, out: Path, config: Config) -> tuple[pd.DataFrame, Path]:
     train, _ = evaluate_predictions(predict_table(model, table), table, config.survival)
     cv = cross_validate(table, config.survival, folds=config.survival.cv_folds, seed=0)
     table4 = pd.DataFrame(
-        {"Train set (fitted rows)": train.as_row(), f"{config.survival.cv_folds}-fold CV": cv.pooled.as_row()}
+        {
+            "Train set (fitted rows)": train.as_row(),
+            f"{config.survival.cv_folds}-fold CV": cv.pooled.as_row(),
+        }
     ).T[list(TABLE4_COLUMNS)]
     table4.index.name = "Dataset"
-    fig = save_figure(plot_age_regression(model, table), out.parent / "figures" / "fig4_survival.png", overwrite=True)
+    fig = save_figure(
+        plot_age_regression(model, table),
+        out.parent / "figures" / "fig4_survival.png",
+        overwrite=True,
+    )
     return table4, fig
 
 
@@ -1256,16 +1317,18 @@ def _markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for idx, row in frame.iterrows():
         cells = [
-            str(int(v)) if col == "n_cases" else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+            str(int(v))
+            if col == "n_cases"
+            else f"{v:.{digits}f}"
+            if isinstance(v, float)
+            else str(v)
             for col, v in zip(frame.columns, row.tolist(), strict=True)
         ]
         lines.append("| " + " | ".join([str(idx), *cells]) + " |")
     return "\n".join(lines)
 
 
-def _per_case_table(
-    cases: pd.DataFrame, columns: list[str], predictions_csv: Path
-) -> pd.DataFrame:
+def _per_case_table(cases: pd.DataFrame, columns: list[str], predictions_csv: Path) -> pd.DataFrame:
     """Per-case Dice and HD95 with the case's ET probability and whether ET suppression
     fired (``predictions.csv`` of ``predict``; the columns are left out without it)."""
     import pandas as pd
@@ -1307,9 +1370,7 @@ def write_report(
     """
     columns = [c for c in table3.columns if c != "n_cases"]
     predictions = out / "predictions"
-    per_case = _per_case_table(
-        oof_cases, columns, predictions / "out_of_fold" / "predictions.csv"
-    )
+    per_case = _per_case_table(oof_cases, columns, predictions / "out_of_fold" / "predictions.csv")
     m = config.model
     lines = [
         "# brats-mtl report",
@@ -1365,9 +1426,7 @@ def write_report(
             "",
         ]
     if test_cases is not None:
-        test_table = _per_case_table(
-            test_cases, columns, predictions / "test" / "predictions.csv"
-        )
+        test_table = _per_case_table(test_cases, columns, predictions / "test" / "predictions.csv")
         lines += ["Test set (fold ensemble), per case:", "", _markdown_table(test_table), ""]
     if table4 is not None:
         lines += [
@@ -1438,9 +1497,15 @@ def make_demo_cohort(
     for i in range(n_train + n_unlabeled + n_test):
         folder = train if i < n_train else unlabeled if i < n_train + n_unlabeled else test
         write_phantom_case(
-            folder, demo_case_id(i), layout="brats2021", shape=shape,
-            labeled=folder is not unlabeled, with_et=(i % 2 == 0), seed=seed * 1000 + i,
-            enhancing_vessel=True, overwrite=True,
+            folder,
+            demo_case_id(i),
+            layout="brats2021",
+            shape=shape,
+            labeled=folder is not unlabeled,
+            with_et=(i % 2 == 0),
+            seed=seed * 1000 + i,
+            enhancing_vessel=True,
+            overwrite=True,
         )
     lines = ["BraTS19ID,Age,Survival,ResectionStatus"]
     for i in range(n_survival):
@@ -1494,14 +1559,22 @@ def run_demo(
         out, "demo", resume=not overwrite, overwrite=overwrite, command_line=command_line
     )
     if reused:
-        logger.info("reusing the demo in %s: finished work is skipped (--overwrite starts again)", out)
+        logger.info(
+            "reusing the demo in %s: finished work is skipped (--overwrite starts again)", out
+        )
     cohort = demo_cohort(out / "data", seed=config.train.seed)
     try:
         return run_pipeline(
-            cohort.train_dir, out / "results", config=config,
-            unlabeled_dirs=(cohort.unlabeled_dir,), test_dir=cohort.test_dir,
-            survival_csv=cohort.survival_csv, resume=True, progress=progress,
-            command_line=command_line, report_note=demo_report_note(cohort),
+            cohort.train_dir,
+            out / "results",
+            config=config,
+            unlabeled_dirs=(cohort.unlabeled_dir,),
+            test_dir=cohort.test_dir,
+            survival_csv=cohort.survival_csv,
+            resume=True,
+            progress=progress,
+            command_line=command_line,
+            report_note=demo_report_note(cohort),
         )
     except ValueError as err:
         if reused:
@@ -1574,4 +1647,3 @@ def demo_cohort(root: str | Path, *, seed: int = 0) -> DemoCohort:
         if tmp.exists():
             shutil.rmtree(tmp)
     return cohort
-

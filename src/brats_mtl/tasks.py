@@ -518,7 +518,9 @@ def network_classes(scheme: LabelScheme | str | None = None) -> NetworkClasses:
     )
 
 
-def check_run_scheme(run_scheme: LabelScheme | str, data_scheme: LabelScheme | str, where: object) -> None:
+def check_run_scheme(
+    run_scheme: LabelScheme | str, data_scheme: LabelScheme | str, where: object
+) -> None:
     """Refuse data of a scheme whose classes differ from those a run was trained on.
 
     ``brats2017``, ``msd`` and ``brats2023`` share the paper's four classes (see

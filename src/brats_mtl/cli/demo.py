@@ -10,17 +10,34 @@ from brats_mtl.cli.run import command_line, progress_bars_wanted, progress_optio
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", default="demo_output", show_default=True,
-              type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--overwrite", is_flag=True,
-              help="Start again: remove the demo's data/ and what it wrote in results/ from "
-                   "--out first (only in a folder the demo created; other files are kept).")
-@click.option("--resume", is_flag=True,
-              help="Continue an interrupted demo (what a second demo into the same --out "
-                   "does anyway; the hint printed after an interruption names it).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one setting of the demo preset (repeatable); without --set a "
-                   "demo folder is continued with its saved configuration.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo_output",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Output folder.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start again: remove the demo's data/ and what it wrote in results/ from "
+    "--out first (only in a folder the demo created; other files are kept).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted demo (what a second demo into the same --out "
+    "does anyway; the hint printed after an interruption names it).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one setting of the demo preset (repeatable); without --set a "
+    "demo folder is continued with its saved configuration.",
+)
 @progress_option()
 def command(out_dir, overwrite, resume, overrides, progress):
     """Generate a synthetic cohort, train 5 folds, predict, evaluate, report.
@@ -50,7 +67,10 @@ def command(out_dir, overwrite, resume, overrides, progress):
                 except ValueError as err:
                     raise click.BadParameter(str(err), param_hint="--set") from None
             result = run_demo(
-                out_dir, config, overwrite=overwrite, progress=progress_bars_wanted(progress),
+                out_dir,
+                config,
+                overwrite=overwrite,
+                progress=progress_bars_wanted(progress),
                 command_line=command_line(),
             )
         except (FileNotFoundError, FileExistsError, ValueError) as err:

@@ -47,9 +47,7 @@ import click
     help="Also score uniform random maps on the same cases (an uninformative baseline), "
     "written to <OUT stem>_random.csv.",
 )
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the random maps."
-)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random maps.")
 @click.option(
     "--curves",
     "curves_path",
@@ -91,8 +89,10 @@ def command(
     )
 
     random_path = out_path.with_name(f"{out_path.stem}_random{out_path.suffix or '.csv'}")
-    targets = [out_path] + ([random_path] if random_baseline else []) + (
-        [curves_path] if curves_path is not None else []
+    targets = (
+        [out_path]
+        + ([random_path] if random_baseline else [])
+        + ([curves_path] if curves_path is not None else [])
     )
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
@@ -125,9 +125,7 @@ def command(
         rows.append(("random", mean_scores(results.random)))
         click.echo(f"Random-map baseline written to {random_path}")
     rows.append(("zero", mean_scores(results.zero)))
-    click.echo(
-        f"{'region':<8}{'':<8}{'AUC Dice':>10}{'AUC FTP':>10}{'AUC FTN':>10}{'score':>10}"
-    )
+    click.echo(f"{'region':<8}{'':<8}{'AUC Dice':>10}{'AUC FTP':>10}{'AUC FTN':>10}{'score':>10}")
     for region in UNCERTAINTY_REGIONS:
         for name, means in rows:
             click.echo(

@@ -15,13 +15,31 @@ from brats_mtl import __version__
 
 # command name -> "module:attribute" of a click command in brats_mtl.cli
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "evaluate": ("brats_mtl.cli.evaluate", "Dice, HD95, sensitivity, specificity as the BraTS online system."),
-    "evaluate-uncertainty": ("brats_mtl.cli.evaluate_uncertainty", "QU-BraTS score of voxel-wise uncertainty maps."),
-    "model-summary": ("brats_mtl.cli.model_summary", "Layer shapes and parameter counts (Tables 1, 2)."),
+    "evaluate": (
+        "brats_mtl.cli.evaluate",
+        "Dice, HD95, sensitivity, specificity as the BraTS online system.",
+    ),
+    "evaluate-uncertainty": (
+        "brats_mtl.cli.evaluate_uncertainty",
+        "QU-BraTS score of voxel-wise uncertainty maps.",
+    ),
+    "model-summary": (
+        "brats_mtl.cli.model_summary",
+        "Layer shapes and parameter counts (Tables 1, 2).",
+    ),
     "train": ("brats_mtl.cli.train", "Train fold models with semi-supervised multi-task learning."),
-    "predict": ("brats_mtl.cli.predict", "Segment a cohort with TTA, ET suppression and the fold ensemble."),
-    "survival": ("brats_mtl.cli.survival", "Age-based survival regression: fit, predict, evaluate, plot."),
-    "run": ("brats_mtl.cli.run", "The whole chain on a BraTS folder: train, predict, evaluate, report."),
+    "predict": (
+        "brats_mtl.cli.predict",
+        "Segment a cohort with TTA, ET suppression and the fold ensemble.",
+    ),
+    "survival": (
+        "brats_mtl.cli.survival",
+        "Age-based survival regression: fit, predict, evaluate, plot.",
+    ),
+    "run": (
+        "brats_mtl.cli.run",
+        "The whole chain on a BraTS folder: train, predict, evaluate, report.",
+    ),
     "demo": ("brats_mtl.cli.demo", "The whole chain on a synthetic cohort, CPU-sized."),
 }
 

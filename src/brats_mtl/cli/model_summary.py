@@ -10,7 +10,9 @@ from brats_mtl.cli.run import preset_option
 
 
 @click.command("model-summary")
-@click.option("--patch", type=int, default=None, help="Patch edge in voxels (default: model.patch_size).")
+@click.option(
+    "--patch", type=int, default=None, help="Patch edge in voxels (default: model.patch_size)."
+)
 @preset_option(default="paper", extra_help=" The base of --config and --set.")
 @click.option(
     "--config",

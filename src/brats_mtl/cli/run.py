@@ -33,7 +33,10 @@ def labels_option(what: str = "the data"):
     from brats_mtl.tasks import LABEL_SCHEMES
 
     return click.option(
-        "--labels", "labels", type=click.Choice(list(LABEL_SCHEMES)), default=None,
+        "--labels",
+        "labels",
+        type=click.Choice(list(LABEL_SCHEMES)),
+        default=None,
         help=f"Label scheme of {what} (values in the files): brats2017 (1 NCR/NET, 2 ED, "
         "4 ET), msd, brats2023 (1 NETC, 2 SNFH, 3 ET), gli-post (+ 4 RC), ped2024 (1 ET, "
         "2 NET, 3 CC, 4 ED). Default: inferred from each case's layout, ID and values; a "
@@ -45,7 +48,8 @@ def progress_option():
     """The ``--progress/--no-progress`` option of ``run``, ``demo``, ``train`` and
     ``predict``; None when neither is given (see :func:`progress_bars_wanted`)."""
     return click.option(
-        "--progress/--no-progress", default=None,
+        "--progress/--no-progress",
+        default=None,
         help="Progress bars of training and prediction [default: only when stdout and "
         "stderr are terminals; in a log file, plain log lines instead].",
     )
@@ -101,44 +105,97 @@ def command_line() -> str:
 
 
 @click.command("run")
-@click.argument("data_dir", required=False,
-                type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Output folder (run, predictions, tables, figures, report.md); must not "
-                   "hold the inputs.")
-@click.option("--unlabeled", "unlabeled_dirs", multiple=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of unlabeled cases for the VAE branch (repeatable).")
-@click.option("--test", "test_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Cohort to segment with the fold ensemble (evaluated when labeled).")
-@click.option("--survival", "survival_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="BraTS survival table (CSV) for the age regression.")
-@click.option("--no-test", is_flag=True,
-              help="With --resume: leave out the --test folder the run started with (no "
-                   "test-set row; its predictions are kept).")
-@click.option("--no-survival", is_flag=True,
-              help="With --resume: leave out the --survival table the run started with (no "
-                   "survival section; survival/ and tables/table4.csv are removed).")
+@click.argument(
+    "data_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output folder (run, predictions, tables, figures, report.md); must not hold the inputs.",
+)
+@click.option(
+    "--unlabeled",
+    "unlabeled_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of unlabeled cases for the VAE branch (repeatable).",
+)
+@click.option(
+    "--test",
+    "test_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Cohort to segment with the fold ensemble (evaluated when labeled).",
+)
+@click.option(
+    "--survival",
+    "survival_csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="BraTS survival table (CSV) for the age regression.",
+)
+@click.option(
+    "--no-test",
+    is_flag=True,
+    help="With --resume: leave out the --test folder the run started with (no "
+    "test-set row; its predictions are kept).",
+)
+@click.option(
+    "--no-survival",
+    is_flag=True,
+    help="With --resume: leave out the --survival table the run started with (no "
+    "survival section; survival/ and tables/table4.csv are removed).",
+)
 @preset_option(
     default=None,
     extra_help=" Default: paper; with --resume and none of --preset, --config and --set, "
     "the run's saved OUT/run/config.yaml.",
 )
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="YAML configuration file applied over the preset.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override one setting, e.g. --set train.max_steps=500 (repeatable).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML configuration file applied over the preset.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one setting, e.g. --set train.max_steps=500 (repeatable).",
+)
 @click.option("--folds", default=None, help="Comma-separated folds to train and use (default all).")
-@click.option("--resume", is_flag=True,
-              help="Continue in an existing output folder; DATA_DIR, --unlabeled, --test and "
-                   "--survival not given again are those the run started with.")
-@click.option("--overwrite", is_flag=True,
-              help="Start again: remove what an earlier run wrote in --out (only in a folder "
-                   "brats-mtl created; other files are kept).")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue in an existing output folder; DATA_DIR, --unlabeled, --test and "
+    "--survival not given again are those the run started with.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start again: remove what an earlier run wrote in --out (only in a folder "
+    "brats-mtl created; other files are kept).",
+)
 @labels_option()
 @progress_option()
-def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, no_test, no_survival,
-            preset, config_file, overrides, folds, resume, overwrite, labels, progress):
+def command(
+    data_dir,
+    out_dir,
+    unlabeled_dirs,
+    test_dir,
+    survival_csv,
+    no_test,
+    no_survival,
+    preset,
+    config_file,
+    overrides,
+    folds,
+    resume,
+    overwrite,
+    labels,
+    progress,
+):
     """Train, predict out-of-fold, evaluate, fit survival and write a report for DATA_DIR.
 
     --resume without --preset, --config and --set continues with the run's saved
@@ -181,17 +238,32 @@ def command(data_dir, out_dir, unlabeled_dirs, test_dir, survival_csv, no_test, 
     with stop_on_sigterm():
         try:
             saved = out_dir / "run" / "config.yaml"
-            if resume and preset is None and config_file is None and not overrides and (
-                saved.is_file()
+            if (
+                resume
+                and preset is None
+                and config_file is None
+                and not overrides
+                and (saved.is_file())
             ):
                 config = load_config(saved)  # the run's own file: an error there exits 1
             else:
-                config = config_from_options(config_file, overrides, preset_config(preset or "paper"))
+                config = config_from_options(
+                    config_file, overrides, preset_config(preset or "paper")
+                )
             result = run_pipeline(
-                data_dir, out_dir, config=config, unlabeled_dirs=tuple(unlabeled_dirs),
-                test_dir=test_dir, survival_csv=survival_csv, folds=fold_list, resume=resume,
-                overwrite=overwrite, progress=progress_bars_wanted(progress),
-                command_line=command_line(), without=without, labels=labels,
+                data_dir,
+                out_dir,
+                config=config,
+                unlabeled_dirs=tuple(unlabeled_dirs),
+                test_dir=test_dir,
+                survival_csv=survival_csv,
+                folds=fold_list,
+                resume=resume,
+                overwrite=overwrite,
+                progress=progress_bars_wanted(progress),
+                command_line=command_line(),
+                without=without,
+                labels=labels,
             )
         except (FileNotFoundError, FileExistsError, ValueError) as err:
             raise click.ClickException(str(err)) from err

@@ -68,12 +68,16 @@ from brats_mtl.cli.run import (
     help="Folder of preprocessed cases (default RUN_DIR/cache); can be shared by runs.",
 )
 @click.option(
-    "--cache-workers", type=click.IntRange(min=0), default=None,
+    "--cache-workers",
+    type=click.IntRange(min=0),
+    default=None,
     help="Processes preprocessing cases in parallel when the cache is built "
     "[train.cache_workers: 0].",
 )
 @click.option(
-    "--checkpoint-every", type=click.IntRange(min=0), default=None,
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=None,
     help="Also save last.ckpt every this many steps (0: only at validations and the end) "
     "[train.checkpoint_every_n_steps: 100].",
 )
@@ -133,7 +137,9 @@ def command(
     from brats_mtl.training.runner import stop_on_sigterm, train_folds, with_train_settings
 
     config = with_train_settings(
-        config, cache_workers=cache_workers, checkpoint_every_n_steps=checkpoint_every,
+        config,
+        cache_workers=cache_workers,
+        checkpoint_every_n_steps=checkpoint_every,
         labels=labels,
     )
     folds = [fold] if fold is not None else None
@@ -161,7 +167,5 @@ def command(
             )
             continue
         dice = r.val_metrics
-        summary = (
-            "  ".join(f"{k}={v:.3f}" for k, v in dice.items()) if dice else "no validation"
-        )
+        summary = "  ".join(f"{k}={v:.3f}" for k, v in dice.items()) if dice else "no validation"
         click.echo(f"fold {r.fold}: {r.global_step} steps, {summary}; {r.fold_dir}")

@@ -226,7 +226,9 @@ def load_label_map(
     return lut[labels], np.asarray(img.affine, dtype=np.float64), spacing_mm
 
 
-def load_raw_label_map(path: str | Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+def load_raw_label_map(
+    path: str | Path,
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """Read a label map as the values stored in the file, without any convention.
 
     For label schemes with more than three tumour labels (BraTS 2024+ post-treatment
@@ -372,9 +374,7 @@ def _load_modalities(images: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, n
         paths, shapes, [str(s) for s in shapes], lambda a, b: a == b, "shape", "voxel grid"
     )
     affines = [np.asarray(img.affine, dtype=np.float64) for img in imgs]
-    _check_one_grid(
-        paths, affines, [_one_line(a) for a in affines], _same_affine, "affine", "grid"
-    )
+    _check_one_grid(paths, affines, [_one_line(a) for a in affines], _same_affine, "affine", "grid")
     shape, affine = shapes[0], affines[0]
     # One float32 block; each int16 volume is cast into it, never via a float64 copy.
     image = np.empty((len(MODALITIES), *shape), dtype=np.float32)
@@ -420,9 +420,7 @@ def _check_one_grid(
             f"{lines}, but the other modalities ({majority}, e.g. {paths[largest[0]]}) have "
             f"{shown[largest[0]]}; {advice}"
         )
-    listing = "; ".join(
-        f"{paths[i]} ({MODALITIES[i]}): {shown[i]}" for i in range(len(values))
-    )
+    listing = "; ".join(f"{paths[i]} ({MODALITIES[i]}): {shown[i]}" for i in range(len(values)))
     raise CaseDataError(f"the modalities differ in {what}, with no majority: {listing}; {advice}")
 
 

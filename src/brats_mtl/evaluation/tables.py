@@ -184,9 +184,7 @@ def _read_label_file(
     return labels, affine, (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
 
 
-def _label_value_message(
-    path: Path, convention: LabelConvention | None, role: str
-) -> str | None:
+def _label_value_message(path: Path, convention: LabelConvention | None, role: str) -> str | None:
     """The message for a label file whose values fit no convention in play, else None.
 
     Runs only after ``load_label_map`` failed, so the file is read a second time here
@@ -212,16 +210,15 @@ def _label_value_message(
     allowed = set().union(*(c.values for c in in_play))
     offending = sorted(present - allowed)
     if offending:
-        nobody = "its convention does not allow" if len(in_play) == 1 else (
-            "no inferred convention allows"
+        nobody = (
+            "its convention does not allow"
+            if len(in_play) == 1
+            else ("no inferred convention allows")
         )
         what = f"label values {_short_list(offending)} that {nobody}"
     else:  # each value fits some convention, but no one convention holds them all
         shared = set.intersection(*(set(c.values) for c in in_play))
-        what = (
-            f"label values {sorted(present - shared)} together, which no single convention "
-            "holds"
-        )
+        what = f"label values {sorted(present - shared)} together, which no single convention holds"
     sets = ", ".join(
         f"{c.name} ({_CONVENTION_ORIGIN.get(c.name, c.name)}) allows {sorted(c.values)}"
         for c in in_play

@@ -50,8 +50,12 @@ SUBREGION_COLOURS: dict[str, tuple[float, float, float, float]] = {
     "RC": (0.1, 0.4, 1.0, 0.7),
     "CC": (0.7, 0.3, 1.0, 0.7),
 }
-_LONG_NAMES = {"ED": "ED (edema)", "SNFH": "SNFH (edema)", "RC": "RC (resection cavity)",
-               "CC": "CC (cyst)"}
+_LONG_NAMES = {
+    "ED": "ED (edema)",
+    "SNFH": "SNFH (edema)",
+    "RC": "RC (resection cavity)",
+    "CC": "CC (cyst)",
+}
 
 
 def scheme_colours(
@@ -323,10 +327,17 @@ def segmentation_figure(
     from matplotlib.patches import Patch
 
     if z is None:  # found in display order, so ties break the same for every voxel order
-        z = view.display_index(tumor_slice_index(view.volume(reference)), reference.shape[view.axis])
+        z = view.display_index(
+            tumor_slice_index(view.volume(reference)), reference.shape[view.axis]
+        )
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.4))
-    for ax, labels, name in ((axes[0], reference, "ground truth"), (axes[1], prediction, "prediction")):
-        ax.imshow(view.slice(background, z), cmap="gray", interpolation="nearest", aspect=view.aspect)
+    for ax, labels, name in (
+        (axes[0], reference, "ground truth"),
+        (axes[1], prediction, "prediction"),
+    ):
+        ax.imshow(
+            view.slice(background, z), cmap="gray", interpolation="nearest", aspect=view.aspect
+        )
         ax.imshow(
             overlay_rgba(view.slice(labels, z), scheme), interpolation="nearest", aspect=view.aspect
         )

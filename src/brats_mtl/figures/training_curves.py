@@ -64,9 +64,7 @@ def plot_training_curves(metrics: str | Path | pd.DataFrame, *, title: str | Non
         raise ValueError("metrics have no 'step' column; expected a Lightning CSV log")
     known = [c for c in (*LOSS_CURVES, *DICE_CURVES) if c in frame.columns]
     if not known:
-        raise ValueError(
-            f"metrics hold none of the curves {list(LOSS_CURVES) + list(DICE_CURVES)}"
-        )
+        raise ValueError(f"metrics hold none of the curves {list(LOSS_CURVES) + list(DICE_CURVES)}")
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_loss, ax_dice = fig.subplots(1, 2, sharex=True)
@@ -95,8 +93,9 @@ def plot_training_curves(metrics: str | Path | pd.DataFrame, *, title: str | Non
     if ax_dice.lines:
         ax_dice.legend(fontsize=8)
     else:
-        ax_dice.text(0.5, 0.5, "no validation yet", ha="center", va="center",
-                     transform=ax_dice.transAxes)
+        ax_dice.text(
+            0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax_dice.transAxes
+        )
     if title:
         fig.suptitle(title)
     return fig

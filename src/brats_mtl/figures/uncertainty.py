@@ -69,7 +69,11 @@ def uncertainty_figure(
     for ax, region in zip(axes[1:], regions, strict=True):
         ax.imshow(axial(background), cmap="gray", interpolation="nearest")
         image = ax.imshow(
-            axial(maps[region]), cmap="inferno", vmin=0, vmax=100, alpha=0.85,
+            axial(maps[region]),
+            cmap="inferno",
+            vmin=0,
+            vmax=100,
+            alpha=0.85,
             interpolation="nearest",
         )
         ax.set_title(f"{region} uncertainty", fontsize=10)

@@ -159,6 +159,7 @@ def csv_columns(rows: Iterable[Mapping[str, Any]] = ()) -> list[str]:
     at = CSV_COLUMNS.index("volume_ET_ml") + 1
     return [*CSV_COLUMNS[:at], *extra, *CSV_COLUMNS[at:]]
 
+
 #: Floats of ``predictions.csv`` keep 6 significant digits (volumes: 0.001 ml up to
 #: 999 ml), so binary noise such as ``62.431000000000004`` is not written.
 CSV_FLOAT_FORMAT = "%.6g"
@@ -745,10 +746,7 @@ def _record(
             for region, value in volumes_ml.items()
             if region not in ("WT", "TC", "ET")
         },
-        **{
-            f"mean_uncertainty_{r}": mean_uncertainty.get(r, float("nan"))
-            for r in MAP_REGIONS
-        },
+        **{f"mean_uncertainty_{r}": mean_uncertainty.get(r, float("nan")) for r in MAP_REGIONS},
         "seconds": seconds,
         "status": status,
         "warning": warning,
@@ -780,9 +778,7 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def merge_records(
-    output_dir: str | Path, case_ids: Collection[str] | None = None
-) -> pd.DataFrame:
+def merge_records(output_dir: str | Path, case_ids: Collection[str] | None = None) -> pd.DataFrame:
     """Merge the ``records/<ID>.json`` files into ``predictions.csv`` (atomically, locked).
 
     Safe to call from several processes at once (``--shard``): the last one to finish
@@ -903,9 +899,7 @@ def _read_settings(path: Path) -> dict | None:
 
 def _case_key(document: Mapping[str, Any], folds: Sequence[int]) -> str:
     """A short hash of what makes one case's label map: settings and its folds' weights."""
-    settings = {
-        k: v for k, v in document["settings"].items() if k not in ("folds", "out_of_fold")
-    }
+    settings = {k: v for k, v in document["settings"].items() if k not in ("folds", "out_of_fold")}
     weights = [document["weights"].get(str(k)) for k in folds]
     payload = {"settings": settings, "folds": list(folds), "weights": weights}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -1372,7 +1366,10 @@ def predict_cases(
             key = _case_key(recorded, folds)
             if not overwrite:
                 record = _finished_record(
-                    output_dir, files.case_id, key, save_probabilities,
+                    output_dir,
+                    files.case_id,
+                    key,
+                    save_probabilities,
                     uncertainty=segmenter.config.uncertainty != "none",
                 )
                 if record is not None:
@@ -1553,8 +1550,7 @@ def _finished_record(
         return None
     if record.get("settings_key") != key:
         logger.info(
-            "%s: %s was made with other settings or weights than this run's; predicting "
-            "it again",
+            "%s: %s was made with other settings or weights than this run's; predicting it again",
             case_id,
             seg_path,
         )
@@ -1662,8 +1658,7 @@ def predict_cohort(
         if not folds:
             names = "best.ckpt or last.ckpt" if which == "best" else "last.ckpt"
             raise ValueError(
-                f"no fold of {run_dir} has a checkpoint (fold_K/checkpoints/{names}); "
-                "train first"
+                f"no fold of {run_dir} has a checkpoint (fold_K/checkpoints/{names}); train first"
             )
     folds = sorted(set(int(f) for f in folds))
     checkpoints = {k: resolve_checkpoint(run_dir, k, which) for k in folds}

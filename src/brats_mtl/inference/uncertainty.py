@@ -112,9 +112,7 @@ def entropy_map(region_probability: np.ndarray) -> np.ndarray:
     return np.rint(percent, out=percent).astype(np.uint8)
 
 
-def disagreement_map(
-    votes_in: np.ndarray, n_predictions: int, final_in: np.ndarray
-) -> np.ndarray:
+def disagreement_map(votes_in: np.ndarray, n_predictions: int, final_in: np.ndarray) -> np.ndarray:
     """``round(100 * min(1, 2 s))``, ``s`` the share of predictions against the final label.
 
     Args:
@@ -156,9 +154,7 @@ class RegionVotes:
     #: The most predictions a uint8 count holds.
     MAX_PREDICTIONS = 255
 
-    def __init__(
-        self, shape: tuple[int, int, int], classes: NetworkClasses | None = None
-    ) -> None:
+    def __init__(self, shape: tuple[int, int, int], classes: NetworkClasses | None = None) -> None:
         self.shape = tuple(int(n) for n in shape)
         self.regions = _regions(classes)
         self.region_classes = _region_classes(classes)

@@ -144,4 +144,3 @@ class VAEDecoder(nn.Module):
         for block in self.blocks.values():
             h = block(h)  # DC4: 224 x 16^3, Up3: 224 x 32^3, ..., DC1: 28 x 128^3
         return self.out(h), mu, logvar  # (B, 4, 128^3), (B, 50, 16^3) x 2
-

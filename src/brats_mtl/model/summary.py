@@ -155,8 +155,12 @@ def _named_layers(net: MultiTaskNet) -> list[tuple[nn.Module, str, str, str]]:
         level = enc.depth - 1 - j
         layers += [
             (up, "segmentation decoder", f"UpConv{level}", "ConvTranspose3D 2x2x2 stride 2"),
-            (stage.conv1, "segmentation decoder", f"DecStage{level}.conv1",
-             "concat skip + " + _conv_op(stage.conv1)),
+            (
+                stage.conv1,
+                "segmentation decoder",
+                f"DecStage{level}.conv1",
+                "concat skip + " + _conv_op(stage.conv1),
+            ),
             (stage.conv2, "segmentation decoder", f"DecStage{level}.conv2", _conv_op(stage.conv2)),
         ]
     layers.append((seg.head, "segmentation decoder", "SegOut", "Conv3D 1x1x1 (logits)"))

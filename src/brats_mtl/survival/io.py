@@ -332,9 +332,7 @@ def _normalise_name(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.casefold())
 
 
-def _find_columns(
-    header: list[str], path: Path, require: set[str]
-) -> dict[str, str | None]:
+def _find_columns(header: list[str], path: Path, require: set[str]) -> dict[str, str | None]:
     """Role -> header name (None when absent), for the roles in :data:`COLUMN_NAMES`."""
     normalised = {_normalise_name(h): h for h in reversed(header) if h}
     found: dict[str, str | None] = {}

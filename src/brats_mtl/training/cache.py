@@ -82,9 +82,7 @@ class CachedCase:
         return None if self.labels_path is None else np.load(self.labels_path, mmap_mode="r")
 
 
-def cache_key(
-    files: CaseFiles, use_labels: bool, scheme: LabelScheme | str | None = None
-) -> str:
+def cache_key(files: CaseFiles, use_labels: bool, scheme: LabelScheme | str | None = None) -> str:
     """Key of one case's cache entry: changes when an input file or the preprocessing does.
 
     Args:
@@ -111,7 +109,9 @@ def cache_key(
         try:
             st = os.stat(real)
         except FileNotFoundError:
-            raise FileNotFoundError(f"input file {real} of case {files.case_id} is missing") from None
+            raise FileNotFoundError(
+                f"input file {real} of case {files.case_id} is missing"
+            ) from None
         parts.append(f"{p}|{st.st_size}|{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -256,7 +256,7 @@ def _is_cached(files: CaseFiles, cache_dir: str, use_labels: bool, scheme: str |
 
 
 def _start_method() -> str:
-    """"fork" while torch is not loaded (cheap, and works from any script), else "spawn":
+    """ "fork" while torch is not loaded (cheap, and works from any script), else "spawn":
     a fork of a process holding torch's OpenMP thread pool can deadlock in the child."""
     if "torch" not in sys.modules and "fork" in multiprocessing.get_all_start_methods():
         return "fork"
@@ -309,9 +309,7 @@ def build_cache(
             )
         seen.add(files.case_id)
     name = None if scheme is None else get_label_scheme(scheme).name
-    jobs = [
-        (files, str(cache_dir), flag, name) for files, flag in zip(cases, flags, strict=True)
-    ]
+    jobs = [(files, str(cache_dir), flag, name) for files, flag in zip(cases, flags, strict=True)]
     todo = [i for i, job in enumerate(jobs) if not _is_cached(*job)]
     if todo:
         logger.info("caching %d of %d cases in %s", len(todo), len(cases), cache_dir)

@@ -484,7 +484,9 @@ class ValidationCsvWriter(L.Callback):
         """Append the latest validation's rows and rewrite the file."""
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        new = [r for r in getattr(pl_module, "validation_rows", []) if r["step"] == trainer.global_step]
+        new = [
+            r for r in getattr(pl_module, "validation_rows", []) if r["step"] == trainer.global_step
+        ]
         if not new:
             return
         self.rows += [dict(r) for r in new]

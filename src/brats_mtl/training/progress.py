@@ -51,8 +51,9 @@ class ProgressLog(L.Callback):
         self._start = (self.clock(), int(trainer.global_step))
         self._last_line = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
+    ) -> None:
         """One line at the first step, every ``every_s`` seconds and at the last step."""
         if not trainer.is_global_zero:
             return
@@ -86,7 +87,12 @@ class ProgressLog(L.Callback):
         dice = {k: float(v) for k, v in values.items()}
         logger.info(
             "%s: validation at step %d: Dice ET %.3f, WT %.3f, TC %.3f (mean %.3f)",
-            self.name, trainer.global_step, dice["ET"], dice["WT"], dice["TC"], dice["mean"],
+            self.name,
+            trainer.global_step,
+            dice["ET"],
+            dice["WT"],
+            dice["TC"],
+            dice["mean"],
         )
 
 

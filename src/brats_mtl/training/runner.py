@@ -928,8 +928,14 @@ def _warn_if_no_validation(train: Any, steps_per_epoch: int, out: Path) -> None:
         "written and last.ckpt will be used; to validate, pass --set "
         "train.val_every_n_epochs=%d (a validation where training stops, in epoch %d) or "
         "--set train.max_steps=%d",
-        out, max_steps, first, train.val_every_n_epochs, steps_per_epoch,
-        max(epochs, 1), max(epochs, 1), first,
+        out,
+        max_steps,
+        first,
+        train.val_every_n_epochs,
+        steps_per_epoch,
+        max(epochs, 1),
+        max(epochs, 1),
+        first,
     )
 
 

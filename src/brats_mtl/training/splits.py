@@ -119,15 +119,12 @@ class Splits:
         try:
             n_folds = int(data["n_folds"])
             strata = {str(k): str(v) for k, v in data["strata"].items()}
-            folds = tuple(
-                tuple(sorted(data["folds"][str(k)]["val"])) for k in range(n_folds)
-            )
+            folds = tuple(tuple(sorted(data["folds"][str(k)]["val"])) for k in range(n_folds))
             seed = int(data["seed"])
             patients = {str(k): str(v) for k, v in data.get("patients", {}).items()}
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(
-                f"{source} is not a valid splits file ({err!r}); delete it or use a new "
-                "run folder"
+                f"{source} is not a valid splits file ({err!r}); delete it or use a new run folder"
             ) from None
         held_out = sorted(c for fold in folds for c in fold)
         if held_out != sorted(strata):
@@ -237,7 +234,9 @@ def read_splits(run_dir: str | Path) -> Splits:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); delete it or use a new run folder") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({err}); delete it or use a new run folder"
+        ) from None
     return Splits.from_json(data, source=path)
 
 
@@ -288,9 +287,7 @@ def load_or_create_splits(
     if path.is_file() and replace_mismatched:
         try:
             saved = read_splits(run_dir)
-            made_for = (
-                f"{len(saved.case_ids)} cases, {saved.n_folds} folds, seed {saved.seed}"
-            )
+            made_for = f"{len(saved.case_ids)} cases, {saved.n_folds} folds, seed {saved.seed}"
             same = (saved.case_ids, saved.n_folds, saved.seed) == (sorted(strata), n_folds, seed)
         except ValueError as err:  # unreadable: as good as absent when nothing used it
             made_for, same = str(err), False
@@ -299,7 +296,11 @@ def load_or_create_splits(
             logger.warning(
                 "replacing %s (made for %s; now %d cases, %d folds, seed %d): no model of "
                 "this run has used it",
-                path, made_for, len(strata), n_folds, seed,
+                path,
+                made_for,
+                len(strata),
+                n_folds,
+                seed,
             )
             write_splits(splits, run_dir, unlabeled_ids)
             return splits

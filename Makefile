@@ -27,7 +27,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/brats-mtl demo --out demo_output
 
-test: $(STAMP)
+# The README's test command: lint (ruff check + ruff format --check), then the default suite.
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)
@@ -35,6 +36,7 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

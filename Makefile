@@ -27,7 +27,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/brats-mtl demo --out demo_output
 
-test: $(STAMP)
+# The README's test command: lint (ruff check + ruff format --check), then the default suite.
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)
@@ -35,6 +36,25 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+# The CPU benchmarks of benchmarks/ at small settings (a few minutes on 2 cores); each
+# script's docstring gives its full-size command, the one behind the README's figures.
+# gpu_check.py is not run (it needs CUDA); bench_inference.py and bench_uncertainty.py
+# need the real case $(BENCH_CASE) and are skipped without it.
+BENCH_CASE ?= ../shared/data/brats/BraTS2021_00000
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_evaluation.py --repeats 1
+	$(BIN)/python benchmarks/bench_model.py --patch 64 --repeats 1 --no-train
+	$(BIN)/python benchmarks/bench_training.py --steps 5 --warmup 1 --rounds 2 --threads 1
+	@if [ -d "$(BENCH_CASE)" ]; then \
+		set -e; \
+		$(BIN)/python benchmarks/bench_inference.py --case "$(BENCH_CASE)" --model tiny \
+			--configs window_tta0,whole_tta0; \
+		$(BIN)/python benchmarks/bench_uncertainty.py --case "$(BENCH_CASE)" --model toy --folds 2; \
+	else \
+		echo "bench_inference.py, bench_uncertainty.py skipped: no case at $(BENCH_CASE)"; \
+	fi
 
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output .pytest_cache .hypothesis

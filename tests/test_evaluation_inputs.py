@@ -53,16 +53,15 @@ def _invoke(pred_dir: Path, ref_dir: Path, out: Path, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    """Three labeled phantom cases (BraTS LPS affine) and imperfect LPS predictions.
+def cohort(tmp_path_factory, phantom_cohort):
+    """The three labeled phantom cases (BraTS LPS affine) and imperfect LPS predictions.
 
     Each prediction is its reference shifted by ``i + 1`` voxels along X, so every case
     has a distinct Dice below 1 and a reorientation error would change the scores.
     """
     root = tmp_path_factory.mktemp("inputs")
-    cases = write_phantom_cohort(root / "refs", n_labeled=3, n_unlabeled=0, shape=SHAPE, seed=5)
     refs, preds = {}, {}
-    for i, case in enumerate(cases):
+    for i, case in enumerate(phantom_cohort.cases):
         labels, affine, _ = load_label_map(case.seg)
         refs[case.case_id] = (case.seg, labels, affine)
         preds[case.case_id] = _save(
@@ -70,7 +69,7 @@ def cohort(tmp_path_factory):
         )
     return {
         "root": root,
-        "ref_dir": root / "refs",
+        "ref_dir": phantom_cohort.root,
         "pred_dir": root / "preds",
         "refs": refs,
         "preds": preds,

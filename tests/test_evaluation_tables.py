@@ -85,22 +85,19 @@ def _save(labels: np.ndarray, affine: np.ndarray, path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    """References: 3 labeled + 1 unlabeled phantom cases; predictions for 2 of them + 1 stray.
+def cohort(tmp_path_factory, phantom_cohort):
+    """References: the 3 labeled phantom cases; predictions for 2 of them + 1 stray.
 
     - case 0: the reference written in the BraTS 2023 convention (ET = 3): perfect;
     - case 1: the reference shifted by 2 voxels (BraTS 2019 convention, ``.nii``);
     - case 2: no prediction;
     - ``BraTS2021_09999``: a prediction without a reference case.
     """
-    root = tmp_path_factory.mktemp("evaluation")
-    ref_dir = root / "refs"
-    pred_dir = root / "preds"
+    ref_dir = phantom_cohort.root
+    pred_dir = tmp_path_factory.mktemp("evaluation") / "preds"
     pred_dir.mkdir()
-    cases = write_phantom_cohort(ref_dir, n_labeled=3, n_unlabeled=1, shape=SHAPE, seed=3)
-    labeled = [c for c in cases if c.labeled]
     refs = {}
-    for case in labeled:
+    for case in phantom_cohort.cases:
         labels, affine, _ = load_label_map(case.seg)
         refs[case.case_id] = (labels, affine)
     id0, id1, id2 = sorted(refs)

@@ -42,25 +42,20 @@ def test_cuda_status_names_the_reason(monkeypatch):
     assert gpu_check.cuda_status() is None
 
 
-def test_training_steps_code_path_on_cpu():
-    from brats_mtl.config import tiny_config
-
+def test_training_steps_code_path_on_cpu(tiny_config):
     gpu_check = _module()
-    step_s, peak_gib = gpu_check.training_steps(
-        "32", 1, warmup=0, cfg=tiny_config(32), device="cpu"
-    )
+    step_s, peak_gib = gpu_check.training_steps("32", 1, warmup=0, cfg=tiny_config, device="cpu")
     assert step_s > 0
     assert peak_gib == 0.0  # no CUDA memory counter on the CPU
 
 
-def test_paper_protocol_code_path_on_cpu(tmp_path, capsys):
-    from brats_mtl.config import tiny_config
+def test_paper_protocol_code_path_on_cpu(tmp_path, capsys, tiny_config):
     from brats_mtl.data import write_phantom_cohort
 
     gpu_check = _module()
     cases = write_phantom_cohort(tmp_path, n_labeled=1, n_unlabeled=0, shape=(40, 40, 40))
     case_dir = cases[0].images["t1"].parent
-    gpu_check.paper_protocol(case_dir, skip_cpu=False, cfg=tiny_config(32), device="cpu")
+    gpu_check.paper_protocol(case_dir, skip_cpu=False, cfg=tiny_config, device="cpu")
     out = capsys.readouterr().out
     assert "5 folds x 4 passes, float32" in out
     # the same model on the same device: identical labels

@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 
 from brats_mtl.cli.main import cli
-from brats_mtl.config import InferenceConfig, apply_overrides, save_config, tiny_config
+from brats_mtl.config import InferenceConfig, apply_overrides, save_config
 from brats_mtl.conventions import BRATS_2019, MODALITIES, classes_to_labels
 from brats_mtl.data import (
     Case,
@@ -41,6 +41,7 @@ from brats_mtl.preprocessing import (
     uncrop,
     zscore_in_mask,
 )
+from brats_mtl.presets import tiny_config
 
 SHAPE = (24, 20, 18)
 TOY_CONFIG = InferenceConfig(tta=0, et_min_voxels=0, device="cpu", precision="32")

@@ -43,7 +43,7 @@ def test_cuda_status_names_the_reason(monkeypatch):
 
 
 def test_training_steps_code_path_on_cpu():
-    from brats_mtl.config import tiny_config
+    from brats_mtl.presets import tiny_config
 
     gpu_check = _module()
     step_s, peak_gib = gpu_check.training_steps(
@@ -54,8 +54,8 @@ def test_training_steps_code_path_on_cpu():
 
 
 def test_paper_protocol_code_path_on_cpu(tmp_path, capsys):
-    from brats_mtl.config import tiny_config
     from brats_mtl.data import write_phantom_cohort
+    from brats_mtl.presets import tiny_config
 
     gpu_check = _module()
     cases = write_phantom_cohort(tmp_path, n_labeled=1, n_unlabeled=0, shape=(40, 40, 40))

@@ -24,7 +24,7 @@ import torch
 from click.testing import CliRunner
 
 from brats_mtl.cli.main import cli
-from brats_mtl.config import InferenceConfig, save_config, tiny_config
+from brats_mtl.config import InferenceConfig, save_config
 from brats_mtl.conventions import BRATS_2019, BRATS_2023, classes_to_labels
 from brats_mtl.data import load_case, write_phantom_case
 from brats_mtl.inference import (
@@ -39,6 +39,7 @@ from brats_mtl.inference import (
 )
 from brats_mtl.model import MultiTaskNet
 from brats_mtl.preprocessing import brain_mask, crop, preprocess_case, uncrop
+from brats_mtl.presets import tiny_config
 
 SHAPE = (36, 30, 26)
 CONFIG = InferenceConfig(tta=4, overlap=0.5, window_batch_size=4, device="cpu")

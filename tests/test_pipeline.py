@@ -9,10 +9,10 @@ from brats_mtl.config import apply_overrides
 from brats_mtl.pipeline import (
     TABLE3_COLUMNS,
     TABLE4_COLUMNS,
-    demo_config,
     make_demo_cohort,
     run_pipeline,
 )
+from brats_mtl.presets import demo_config
 
 
 @pytest.fixture(scope="module")
@@ -429,7 +429,7 @@ def test_train_and_run_share_the_preset_option(tmp_path):
 
     from brats_mtl.cli import run, train
     from brats_mtl.cli.main import cli
-    from brats_mtl.pipeline import PRESET_HELP, PRESET_NAMES, cpu_config, preset_config
+    from brats_mtl.presets import PRESET_HELP, PRESET_NAMES, cpu_config, preset_config
 
     options = {c.name: {p.name: p for p in c.params} for c in (run.command, train.command)}
     for name in ("run", "train"):
@@ -479,7 +479,7 @@ def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch
     from brats_mtl import pipeline
     from brats_mtl.cli.main import cli
     from brats_mtl.config import save_config
-    from brats_mtl.pipeline import cpu_config
+    from brats_mtl.presets import cpu_config
 
     configs = []
 
@@ -528,7 +528,7 @@ def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch
 
 def test_changed_preset_error_names_the_run_preset(tmp_path):
     from brats_mtl.config import Config, save_config
-    from brats_mtl.pipeline import cpu_config
+    from brats_mtl.presets import cpu_config
     from brats_mtl.training.runner import _check_run_config
 
     run = tmp_path / "run"

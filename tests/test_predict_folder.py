@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 import brats_mtl.inference.predict as predict_module
 from brats_mtl.cli.main import cli
-from brats_mtl.config import InferenceConfig, save_config, tiny_config
+from brats_mtl.config import InferenceConfig, save_config
 from brats_mtl.data import discover_cases, write_phantom_case
 from brats_mtl.inference.predict import (
     PredictionInterrupted,
@@ -35,6 +35,7 @@ from brats_mtl.inference.predict import (
     select_shard,
 )
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.presets import tiny_config
 
 SHAPE = (36, 30, 26)
 BASE = InferenceConfig(tta=0, et_min_voxels=0, device="cpu", precision="32")

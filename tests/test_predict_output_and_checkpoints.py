@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 
 from brats_mtl.cli.main import cli
-from brats_mtl.config import InferenceConfig, save_config, tiny_config
+from brats_mtl.config import InferenceConfig, save_config
 from brats_mtl.data import write_phantom_case
 from brats_mtl.inference.predict import (
     Segmenter,
@@ -29,6 +29,7 @@ from brats_mtl.inference.predict import (
     predict_cohort,
 )
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.presets import tiny_config
 
 SHAPE = (36, 30, 26)
 FAST = ["--tta", "0", "--mode", "whole", "--no-progress", "--set", "inference.device=cpu"]

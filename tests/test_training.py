@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from brats_mtl.config import apply_overrides, tiny_config
+from brats_mtl.config import apply_overrides
 from brats_mtl.conventions import ET
 from brats_mtl.data import discover_cases, load_case, write_phantom_case, write_phantom_cohort
 from brats_mtl.preprocessing import pad_to_size, patch_grid, preprocess_case
+from brats_mtl.presets import tiny_config
 from brats_mtl.training.cache import build_cache, cache_case
 from brats_mtl.training.datasets import PatchDataset, PatchSampler, RankSlice, ResumableLoader
 from brats_mtl.training.splits import (
@@ -328,7 +329,7 @@ def test_demo_trained_classifier_separates_et_from_no_et_patches(tmp_path):
     patch not. With one learning rate of 3e-3 for the whole network (the demo before) the
     classifier gave one probability for every patch."""
     from brats_mtl.model import MultiTaskNet
-    from brats_mtl.pipeline import demo_config
+    from brats_mtl.presets import demo_config
     from brats_mtl.training.runner import train_on_cases
 
     root = tmp_path / "cohort"

@@ -122,7 +122,7 @@ def command(
     SIGTERM stops training after the step in progress, saves it in last.ckpt and exits
     with status 143; --resume continues.
     """
-    from brats_mtl.pipeline import preset_config
+    from brats_mtl.presets import preset_config
 
     if fold is not None and all_folds:
         raise click.UsageError("--fold and --all-folds exclude each other; choose one")

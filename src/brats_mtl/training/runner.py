@@ -377,7 +377,7 @@ def _check_run_config(run_dir: Path, config: Config) -> bool:
 
 def _preset_of(config: Config) -> str | None:
     """The ``--preset`` whose network and loss ``config`` has, or None."""
-    from brats_mtl.pipeline import PRESET_NAMES, preset_config
+    from brats_mtl.presets import PRESET_NAMES, preset_config
 
     for name in PRESET_NAMES:
         preset = preset_config(name)

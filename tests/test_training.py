@@ -781,7 +781,8 @@ def _sigterm_during_step(monkeypatch, step: int) -> None:
 def test_sigterm_saves_the_step_in_progress_and_resume_equals_uninterrupted(
     cohort, tmp_path, monkeypatch
 ):
-    from brats_mtl.training.runner import Terminated, checkpoint_path, stop_on_sigterm, train_fold
+    from brats_mtl.signals import Terminated, stop_on_sigterm
+    from brats_mtl.training.runner import checkpoint_path, train_fold
 
     def run(out, **kwargs):
         return train_fold(
@@ -816,7 +817,8 @@ def test_sigterm_saves_the_step_in_progress_and_resume_equals_uninterrupted(
 def test_sigterm_in_the_last_step_still_stops(cohort, tmp_path, monkeypatch):
     """Lightning lets a SIGTERM during the last step end the fit normally; the command
     must stop anyway instead of going on to the next fold."""
-    from brats_mtl.training.runner import Terminated, checkpoint_path, stop_on_sigterm, train_folds
+    from brats_mtl.signals import Terminated, stop_on_sigterm
+    from brats_mtl.training.runner import checkpoint_path, train_folds
 
     _sigterm_during_step(monkeypatch, 2)
     with stop_on_sigterm(), pytest.raises(Terminated, match="step 2"):

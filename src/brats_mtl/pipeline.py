@@ -798,7 +798,7 @@ def run_pipeline(
             stages (bad data, bad configuration, a survival table with bad ages).
         FileNotFoundError: on ``resume``, if a recorded input not given again no longer
             exists; from the stages.
-        brats_mtl.training.runner.Terminated: on SIGTERM during training (exit status 143).
+        brats_mtl.signals.Terminated: on SIGTERM during training (exit status 143).
 
     A command that fails before it writes anything (e.g. a DATA_DIR without cases)
     leaves no output folder behind (:func:`removed_if_unused_on_failure`).

@@ -210,7 +210,7 @@ def command(
     from brats_mtl.config import load_config
     from brats_mtl.pipeline import read_run_inputs, run_pipeline
     from brats_mtl.presets import preset_config
-    from brats_mtl.training.runner import stop_on_sigterm
+    from brats_mtl.signals import stop_on_sigterm
 
     for flag, given, name in ((no_test, test_dir, "test"), (no_survival, survival_csv, "survival")):
         if flag and given is not None:

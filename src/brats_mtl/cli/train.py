@@ -134,7 +134,8 @@ def command(
         source = saved
     config = config_from_options(source, overrides, preset_config(preset or "paper"))
 
-    from brats_mtl.training.runner import stop_on_sigterm, train_folds, with_train_settings
+    from brats_mtl.signals import stop_on_sigterm
+    from brats_mtl.training.runner import train_folds, with_train_settings
 
     config = with_train_settings(
         config,

@@ -11,31 +11,20 @@ Run folder::
     RUN_DIR/fold_K/training_curves.png
     RUN_DIR/fold_K/logs/version_N/ raw Lightning CSV logs, one folder per attempt
 
-SIGTERM (a scheduler's stop, ``kill``): Lightning's own handler, installed during each fit,
-only sets a flag that its loops check after the training step in progress; a SIGTERM that
-arrives during a fold's last step, its final validation or outside a fit (caching,
-prediction) would be forgotten or, with no handler at all, kill the process without
-cleanup. So: the step in progress finishes and is saved in ``last.ckpt`` (a consistent
-resume point), and the fit then ends with :class:`Terminated` (``SystemExit`` with status
-143, 128 + SIGTERM, as a shell reports a process killed by SIGTERM) instead of Lightning's
-status 0; under :func:`stop_on_sigterm` (the CLI commands) a SIGTERM outside a fit, or a
-second one during a step, raises :class:`Terminated` at once.
+SIGTERM handling: :mod:`brats_mtl.signals`.
 
 Source: paper, Training Procedure; docs/design.md section 4.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import os
 import pickle
-import signal
-import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +32,7 @@ from typing import Any
 from brats_mtl.config import Config, ModelConfig, load_config, save_config, to_dict
 from brats_mtl.data import CaseFiles, discover_cases
 from brats_mtl.data.io import case_label_scheme
+from brats_mtl.signals import Terminated, sigterm_deferred
 from brats_mtl.tasks import get_label_scheme, network_classes, patient_id, pick_training_scheme
 from brats_mtl.training.cache import CachedCase, UnusableCasesError, build_cache
 from brats_mtl.training.csvio import read_csv, write_csv
@@ -54,76 +44,6 @@ CONFIG_FILE = "config.yaml"
 CACHE_DIR = "cache"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINTS = ("best", "last")
-
-#: Exit status after SIGTERM (128 + 15, as shells report a process that SIGTERM ended).
-SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
-
-
-class Terminated(SystemExit):
-    """The process was asked to stop by SIGTERM; exit status :data:`SIGTERM_EXIT_STATUS`.
-
-    A ``SystemExit`` (as Lightning's own ``SIGTERMException``), so that ``except
-    Exception`` blocks do not swallow it and the process ends with status 143.
-
-    Attributes:
-        message: what stopped and how to continue.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(SIGTERM_EXIT_STATUS)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass
-class _SigtermState:
-    in_fit: bool = False  # a Lightning fit is running (its loops stop after the step)
-    received: bool = False  # SIGTERM came during the current fit
-
-
-_SIGTERM = _SigtermState()
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM handler of :func:`stop_on_sigterm`."""
-    if _SIGTERM.in_fit and not _SIGTERM.received:
-        _SIGTERM.received = True
-        logger.warning(
-            "SIGTERM: stopping after the training step in progress, which is saved in "
-            "last.ckpt (send SIGTERM again to stop at once)"
-        )
-        return
-    raise Terminated("stopped by SIGTERM; run the command again with --resume to continue")
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Within the block, SIGTERM stops the process promptly with exit status 143.
-
-    During a training fit the step in progress finishes and is saved first (see the
-    module docstring); anywhere else, or on a second SIGTERM, :class:`Terminated` is
-    raised at once, so ``finally`` blocks run (temporary files are removed). The previous
-    handler is restored on exit. Outside the main thread nothing is installed (Python
-    delivers signals to the main thread only).
-
-    Raises:
-        Terminated: on SIGTERM; its message is logged at ERROR level first.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        yield
-    except Terminated as err:
-        logger.error("%s", err.message)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _SIGTERM.received = False
 
 
 def _lightning_warning_filters() -> None:
@@ -826,17 +746,15 @@ def train_on_cases(
     if resume and ckpt_path is None:
         logger.info("no checkpoint in %s to resume from; training fold from scratch", ckpt_dir)
     terminated = False
-    _SIGTERM.in_fit, _SIGTERM.received = True, False
-    try:
-        with warnings.catch_warnings():
-            _lightning_warning_filters()
-            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    except SIGTERMException:
-        terminated = True  # raised by Lightning's loops after the step; LastCheckpoint saved it
-    finally:
-        _SIGTERM.in_fit = False
+    with sigterm_deferred() as sigterm:
+        try:
+            with warnings.catch_warnings():
+                _lightning_warning_filters()
+                trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        except SIGTERMException:
+            terminated = True  # raised by Lightning's loops after the step; LastCheckpoint saved it
     # a SIGTERM during the last step or the final validation ends the fit normally
-    terminated = terminated or trainer.received_sigterm or _SIGTERM.received
+    terminated = terminated or trainer.received_sigterm or sigterm.received
 
     best_score = None
     if best_cb is not None and best_cb.best_model_score is not None:

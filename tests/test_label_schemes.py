@@ -10,11 +10,11 @@ import pytest
 from brats_mtl.config import apply_overrides
 from brats_mtl.data import discover_cases, load_case, make_phantom, write_phantom_cohort
 from brats_mtl.data.io import case_label_scheme, write_segmentation
+from brats_mtl.data.splits import Splits, stratified_folds
 from brats_mtl.evaluation.tables import evaluate_folders
 from brats_mtl.inference.postprocess import region_volumes_ml, suppress_et
 from brats_mtl.presets import tiny_config
 from brats_mtl.tasks import LABEL_SCHEMES, network_classes, patient_id, pick_training_scheme
-from brats_mtl.training.splits import Splits, stratified_folds
 
 
 def _chain(tmp_path, scheme, steps=2):

@@ -50,7 +50,7 @@ def command(out_dir, overwrite, resume, overrides, progress):
     import time
 
     from brats_mtl.config import apply_overrides, load_config
-    from brats_mtl.pipeline import run_demo
+    from brats_mtl.demo import run_demo
     from brats_mtl.presets import demo_config
     from brats_mtl.signals import stop_on_sigterm
 

@@ -208,9 +208,10 @@ def command(
     step in progress; --resume continues it.
     """
     from brats_mtl.config import load_config
-    from brats_mtl.pipeline import read_run_inputs, run_pipeline
+    from brats_mtl.pipeline import run_pipeline
     from brats_mtl.presets import preset_config
     from brats_mtl.signals import stop_on_sigterm
+    from brats_mtl.workspace.ownership import read_run_inputs
 
     for flag, given, name in ((no_test, test_dir, "test"), (no_survival, survival_csv, "survival")):
         if flag and given is not None:

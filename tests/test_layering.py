@@ -44,6 +44,7 @@ def layer_order() -> list[str]:
 
 
 def module_name(path: Path) -> str:
+    """``brats_mtl.a.b`` of ``SRC/a/b.py`` (a package: of its ``__init__.py``)."""
     parts = ("brats_mtl", *path.relative_to(SRC).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -52,8 +53,11 @@ MODULES = {module_name(p): p for p in sorted(SRC.rglob("*.py"))}
 
 
 def lazy_exports(package: str) -> dict[str, str]:
-    """Name -> submodule of a package that imports its names on first use (a
-    module-level ``_EXPORTS = {"name": "submodule", ...}`` read by ``__getattr__``)."""
+    """Name -> submodule of a package that imports its names on first use.
+
+    Such a package has a module-level ``_EXPORTS = {"name": "submodule", ...}``, read by
+    its ``__getattr__``.
+    """
     path = MODULES[package]
     if path.name != "__init__.py":
         return {}
@@ -91,8 +95,10 @@ def _walk(node: ast.AST):
 
 
 def imports_of(module: str) -> set[str]:
-    """The ``brats_mtl`` modules that ``module`` imports (a name imported from a package
-    counts as its submodule when there is one)."""
+    """The ``brats_mtl`` modules that ``module`` imports.
+
+    A name imported from a package counts as its submodule when there is one.
+    """
     path = MODULES[module]
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
@@ -123,6 +129,7 @@ def layer_of(module: str) -> str | None:
 
 
 def test_the_layer_order_names_every_top_level_module():
+    """Every top-level module and package has its place in the order."""
     order = layer_order()
     assert len(order) == len(set(order)), order
     tops = {layer_of(m) for m in MODULES} - {None}
@@ -130,6 +137,7 @@ def test_the_layer_order_names_every_top_level_module():
 
 
 def test_no_import_runs_up_the_layers():
+    """No module imports from a layer after its own."""
     rank = {name: i for i, name in enumerate(layer_order())}
     bad = []
     for module, deps in GRAPH.items():
@@ -179,12 +187,14 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_cycle_finder_finds_a_cycle():
+    """The cycle finder on a toy graph."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_no_import_cycle():
+    """No modules import each other, directly or through others."""
     graph = {
         m: {d for d in deps if ("import", m, f"brats_mtl.{layer_of(d)}") not in KNOWN_EXCEPTIONS}
         for m, deps in GRAPH.items()
@@ -193,6 +203,7 @@ def test_no_import_cycle():
 
 
 def test_no_file_is_over_the_line_limit():
+    """Every source file has at most MAX_LINES lines."""
     long = {
         f"{path} has {n} lines"
         for module, path in MODULES.items()

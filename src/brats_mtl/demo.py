@@ -48,8 +48,10 @@ def make_demo_cohort(
     shape: tuple[int, int, int] = (48, 48, 48),
     seed: int = 0,
 ) -> DemoCohort:
-    """Write a synthetic cohort: labeled training cases, unlabeled cases, labeled test
-    cases (BraTS 2021 layout, phantoms), and a BraTS 2019-style survival table.
+    """Write a synthetic cohort of phantoms and a survival table.
+
+    Labeled training cases, unlabeled cases and labeled test cases (BraTS 2021 layout,
+    phantoms), and a BraTS 2019-style survival table.
 
     Every other phantom (odd index) has no ET, so each fold trains the ET classifier on as
     many cases without ET as with it; every phantom has an enhancing vessel in its edema
@@ -62,7 +64,9 @@ def make_demo_cohort(
 
     Args:
         root: folder to create (``train/``, ``unlabeled/``, ``test/``, ``survival.csv``).
-        n_train, n_unlabeled, n_test: case counts.
+        n_train: labeled training cases.
+        n_unlabeled: unlabeled cases.
+        n_test: labeled test cases.
         n_survival: rows of the survival table (patients need no images for the age
             regression).
         shape: volume shape of every case.
@@ -172,8 +176,10 @@ DEMO_ID_BASE = 90000
 
 
 def demo_report_note(cohort: DemoCohort) -> str:
-    """The first paragraph of the demo's report: its cohort is synthetic, and its IDs only
-    look like BraTS 2021 IDs (counts read from the cohort's folders)."""
+    """The first paragraph of the demo's report: its cohort is synthetic.
+
+    Its IDs only look like BraTS 2021 IDs; the counts are read from the cohort's folders.
+    """
 
     def count(folder: Path) -> int:
         return sum(1 for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else 0

@@ -127,7 +127,8 @@ def _write_marker(out: Path, fields: dict, inputs: RunInputs | None) -> Path:
 
 @dataclass(frozen=True)
 class RunInputs:
-    """The inputs of a ``brats-mtl run``, recorded in its output folder's marker so that
+    """The inputs of a ``brats-mtl run``, recorded in its output folder's marker.
+
     ``--resume`` continues with them (:func:`resolve_run_inputs`).
 
     Attributes:
@@ -199,8 +200,9 @@ def read_run_inputs(out_dir: str | Path) -> RunInputs | None:
 
 
 def record_run_inputs(out_dir: str | Path, inputs: RunInputs) -> None:
-    """Record ``inputs`` in the marker of the ``run`` output folder ``out_dir`` (atomic
-    rewrite; the marker's other fields are kept). A folder without a ``run`` marker (an
+    """Record ``inputs`` in the marker of the ``run`` output folder ``out_dir``.
+
+    An atomic rewrite; the marker's other fields are kept. A folder without a ``run`` marker (an
     output of a version without markers) is left as it is: writing one would let
     ``--overwrite`` remove files there.
 
@@ -226,8 +228,9 @@ _RESUMABLE = (
 def resolve_run_inputs(
     out_dir: str | Path, given: RunInputs, *, resume: bool, without: Collection[str] = ()
 ) -> RunInputs:
-    """The inputs a ``run`` uses: on ``resume``, those recorded in ``out_dir``'s marker for
-    any not given (``data_dir`` None, ``unlabeled_dirs`` empty, ``test_dir``/
+    """The inputs a ``run`` uses: the given ones, or on ``resume`` the recorded ones.
+
+    On ``resume``, those recorded in ``out_dir``'s marker for any not given (``data_dir`` None, ``unlabeled_dirs`` empty, ``test_dir``/
     ``survival_csv`` None), with one INFO line naming them; a given input that differs
     from the recorded one wins, with a WARNING naming old -> new. An input named in
     ``without`` is not reused (``run --no-test``, ``--no-survival``), with an INFO line
@@ -324,8 +327,9 @@ _DERIVED_OUTPUTS = {
 
 
 def remove_derived_outputs(out: Path, without: Collection[str]) -> None:
-    """Remove what ``run`` derived from the inputs in ``without`` (a resumed run that
-    leaves them out), in a folder that ``run`` marked as its own.
+    """Remove what ``run`` derived from the inputs in ``without``.
+
+    For a resumed run that leaves them out, in a folder that ``run`` marked as its own.
 
     Args:
         out: the ``run`` output folder.
@@ -353,8 +357,10 @@ def _paths(value: Path | tuple[Path, ...] | None) -> tuple[Path, ...]:
 
 
 def _check_inputs_outside(out: Path, inputs: Iterable[tuple[str, str | Path]]) -> None:
-    """Refuse inputs equal to or inside the output folder, and an output folder inside an
-    input folder (see :func:`prepare_output_dir`)."""
+    """Refuse inputs in the output folder, and an output folder inside an input folder.
+
+    See :func:`prepare_output_dir`.
+    """
     out_real = out.resolve()
     inputs = [(what, Path(path), Path(path).resolve()) for what, path in inputs]
     for what, path, real in inputs:
@@ -376,8 +382,9 @@ def _check_inputs_outside(out: Path, inputs: Iterable[tuple[str, str | Path]]) -
 def _remove_outputs(
     folder: Path, entries: Iterable[str], nested: dict[str, tuple[str, ...]], what: str
 ) -> list[str]:
-    """Remove ``entries`` of ``folder`` (for a name in ``nested``, only the entries listed
-    there inside it); log a WARNING naming what is removed and what is kept.
+    """Remove ``entries`` of ``folder``; log a WARNING naming what is removed and kept.
+
+    For a name in ``nested``, only the entries listed there inside it are removed.
 
     Returns:
         The names kept (relative to ``folder``).
@@ -525,8 +532,9 @@ def prepare_run_dir(
 
 
 def clear_fold_dir(fold_path: str | Path) -> None:
-    """``train --overwrite`` of one fold: remove what training wrote in ``RUN_DIR/fold_K``
-    (:data:`FOLD_OUTPUTS`), keeping other files with a WARNING; the folder goes when
+    """``train --overwrite`` of one fold: remove what training wrote in its folder.
+
+    Removes :data:`~brats_mtl.workspace.run_dir.FOLD_OUTPUTS` in ``fold_path``, keeping other files with a WARNING; the folder goes when
     nothing else is left.
 
     Source: the README's rules on outputs.
@@ -620,8 +628,7 @@ def prepare_output_dir(
 
 @contextlib.contextmanager
 def removed_if_unused_on_failure(folder: str | Path, *, enabled: bool = True) -> Iterator[None]:
-    """Within the block, a command that fails before writing anything leaves no output
-    folder behind.
+    """Within the block, a command that fails before writing anything leaves no folder.
 
     Only a folder that was absent, empty or held only the marker before the block is
     touched. When the block raises (an error, Ctrl-C or SIGTERM) and such a folder holds

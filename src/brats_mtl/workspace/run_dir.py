@@ -452,8 +452,10 @@ def _preset_of(config: Config) -> str | None:
 
 
 def _config_advice(saved: Config, config: Config) -> str:
-    """How to resume a run whose saved network or loss differs from ``config``: name the
-    preset the run was made with when the difference comes from the preset."""
+    """How to resume a run whose saved network or loss differs from ``config``.
+
+    Names the preset the run was made with when the difference comes from the preset.
+    """
     use_saved = (
         "give none of --preset, --config and --set (with --resume for `brats-mtl run`) so "
         f"that the run's {CONFIG_FILE} is used"

@@ -129,7 +129,8 @@ def run_demo(
         out_dir: the demo's folder.
         config: default :func:`demo_config`.
         overwrite: start again: remove ``OUT/data`` and ``OUT/results`` first (only in a
-            folder the demo created; see :func:`~brats_mtl.workspace.ownership.prepare_output_dir`).
+            folder the demo created; see
+            :func:`~brats_mtl.workspace.ownership.prepare_output_dir`).
         progress: progress bars.
         command_line: recorded in the folder's marker file.
 

@@ -22,8 +22,9 @@ Interrupted work resumes: training continues from each fold's last checkpoint an
 prediction skips cases already written; tables, figures and the report are derived files
 and are written again.
 
-Overwriting is bounded by the marker (:func:`~brats_mtl.workspace.ownership.prepare_output_dir`): ``overwrite`` removes
-only the entries listed above, and only in a folder that holds the marker, i.e. one that
+Overwriting is bounded by the marker
+(:func:`~brats_mtl.workspace.ownership.prepare_output_dir`): ``overwrite`` removes only the
+entries listed above, and only in a folder that holds the marker, i.e. one that
 brats-mtl created; a non-empty folder without it (a home or data folder given as
 ``--out`` by mistake) is refused. Inputs inside the output folder are refused too.
 
@@ -136,9 +137,11 @@ def run_pipeline(
         folds: folds to train and use; default all ``config.train.n_folds``.
         resume: continue in an existing output folder; ``unlabeled_dirs``, ``test_dir``
             and ``survival_csv`` not given are those recorded when the run started (see
-            :func:`~brats_mtl.workspace.ownership.resolve_run_inputs`), so the tables and report keep their rows.
+            :func:`~brats_mtl.workspace.ownership.resolve_run_inputs`), so the tables and
+            report keep their rows.
         overwrite: start again: remove what an earlier run wrote in ``out_dir`` (only in a
-            folder brats-mtl created; see :func:`~brats_mtl.workspace.ownership.prepare_output_dir`).
+            folder brats-mtl created; see
+            :func:`~brats_mtl.workspace.ownership.prepare_output_dir`).
         progress: progress bars.
         command_line: recorded in the output folder's marker file.
         labels: the data's label scheme (``--labels``); default: inferred from the data.
@@ -156,7 +159,8 @@ def run_pipeline(
     Raises:
         FileExistsError: if ``out_dir`` is a non-empty folder and neither ``resume`` nor
             ``overwrite`` is set, or ``overwrite`` is set for a non-empty folder that
-            brats-mtl did not create (see :func:`~brats_mtl.workspace.ownership.prepare_output_dir`).
+            brats-mtl did not create (see
+            :func:`~brats_mtl.workspace.ownership.prepare_output_dir`).
         ValueError: if an input lies inside ``out_dir``; if no ``data_dir`` is given and
             none is recorded; if ``without`` names an input that is given; from the
             stages (bad data, bad configuration, a survival table with bad ages).
@@ -165,7 +169,8 @@ def run_pipeline(
         brats_mtl.signals.Terminated: on SIGTERM during training (exit status 143).
 
     A command that fails before it writes anything (e.g. a DATA_DIR without cases)
-    leaves no output folder behind (:func:`~brats_mtl.workspace.ownership.removed_if_unused_on_failure`).
+    leaves no output folder behind
+    (:func:`~brats_mtl.workspace.ownership.removed_if_unused_on_failure`).
 
     Source: paper sections 4-5; docs/design.md sections 4-8.
     """

@@ -107,7 +107,7 @@ class Splits:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping, source: str | Path = "splits.json") -> Splits:
+    def from_json(cls, data: Mapping, source: str | Path = "the document") -> Splits:
         """Inverse of :meth:`to_json`.
 
         Raises:

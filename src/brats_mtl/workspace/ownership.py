@@ -230,9 +230,10 @@ def resolve_run_inputs(
 ) -> RunInputs:
     """The inputs a ``run`` uses: the given ones, or on ``resume`` the recorded ones.
 
-    On ``resume``, those recorded in ``out_dir``'s marker for any not given (``data_dir`` None, ``unlabeled_dirs`` empty, ``test_dir``/
-    ``survival_csv`` None), with one INFO line naming them; a given input that differs
-    from the recorded one wins, with a WARNING naming old -> new. An input named in
+    On ``resume``, those recorded in ``out_dir``'s marker for any not given (``data_dir``
+    None, ``unlabeled_dirs`` empty, ``test_dir``/``survival_csv`` None), with one INFO
+    line naming them; a given input that differs from the recorded one wins, with a
+    WARNING naming old -> new. An input named in
     ``without`` is not reused (``run --no-test``, ``--no-survival``), with an INFO line
     naming the recorded one.
 
@@ -534,8 +535,8 @@ def prepare_run_dir(
 def clear_fold_dir(fold_path: str | Path) -> None:
     """``train --overwrite`` of one fold: remove what training wrote in its folder.
 
-    Removes :data:`~brats_mtl.workspace.run_dir.FOLD_OUTPUTS` in ``fold_path``, keeping other files with a WARNING; the folder goes when
-    nothing else is left.
+    Removes :data:`~brats_mtl.workspace.run_dir.FOLD_OUTPUTS` in ``fold_path``, keeping
+    other files with a WARNING; the folder goes when nothing else is left.
 
     Source: the README's rules on outputs.
     """

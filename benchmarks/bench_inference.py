@@ -118,9 +118,9 @@ DEFAULT_CONFIGS = (
 def build_models(n_folds: int, run_dir: str | None, model: str) -> dict:
     import torch
 
-    from brats_mtl.config import Config, tiny_config
+    from brats_mtl.config import Config
     from brats_mtl.model import MultiTaskNet
-    from brats_mtl.pipeline import cpu_config
+    from brats_mtl.presets import cpu_config, tiny_config
 
     if run_dir:
         from brats_mtl.training import available_folds, load_fold_model

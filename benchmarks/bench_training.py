@@ -35,9 +35,10 @@ from pathlib import Path
 
 import torch
 
-from brats_mtl.config import apply_overrides, tiny_config
+from brats_mtl.config import apply_overrides
 from brats_mtl.data import discover_cases, write_phantom_cohort
 from brats_mtl.losses import multitask_loss
+from brats_mtl.presets import tiny_config
 from brats_mtl.training.cache import build_cache
 from brats_mtl.training.datasets import PatchDataset, PatchSampler, ResumableLoader, worker_init
 

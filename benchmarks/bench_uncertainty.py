@@ -62,11 +62,11 @@ def worker(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from brats_mtl.config import InferenceConfig, tiny_config
+    from brats_mtl.config import InferenceConfig
     from brats_mtl.data import discover_cases
     from brats_mtl.inference import Segmenter, predict_cases
     from brats_mtl.model import MultiTaskNet
-    from brats_mtl.pipeline import cpu_config
+    from brats_mtl.presets import cpu_config, tiny_config
 
     torch.set_num_threads(args.threads)
     models = {}

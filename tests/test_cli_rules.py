@@ -174,7 +174,7 @@ def test_an_existing_path_with_bad_content_exits_1(tmp_path):
 
 @pytest.mark.parametrize("command", ["train", "run"])
 def test_a_failed_command_on_an_empty_folder_leaves_no_output_folder(tmp_path, command):
-    from brats_mtl.pipeline import OUTPUT_MARKER
+    from brats_mtl.workspace.ownership import OUTPUT_MARKER
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -198,7 +198,7 @@ def test_a_failed_command_on_an_empty_folder_leaves_no_output_folder(tmp_path, c
 
 def test_a_failure_after_something_was_written_keeps_the_folder(tmp_path):
     """What a failed attempt wrote (here a cached case) stays for the retry."""
-    from brats_mtl.pipeline import OUTPUT_MARKER, removed_if_unused_on_failure
+    from brats_mtl.workspace.ownership import OUTPUT_MARKER, removed_if_unused_on_failure
 
     out = tmp_path / "out"
     with pytest.raises(RuntimeError), removed_if_unused_on_failure(out):

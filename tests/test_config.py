@@ -1,6 +1,7 @@
 import pytest
 
-from brats_mtl.config import Config, apply_overrides, load_config, save_config, tiny_config
+from brats_mtl.config import Config, apply_overrides, load_config, save_config
+from brats_mtl.presets import tiny_config
 
 
 def test_paper_defaults():

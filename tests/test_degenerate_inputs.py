@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 
 from brats_mtl.cli.main import cli
-from brats_mtl.config import InferenceConfig, apply_overrides, save_config, tiny_config
+from brats_mtl.config import InferenceConfig, apply_overrides
 from brats_mtl.conventions import BRATS_2019, MODALITIES, classes_to_labels
 from brats_mtl.data import (
     Case,
@@ -41,6 +41,8 @@ from brats_mtl.preprocessing import (
     uncrop,
     zscore_in_mask,
 )
+from brats_mtl.presets import tiny_config
+from brats_mtl.workspace.run_dir import RunDir
 
 SHAPE = (24, 20, 18)
 TOY_CONFIG = InferenceConfig(tta=0, et_min_voxels=0, device="cpu", precision="32")
@@ -88,18 +90,15 @@ def make_constant(files: CaseFiles, modality: str, value: float = 0.0) -> None:
 
 def make_run(run_dir, case_ids, n_folds=2):
     """A run folder as training writes it (config.yaml, splits.json, best.ckpt per fold)."""
-    from brats_mtl.training.splits import stratified_folds, write_splits
+    from brats_mtl.data.splits import stratified_folds
 
     config = tiny_config(patch_size=16)
-    run_dir.mkdir(parents=True)
-    save_config(config, run_dir / "config.yaml")
-    write_splits(stratified_folds({c: "ET" for c in case_ids}, n_folds, seed=0), run_dir)
+    run = RunDir(run_dir)
+    run.save_config(config, has_results=False)
+    run.write_splits(stratified_folds({c: "ET" for c in case_ids}, n_folds, seed=0))
     for fold in range(n_folds):
         torch.manual_seed(fold)
-        net = MultiTaskNet(config.model)
-        path = run_dir / f"fold_{fold}" / "checkpoints" / "best.ckpt"
-        path.parent.mkdir(parents=True)
-        torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+        run.save_fold_model(fold, MultiTaskNet(config.model), "best")
     return run_dir
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from brats_mtl.config import tiny_config
 from brats_mtl.conventions import ED, ET, NCR_NET, REGIONS
 from brats_mtl.inference import (
     FoldEnsemble,
@@ -30,6 +29,7 @@ from brats_mtl.inference import (
     window_starts,
 )
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.presets import tiny_config
 
 _MIX = torch.tensor(
     [[1.0, -0.5, 0.3, 0.2], [0.4, 1.2, -0.7, 0.1], [-0.3, 0.2, 0.9, -0.6], [0.5, 0.1, -0.2, 1.1]]

@@ -24,7 +24,7 @@ import torch
 from click.testing import CliRunner
 
 from brats_mtl.cli.main import cli
-from brats_mtl.config import InferenceConfig, save_config, tiny_config
+from brats_mtl.config import InferenceConfig
 from brats_mtl.conventions import BRATS_2019, BRATS_2023, classes_to_labels
 from brats_mtl.data import load_case, write_phantom_case
 from brats_mtl.inference import (
@@ -39,6 +39,8 @@ from brats_mtl.inference import (
 )
 from brats_mtl.model import MultiTaskNet
 from brats_mtl.preprocessing import brain_mask, crop, preprocess_case, uncrop
+from brats_mtl.presets import tiny_config
+from brats_mtl.workspace.run_dir import RunDir
 
 SHAPE = (36, 30, 26)
 CONFIG = InferenceConfig(tta=4, overlap=0.5, window_batch_size=4, device="cpu")
@@ -232,19 +234,15 @@ def test_threshold_cases_pair_unsuppressed_predictions_with_references(tmp_path,
 
 def make_run(run_dir, case_ids, n_folds=2):
     """A run folder as the training code writes it, with random tiny fold models."""
-    from brats_mtl.training.splits import stratified_folds, write_splits
+    from brats_mtl.data.splits import stratified_folds
 
     config = tiny_config(patch_size=16)
-    run_dir.mkdir(parents=True)
-    save_config(config, run_dir / "config.yaml")
-    write_splits(stratified_folds({c: "ET" for c in case_ids}, n_folds, seed=0), run_dir)
+    run = RunDir(run_dir)
+    run.save_config(config, has_results=False)
+    run.write_splits(stratified_folds({c: "ET" for c in case_ids}, n_folds, seed=0))
     for fold in range(n_folds):
         torch.manual_seed(fold)
-        net = MultiTaskNet(config.model)
-        state = {f"net.{k}": v for k, v in net.state_dict().items()}
-        path = run_dir / f"fold_{fold}" / "checkpoints" / "best.ckpt"
-        path.parent.mkdir(parents=True)
-        torch.save({"state_dict": state}, path)
+        run.save_fold_model(fold, MultiTaskNet(config.model), "best")
     return run_dir
 
 

@@ -15,13 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from brats_mtl.cli.main import cli
-from brats_mtl.config import (
-    InferenceConfig,
-    apply_overrides,
-    load_config,
-    save_config,
-    tiny_config,
-)
+from brats_mtl.config import InferenceConfig, apply_overrides, load_config, save_config
 from brats_mtl.conventions import uncertainty_map_name
 from brats_mtl.data import write_phantom_case
 from brats_mtl.inference import Segmenter, predict_cases
@@ -33,6 +27,7 @@ from brats_mtl.inference.uncertainty import (
     mean_uncertainty_in_regions,
 )
 from brats_mtl.preprocessing import Preprocessed
+from brats_mtl.presets import tiny_config
 
 SHAPE = (20, 18, 16)  # the crop; windows of 16 with overlap 0.5 blend across it
 BOX = (slice(4, 12), slice(5, 11), slice(3, 9))

@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brats_mtl.config import apply_overrides, tiny_config
+from brats_mtl.config import apply_overrides
 from brats_mtl.data import discover_cases, load_case, make_phantom, write_phantom_cohort
 from brats_mtl.data.io import case_label_scheme, write_segmentation
+from brats_mtl.data.splits import Splits, stratified_folds
 from brats_mtl.evaluation.tables import evaluate_folders
 from brats_mtl.inference.postprocess import region_volumes_ml, suppress_et
+from brats_mtl.presets import tiny_config
 from brats_mtl.tasks import LABEL_SCHEMES, network_classes, patient_id, pick_training_scheme
-from brats_mtl.training.splits import Splits, stratified_folds
 
 
 def _chain(tmp_path, scheme, steps=2):
@@ -346,7 +347,8 @@ def test_brats_mtl_run_on_a_2024_layout_cohort_reports_the_scheme_regions(tmp_pa
 
     from brats_mtl.cli.main import cli
     from brats_mtl.config import save_config
-    from brats_mtl.pipeline import demo_config, table3_columns
+    from brats_mtl.pipeline import table3_columns
+    from brats_mtl.presets import demo_config
 
     data = tmp_path / "data"
     write_phantom_cohort(data, n_labeled=4, n_unlabeled=0, shape=(24, 24, 24), labels="gli-post")

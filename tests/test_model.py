@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from brats_mtl.config import Config, LossConfig, ModelConfig, tiny_config
+from brats_mtl.config import Config, LossConfig, ModelConfig
 from brats_mtl.losses import multitask_loss
 from brats_mtl.model import MultiTaskNet, MultiTaskOutput, nearest_valid_sizes
+from brats_mtl.presets import tiny_config
 
 PAPER = ModelConfig()
 TINY = tiny_config().model  # widths (4, 8, 16, 32, 64), patch 32

@@ -6,8 +6,9 @@ import torch
 from click.testing import CliRunner
 
 from brats_mtl.cli.model_summary import command
-from brats_mtl.config import Config, tiny_config
+from brats_mtl.config import Config
 from brats_mtl.model import MultiTaskNet, model_summary, summary_rows
+from brats_mtl.presets import tiny_config
 
 
 def test_paper_rows_read_like_tables_1_and_2():
@@ -87,7 +88,7 @@ def test_command(tmp_path):
 
 
 def test_command_takes_the_presets_of_train_and_run():
-    from brats_mtl.pipeline import PRESET_NAMES, preset_config
+    from brats_mtl.presets import PRESET_NAMES, preset_config
 
     option = {p.name: p for p in command.params}["preset"]
     assert tuple(option.type.choices) == PRESET_NAMES and option.default == "paper"

@@ -5,14 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from brats_mtl import demo as demo_module
 from brats_mtl.config import apply_overrides
-from brats_mtl.pipeline import (
-    TABLE3_COLUMNS,
-    TABLE4_COLUMNS,
-    demo_config,
-    make_demo_cohort,
-    run_pipeline,
-)
+from brats_mtl.demo import make_demo_cohort
+from brats_mtl.pipeline import TABLE3_COLUMNS, TABLE4_COLUMNS, run_pipeline
+from brats_mtl.presets import demo_config
+from brats_mtl.workspace import ownership
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +107,7 @@ def test_resume_does_not_retrain(tiny_run, caplog):
     before = ckpt.stat().st_mtime_ns
     oof = result.out_dir / "predictions" / "out_of_fold" / "BraTS2021_90000.nii.gz"
     oof_before = oof.stat().st_mtime_ns
-    with caplog.at_level("INFO", logger="brats_mtl.pipeline"):
+    with caplog.at_level("INFO", logger="brats_mtl.workspace.ownership"):
         again = run_pipeline(  # without test_dir and survival_csv: the recorded ones
             cohort.train_dir,
             result.out_dir,
@@ -138,7 +136,7 @@ def test_resume_does_not_retrain(tiny_run, caplog):
 
 def _recorded_run(tmp_path):
     """A run folder whose marker records all four inputs (no training)."""
-    from brats_mtl.pipeline import RunInputs, prepare_output_dir, record_run_inputs
+    from brats_mtl.workspace.ownership import RunInputs, prepare_output_dir, record_run_inputs
 
     cohort = make_demo_cohort(
         tmp_path / "data", n_train=2, n_unlabeled=1, n_test=1, n_survival=4, shape=(16, 16, 16)
@@ -154,7 +152,7 @@ def _recorded_run(tmp_path):
 
 
 def test_run_inputs_are_recorded_in_the_marker(tmp_path):
-    from brats_mtl.pipeline import (
+    from brats_mtl.workspace.ownership import (
         OUTPUT_MARKER,
         RunInputs,
         read_output_marker,
@@ -181,12 +179,12 @@ def test_run_inputs_are_recorded_in_the_marker(tmp_path):
 
 
 def test_resume_with_a_different_input_warns_old_to_new(tmp_path, caplog):
-    from brats_mtl.pipeline import RunInputs, resolve_run_inputs
+    from brats_mtl.workspace.ownership import RunInputs, resolve_run_inputs
 
     cohort, inputs, out = _recorded_run(tmp_path)
     other = tmp_path / "other.csv"
     other.write_text(cohort.survival_csv.read_text())
-    with caplog.at_level("INFO", logger="brats_mtl.pipeline"):
+    with caplog.at_level("INFO", logger="brats_mtl.workspace.ownership"):
         resolved = resolve_run_inputs(
             out, RunInputs(cohort.train_dir, survival_csv=other), resume=True
         )
@@ -210,7 +208,7 @@ def test_resume_fails_when_a_recorded_input_is_gone(tmp_path):
     from click.testing import CliRunner
 
     from brats_mtl.cli.main import cli
-    from brats_mtl.pipeline import RunInputs, resolve_run_inputs
+    from brats_mtl.workspace.ownership import RunInputs, resolve_run_inputs
 
     cohort, inputs, out = _recorded_run(tmp_path)
     moved = tmp_path / "moved_test"
@@ -239,7 +237,7 @@ def test_resume_fails_when_a_recorded_input_is_gone(tmp_path):
 
 def test_run_output_folder_has_a_marker(tiny_run):
     from brats_mtl import __version__
-    from brats_mtl.pipeline import OUTPUT_MARKER, read_output_marker
+    from brats_mtl.workspace.ownership import OUTPUT_MARKER, read_output_marker
 
     _, _, result = tiny_run
     assert (result.out_dir / OUTPUT_MARKER).is_file()
@@ -274,7 +272,7 @@ def test_overwrite_refuses_a_folder_brats_mtl_did_not_create(tmp_path):
 
 
 def test_overwrite_removes_only_what_brats_mtl_wrote(tmp_path, caplog):
-    from brats_mtl.pipeline import OUTPUT_MARKER, RUN_OUTPUTS, prepare_output_dir
+    from brats_mtl.workspace.ownership import OUTPUT_MARKER, RUN_OUTPUTS, prepare_output_dir
 
     out = tmp_path / "out"
     assert prepare_output_dir(out, "run") is False
@@ -285,7 +283,7 @@ def test_overwrite_removes_only_what_brats_mtl_wrote(tmp_path, caplog):
     with pytest.raises(FileExistsError, match="--resume"):
         prepare_output_dir(out, "run")
     assert prepare_output_dir(out, "run", resume=True) is True
-    with caplog.at_level("WARNING", logger="brats_mtl.pipeline"):
+    with caplog.at_level("WARNING", logger="brats_mtl.workspace.ownership"):
         assert prepare_output_dir(out, "run", overwrite=True) is False
     assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "notes.txt"]
     assert "kept notes.txt" in caplog.text
@@ -297,7 +295,7 @@ def test_overwrite_removes_only_what_brats_mtl_wrote(tmp_path, caplog):
 
 
 def test_output_of_a_version_without_markers_can_be_resumed_not_overwritten(tmp_path):
-    from brats_mtl.pipeline import OUTPUT_MARKER, prepare_output_dir
+    from brats_mtl.workspace.ownership import OUTPUT_MARKER, prepare_output_dir
 
     old = tmp_path / "old"
     (old / "run").mkdir(parents=True)
@@ -318,7 +316,7 @@ def test_output_of_a_version_without_markers_can_be_resumed_not_overwritten(tmp_
 
 
 def test_inputs_inside_the_output_folder_are_refused(tmp_path):
-    from brats_mtl.pipeline import prepare_output_dir
+    from brats_mtl.workspace.ownership import prepare_output_dir
 
     out = tmp_path / "out"
     make_demo_cohort(
@@ -349,7 +347,7 @@ def test_a_bad_survival_table_fails_before_training(tmp_path):
         run_pipeline(cohort.train_dir, tmp_path / "out", survival_csv=bad)
     assert not (tmp_path / "out").exists()
     # a folder left with only the marker (an attempt that failed at once) counts as empty
-    from brats_mtl.pipeline import prepare_output_dir
+    from brats_mtl.workspace.ownership import prepare_output_dir
 
     prepare_output_dir(tmp_path / "out", "run")
     assert prepare_output_dir(tmp_path / "out", "run") is False
@@ -371,13 +369,13 @@ def test_demo_reuses_its_folder_and_overwrite_starts_again(tmp_path, monkeypatch
         frame = pd.DataFrame({"Dice_WT": [1.0]})
         return pipeline.PipelineResult(out_dir, out_dir / "report.md", frame, None)
 
-    monkeypatch.setattr(pipeline, "make_demo_cohort", _small_cohort)
-    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    monkeypatch.setattr(demo_module, "make_demo_cohort", _small_cohort)
+    monkeypatch.setattr(demo_module, "run_pipeline", fake_run_pipeline)
     out = tmp_path / "demo_output"
     assert CliRunner().invoke(cli, ["demo", "--out", str(out)]).exit_code == 0
     survival = out / "data" / "survival.csv"
     written = survival.stat().st_mtime_ns
-    assert pipeline.read_output_marker(out)["command"] == "demo"
+    assert ownership.read_output_marker(out)["command"] == "demo"
     again = CliRunner().invoke(cli, ["demo", "--out", str(out)])  # a second `make demo`
     assert again.exit_code == 0, again.output
     assert survival.stat().st_mtime_ns == written  # the cohort is reused, not written again
@@ -429,7 +427,7 @@ def test_train_and_run_share_the_preset_option(tmp_path):
 
     from brats_mtl.cli import run, train
     from brats_mtl.cli.main import cli
-    from brats_mtl.pipeline import PRESET_HELP, PRESET_NAMES, cpu_config, preset_config
+    from brats_mtl.presets import PRESET_HELP, PRESET_NAMES, cpu_config, preset_config
 
     options = {c.name: {p.name: p for p in c.params} for c in (run.command, train.command)}
     for name in ("run", "train"):
@@ -479,7 +477,7 @@ def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch
     from brats_mtl import pipeline
     from brats_mtl.cli.main import cli
     from brats_mtl.config import save_config
-    from brats_mtl.pipeline import cpu_config
+    from brats_mtl.presets import cpu_config
 
     configs = []
 
@@ -513,7 +511,7 @@ def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch
     (demo / "results" / "run").mkdir(parents=True)
     save_config(saved, demo / "results" / "run" / "config.yaml")
     monkeypatch.setattr(
-        pipeline,
+        demo_module,
         "run_demo",
         lambda out_dir, config, **kw: fake_run_pipeline(None, out_dir, config=config),
     )
@@ -528,25 +526,25 @@ def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch
 
 def test_changed_preset_error_names_the_run_preset(tmp_path):
     from brats_mtl.config import Config, save_config
-    from brats_mtl.pipeline import cpu_config
-    from brats_mtl.training.runner import _check_run_config
+    from brats_mtl.presets import cpu_config
+    from brats_mtl.workspace.run_dir import RunDir
 
-    run = tmp_path / "run"
-    (run / "fold_0" / "checkpoints").mkdir(parents=True)
-    (run / "fold_0" / "checkpoints" / "last.ckpt").write_bytes(b"")
-    save_config(cpu_config(), run / "config.yaml")
+    run = RunDir(tmp_path / "run")
+    run.checkpoint(0, "last").parent.mkdir(parents=True)
+    run.checkpoint(0, "last").write_bytes(b"")
+    save_config(cpu_config(), run.config_file)
     with pytest.raises(
         ValueError,
         match=r"the run was made with --preset cpu and this "
         r"configuration is --preset paper: pass --preset cpu",
     ):
-        _check_run_config(run, Config())
-    save_config(demo_config(), run / "config.yaml")  # matches no preset
+        run.check_config(Config())
+    save_config(demo_config(), run.config_file)  # matches no preset
     with pytest.raises(ValueError, match="pass the same --preset"):
-        _check_run_config(run, Config())
-    save_config(cpu_config(), run / "config.yaml")  # a --set change: drop it
+        run.check_config(Config())
+    save_config(cpu_config(), run.config_file)  # a --set change: drop it
     with pytest.raises(ValueError, match="drop the changed settings"):
-        _check_run_config(run, apply_overrides(cpu_config(), ["model.norm_groups=2"]))
+        run.check_config(apply_overrides(cpu_config(), ["model.norm_groups=2"]))
 
 
 def test_short_run_predicts_with_last_checkpoints(tmp_path, caplog):
@@ -625,7 +623,7 @@ def test_resume_can_leave_out_a_recorded_test_folder_and_survival_table(tiny_run
     tables and figures derived from them go, the test predictions stay."""
     import shutil
 
-    from brats_mtl.pipeline import read_run_inputs
+    from brats_mtl.workspace.ownership import read_run_inputs
 
     cohort, config, result = tiny_run
     out = tmp_path / "copy"
@@ -673,8 +671,8 @@ def test_demo_report_says_its_cohort_is_synthetic(tmp_path, monkeypatch):
             out_dir, out_dir / "report.md", pd.DataFrame({"Dice_WT": [1.0]}), None
         )
 
-    monkeypatch.setattr(pipeline, "make_demo_cohort", _small_cohort)
-    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    monkeypatch.setattr(demo_module, "make_demo_cohort", _small_cohort)
+    monkeypatch.setattr(demo_module, "run_pipeline", fake_run_pipeline)
     assert CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo")]).exit_code == 0
     (note,) = notes
     assert note.startswith("**Synthetic cohort: no patient data.**")

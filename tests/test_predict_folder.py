@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 import brats_mtl.inference.predict as predict_module
 from brats_mtl.cli.main import cli
-from brats_mtl.config import InferenceConfig, save_config, tiny_config
+from brats_mtl.config import InferenceConfig
 from brats_mtl.data import discover_cases, write_phantom_case
 from brats_mtl.inference.predict import (
     PredictionInterrupted,
@@ -35,6 +35,8 @@ from brats_mtl.inference.predict import (
     select_shard,
 )
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.presets import tiny_config
+from brats_mtl.workspace.run_dir import RunDir
 
 SHAPE = (36, 30, 26)
 BASE = InferenceConfig(tta=0, et_min_voxels=0, device="cpu", precision="32")
@@ -73,12 +75,12 @@ def mtimes(folder) -> dict[str, int]:
 
 def make_run(run_dir, case_ids, seed=0, n_folds=2):
     """A run folder as the training code writes it, with random tiny fold models."""
-    from brats_mtl.training.splits import stratified_folds, write_splits
+    from brats_mtl.data.splits import stratified_folds
 
     config = tiny_config(patch_size=16)
-    run_dir.mkdir(parents=True)
-    save_config(config, run_dir / "config.yaml")
-    write_splits(stratified_folds({c: "ET" for c in case_ids}, n_folds, seed=0), run_dir)
+    run = RunDir(run_dir)
+    run.save_config(config, has_results=False)
+    run.write_splits(stratified_folds({c: "ET" for c in case_ids}, n_folds, seed=0))
     for fold in range(n_folds):
         torch.manual_seed(seed * 100 + fold)
         save_fold(run_dir, fold, MultiTaskNet(config.model))
@@ -86,9 +88,7 @@ def make_run(run_dir, case_ids, seed=0, n_folds=2):
 
 
 def save_fold(run_dir, fold, net) -> None:
-    path = run_dir / f"fold_{fold}" / "checkpoints" / "best.ckpt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+    RunDir(run_dir).save_fold_model(fold, net, "best")
 
 
 def fast_config(run):

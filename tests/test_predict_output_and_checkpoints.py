@@ -20,7 +20,7 @@ import torch
 from click.testing import CliRunner
 
 from brats_mtl.cli.main import cli
-from brats_mtl.config import InferenceConfig, save_config, tiny_config
+from brats_mtl.config import InferenceConfig
 from brats_mtl.data import write_phantom_case
 from brats_mtl.inference.predict import (
     Segmenter,
@@ -29,6 +29,8 @@ from brats_mtl.inference.predict import (
     predict_cohort,
 )
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.presets import tiny_config
+from brats_mtl.workspace.run_dir import RunDir
 
 SHAPE = (36, 30, 26)
 FAST = ["--tta", "0", "--mode", "whole", "--no-progress", "--set", "inference.device=cpu"]
@@ -43,20 +45,17 @@ def cohort(tmp_path):
 
 def make_run(run_dir, case_ids, names=("best", "best")):
     """A run folder; fold k's checkpoint is saved as ``names[k]``.ckpt (None: none)."""
-    from brats_mtl.training.splits import stratified_folds, write_splits
+    from brats_mtl.data.splits import stratified_folds
 
     config = tiny_config(patch_size=16)
-    run_dir.mkdir(parents=True)
-    save_config(config, run_dir / "config.yaml")
-    write_splits(stratified_folds({c: "ET" for c in case_ids}, len(names), seed=0), run_dir)
+    run = RunDir(run_dir)
+    run.save_config(config, has_results=False)
+    run.write_splits(stratified_folds({c: "ET" for c in case_ids}, len(names), seed=0))
     for fold, name in enumerate(names):
         if name is None:
             continue
         torch.manual_seed(fold)
-        net = MultiTaskNet(config.model)
-        path = run_dir / f"fold_{fold}" / "checkpoints" / f"{name}.ckpt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, path)
+        run.save_fold_model(fold, MultiTaskNet(config.model), name)
     return run_dir
 
 

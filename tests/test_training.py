@@ -16,18 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from brats_mtl.config import apply_overrides, tiny_config
+from brats_mtl.config import apply_overrides
 from brats_mtl.conventions import ET
 from brats_mtl.data import discover_cases, load_case, write_phantom_case, write_phantom_cohort
+from brats_mtl.data.splits import case_stratum, load_or_create_splits, stratified_folds
 from brats_mtl.preprocessing import pad_to_size, patch_grid, preprocess_case
+from brats_mtl.presets import tiny_config
+from brats_mtl.training import read_splits
 from brats_mtl.training.cache import build_cache, cache_case
 from brats_mtl.training.datasets import PatchDataset, PatchSampler, RankSlice, ResumableLoader
-from brats_mtl.training.splits import (
-    case_stratum,
-    load_or_create_splits,
-    read_splits,
-    stratified_folds,
-)
+from brats_mtl.workspace.run_dir import RunDir
 
 PATCH = 16
 SHAPE = (26, 22, 20)  # phantom volume; its brain crops to less than 2 tiles per axis
@@ -101,17 +99,18 @@ def test_too_few_labeled_cases_names_both_numbers():
 
 def test_splits_saved_once_and_reused(tmp_path):
     strata = {f"c{i}": "ET" if i % 3 else "noET" for i in range(7)}
-    first = load_or_create_splits(tmp_path, strata, 3, seed=1, unlabeled_ids=["u1"])
-    saved = json.loads((tmp_path / "splits.json").read_text())
+    path = RunDir(tmp_path).splits_file
+    first = load_or_create_splits(path, strata, 3, seed=1, unlabeled_ids=["u1"])
+    saved = json.loads(path.read_text())
     assert saved["strata"]["c0"] == "noET" and saved["unlabeled"] == ["u1"]
     assert saved["folds"]["0"]["val"] == first.val_ids(0)
     # a different seed does not reshuffle a saved run
-    assert load_or_create_splits(tmp_path, strata, 3, seed=99) == first
+    assert load_or_create_splits(path, strata, 3, seed=99) == first
     assert read_splits(tmp_path) == first
     with pytest.raises(ValueError, match="new run folder"):
-        load_or_create_splits(tmp_path, {**strata, "c9": "ET"}, 3, seed=1)
+        load_or_create_splits(path, {**strata, "c9": "ET"}, 3, seed=1)
     with pytest.raises(ValueError, match="n_folds=3"):
-        load_or_create_splits(tmp_path, strata, 4, seed=1)
+        load_or_create_splits(path, strata, 4, seed=1)
 
 
 # --- cache and datasets ------------------------------------------------------------------
@@ -328,7 +327,7 @@ def test_demo_trained_classifier_separates_et_from_no_et_patches(tmp_path):
     patch not. With one learning rate of 3e-3 for the whole network (the demo before) the
     classifier gave one probability for every patch."""
     from brats_mtl.model import MultiTaskNet
-    from brats_mtl.pipeline import demo_config
+    from brats_mtl.presets import demo_config
     from brats_mtl.training.runner import train_on_cases
 
     root = tmp_path / "cohort"
@@ -368,13 +367,13 @@ def test_demo_trained_classifier_separates_et_from_no_et_patches(tmp_path):
 def test_interrupted_and_resumed_fold_equals_uninterrupted(cohort, tmp_path):
     import pandas as pd
 
-    from brats_mtl.training.runner import (
+    from brats_mtl.training import (
         available_folds,
         checkpoint_path,
         load_fold_model,
         read_run_config,
-        train_fold,
     )
+    from brats_mtl.training.runner import train_fold
 
     def run(out, max_steps, **kwargs):
         return train_fold(
@@ -675,7 +674,8 @@ def test_failed_attempt_is_retried_without_overwrite(cohort, tmp_path):
 
 def test_run_config_rule_protects_runs_with_checkpoints(cohort, tmp_path):
     from brats_mtl.config import load_config
-    from brats_mtl.training.runner import prepare_run, run_checkpoints
+    from brats_mtl.training import run_checkpoints
+    from brats_mtl.training.runner import prepare_run
 
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
 
@@ -780,7 +780,9 @@ def _sigterm_during_step(monkeypatch, step: int) -> None:
 def test_sigterm_saves_the_step_in_progress_and_resume_equals_uninterrupted(
     cohort, tmp_path, monkeypatch
 ):
-    from brats_mtl.training.runner import Terminated, checkpoint_path, stop_on_sigterm, train_fold
+    from brats_mtl.signals import Terminated, stop_on_sigterm
+    from brats_mtl.training import checkpoint_path
+    from brats_mtl.training.runner import train_fold
 
     def run(out, **kwargs):
         return train_fold(
@@ -815,7 +817,9 @@ def test_sigterm_saves_the_step_in_progress_and_resume_equals_uninterrupted(
 def test_sigterm_in_the_last_step_still_stops(cohort, tmp_path, monkeypatch):
     """Lightning lets a SIGTERM during the last step end the fit normally; the command
     must stop anyway instead of going on to the next fold."""
-    from brats_mtl.training.runner import Terminated, checkpoint_path, stop_on_sigterm, train_folds
+    from brats_mtl.signals import Terminated, stop_on_sigterm
+    from brats_mtl.training import checkpoint_path
+    from brats_mtl.training.runner import train_folds
 
     _sigterm_during_step(monkeypatch, 2)
     with stop_on_sigterm(), pytest.raises(Terminated, match="step 2"):
@@ -848,7 +852,7 @@ def test_sigterm_outside_training_stops_the_cli_at_once(cohort, tmp_path, monkey
 
     monkeypatch.setattr(runner, "prepare_run", prepare_run)
     before = signal.getsignal(signal.SIGTERM)
-    with caplog.at_level("ERROR", logger="brats_mtl.training.runner"):
+    with caplog.at_level("ERROR", logger="brats_mtl.signals"):
         result = CliRunner().invoke(
             cli, ["train", str(cohort), "--out", str(tmp_path / "run"), "--set", "train.n_folds=2"]
         )
@@ -977,7 +981,8 @@ def test_train_refuses_nested_data_and_run_folders(cohort, tmp_path):
 
 def test_overwrite_removes_only_what_training_wrote_in_a_fold(tmp_path, caplog):
     from brats_mtl.config import save_config
-    from brats_mtl.pipeline import FOLD_OUTPUTS, OUTPUT_MARKER, clear_fold_dir, prepare_run_dir
+    from brats_mtl.workspace.ownership import OUTPUT_MARKER, clear_fold_dir, prepare_run_dir
+    from brats_mtl.workspace.run_dir import FOLD_OUTPUTS
 
     run = tmp_path / "run"
     assert prepare_run_dir(run) is False and (run / OUTPUT_MARKER).is_file()
@@ -986,7 +991,7 @@ def test_overwrite_removes_only_what_training_wrote_in_a_fold(tmp_path, caplog):
         (fold / name).mkdir(parents=True) if "." not in name else (fold / name).write_text("x")
     assert prepare_run_dir(run, overwrite=True) is True  # a marked run folder is accepted
     (fold / "notes.txt").write_text("mine")
-    with caplog.at_level("WARNING", logger="brats_mtl.pipeline"):
+    with caplog.at_level("WARNING", logger="brats_mtl.workspace.ownership"):
         clear_fold_dir(fold)
     assert sorted(p.name for p in fold.iterdir()) == ["notes.txt"]
     assert "kept notes.txt" in caplog.text and "removing checkpoints" in caplog.text

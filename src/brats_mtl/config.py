@@ -63,7 +63,7 @@ class TrainConfig:
     # the segmentation and VAE decoders learn at lr * decoder_lr_scale, the ET classifier at
     # lr * classifier_lr_scale, the shared encoder at lr. Paper: one rate for the whole
     # network (1.0, 1.0); the demo's short schedule needs faster heads on an encoder at the
-    # paper's rate (pipeline.demo_config, MultiTaskModule.parameter_groups)
+    # paper's rate (presets.demo_config, MultiTaskModule.parameter_groups)
     decoder_lr_scale: float = 1.0
     classifier_lr_scale: float = 1.0
     weight_decay: float = 1e-5  # paper
@@ -284,20 +284,3 @@ def load_config(
 def save_config(config: Config, path: str | Path) -> None:
     """Write ``config`` as YAML, atomically (temp file, then rename)."""
     write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False), overwrite=True)
-
-
-def tiny_config(patch_size: int = 32) -> Config:
-    """A CPU-sized network for tests and the demo: widths (4, 8, 16, 32, 64), small heads.
-
-    Same architecture as the paper's, scaled down; ``patch_size`` must be a multiple of 16.
-    """
-    return Config(
-        model=ModelConfig(
-            widths=(4, 8, 16, 32, 64),
-            vae_hidden_channels=8,
-            latent_channels=4,
-            classifier_channels=(16, 8),
-            classifier_hidden=8,
-            patch_size=patch_size,
-        ),
-    )

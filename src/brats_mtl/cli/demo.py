@@ -50,8 +50,9 @@ def command(out_dir, overwrite, resume, overrides, progress):
     import time
 
     from brats_mtl.config import apply_overrides, load_config
-    from brats_mtl.pipeline import demo_config, run_demo
-    from brats_mtl.training.runner import stop_on_sigterm
+    from brats_mtl.demo import run_demo
+    from brats_mtl.presets import demo_config
+    from brats_mtl.signals import stop_on_sigterm
 
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other; choose one")

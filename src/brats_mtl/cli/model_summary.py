@@ -39,7 +39,7 @@ def command(
     """
     from brats_mtl.cli.run import config_from_options
     from brats_mtl.model.summary import model_summary
-    from brats_mtl.pipeline import preset_config
+    from brats_mtl.presets import preset_config
 
     config = config_from_options(config_path, overrides, preset_config(preset))
     try:

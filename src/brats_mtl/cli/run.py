@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.pipeline import PRESET_HELP, PRESET_NAMES
+from brats_mtl.presets import PRESET_HELP, PRESET_NAMES
 
 
 def preset_option(*, default: str | None = "paper", extra_help: str = ""):
-    """The ``--preset`` option of ``run`` and ``train``: :data:`~brats_mtl.pipeline.PRESET_NAMES`
-    with :data:`~brats_mtl.pipeline.PRESET_HELP`, resolved by
-    :func:`~brats_mtl.pipeline.preset_config`.
+    """The ``--preset`` option of ``run`` and ``train``: :data:`~brats_mtl.presets.PRESET_NAMES`
+    with :data:`~brats_mtl.presets.PRESET_HELP`, resolved by
+    :func:`~brats_mtl.presets.preset_config`.
 
     Args:
         default: the preset used without the option (None: the command decides).
@@ -208,8 +208,10 @@ def command(
     step in progress; --resume continues it.
     """
     from brats_mtl.config import load_config
-    from brats_mtl.pipeline import preset_config, read_run_inputs, run_pipeline
-    from brats_mtl.training.runner import stop_on_sigterm
+    from brats_mtl.pipeline import run_pipeline
+    from brats_mtl.presets import preset_config
+    from brats_mtl.signals import stop_on_sigterm
+    from brats_mtl.workspace.ownership import read_run_inputs
 
     for flag, given, name in ((no_test, test_dir, "test"), (no_survival, survival_csv, "survival")):
         if flag and given is not None:

@@ -122,7 +122,7 @@ def command(
     SIGTERM stops training after the step in progress, saves it in last.ckpt and exits
     with status 143; --resume continues.
     """
-    from brats_mtl.pipeline import preset_config
+    from brats_mtl.presets import preset_config
 
     if fold is not None and all_folds:
         raise click.UsageError("--fold and --all-folds exclude each other; choose one")
@@ -134,7 +134,8 @@ def command(
         source = saved
     config = config_from_options(source, overrides, preset_config(preset or "paper"))
 
-    from brats_mtl.training.runner import stop_on_sigterm, train_folds, with_train_settings
+    from brats_mtl.signals import stop_on_sigterm
+    from brats_mtl.training.runner import train_folds, with_train_settings
 
     config = with_train_settings(
         config,

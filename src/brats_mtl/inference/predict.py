@@ -119,7 +119,7 @@ from brats_mtl.tasks import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from brats_mtl.training.splits import Splits
+    from brats_mtl.data.splits import Splits
 
 logger = logging.getLogger(__name__)
 
@@ -1806,7 +1806,7 @@ def resolve_checkpoint(run_dir: str | Path, fold: int, which: str = "best") -> s
             (``training.runner.check_fold_trained``).
     """
     from brats_mtl import training
-    from brats_mtl.training.runner import check_fold_trained
+    from brats_mtl.training import check_fold_trained
 
     check_fold_trained(run_dir, fold)
     if which != "best" or training.checkpoint_path(run_dir, fold, "best").is_file():

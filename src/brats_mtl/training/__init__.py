@@ -2,10 +2,13 @@
 
 - :mod:`~brats_mtl.training.cache`: preprocessed cases on disk (memory-mapped).
 - :mod:`~brats_mtl.training.datasets`: patch and whole-case datasets, seeded sampler.
-- :mod:`~brats_mtl.training.splits`: stratified folds, saved once per run.
 - :mod:`~brats_mtl.training.module`: the Lightning module (loss, optimizer, validation).
-- :mod:`~brats_mtl.training.runner`: run folder, ``train_fold``, ``train_folds``,
-  ``load_fold_model``.
+- :mod:`~brats_mtl.training.runner`: ``prepare_run``, ``train_fold``, ``train_folds``.
+- :mod:`~brats_mtl.training.run_folder`: ``load_fold_model``, ``read_run_config``,
+  ``trained_folds`` and the other run-folder functions (wrappers over
+  :class:`~brats_mtl.workspace.run_dir.RunDir`).
+
+Stratified folds: :mod:`brats_mtl.data.splits`.
 
 Names are imported on first use, so ``import brats_mtl.training`` does not load torch.
 
@@ -23,21 +26,20 @@ _EXPORTS = {
     "build_cache": "cache",
     "PatchDataset": "datasets",
     "PatchSampler": "datasets",
-    "Splits": "splits",
-    "read_splits": "splits",
-    "stratified_folds": "splits",
+    "read_splits": "run_folder",
     "MultiTaskModule": "module",
+    "fold_dir": "run_folder",
     "FoldResult": "runner",
-    "available_folds": "runner",
-    "check_fold_trained": "runner",
-    "checkpoint_path": "runner",
-    "load_fold_model": "runner",
+    "available_folds": "run_folder",
+    "check_fold_trained": "run_folder",
+    "checkpoint_path": "run_folder",
+    "load_fold_model": "run_folder",
     "prepare_run": "runner",
-    "read_run_config": "runner",
-    "run_checkpoints": "runner",
+    "read_run_config": "run_folder",
+    "run_checkpoints": "run_folder",
     "train_fold": "runner",
     "train_folds": "runner",
-    "trained_folds": "runner",
+    "trained_folds": "run_folder",
     "with_train_settings": "runner",
 }
 

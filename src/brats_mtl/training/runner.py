@@ -1,129 +1,40 @@
-"""k-fold training runs: run folder, cache, splits, one Lightning fit per fold.
+"""k-fold training runs: cache, splits, one Lightning fit per fold, in a run folder.
 
-Run folder::
+The run folder's layout: :mod:`brats_mtl.workspace.run_dir`.
 
-    RUN_DIR/config.yaml           resolved configuration (model and loss fixed per run)
-    RUN_DIR/splits.json           stratified folds (saved once, reused)
-    RUN_DIR/cache/                preprocessed cases (unless another cache folder is given)
-    RUN_DIR/fold_K/checkpoints/last.ckpt, best.ckpt   (best: highest val/dice_mean)
-    RUN_DIR/fold_K/metrics.csv    every logged value (all attempts of the fold merged)
-    RUN_DIR/fold_K/validation.csv per-case Dice of every validation
-    RUN_DIR/fold_K/training_curves.png
-    RUN_DIR/fold_K/logs/version_N/ raw Lightning CSV logs, one folder per attempt
-
-SIGTERM (a scheduler's stop, ``kill``): Lightning's own handler, installed during each fit,
-only sets a flag that its loops check after the training step in progress; a SIGTERM that
-arrives during a fold's last step, its final validation or outside a fit (caching,
-prediction) would be forgotten or, with no handler at all, kill the process without
-cleanup. So: the step in progress finishes and is saved in ``last.ckpt`` (a consistent
-resume point), and the fit then ends with :class:`Terminated` (``SystemExit`` with status
-143, 128 + SIGTERM, as a shell reports a process killed by SIGTERM) instead of Lightning's
-status 0; under :func:`stop_on_sigterm` (the CLI commands) a SIGTERM outside a fit, or a
-second one during a step, raises :class:`Terminated` at once.
+SIGTERM handling: :mod:`brats_mtl.signals`.
 
 Source: paper, Training Procedure; docs/design.md section 4.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
-import os
 import pickle
-import signal
-import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brats_mtl.config import Config, ModelConfig, load_config, save_config, to_dict
+from brats_mtl.config import Config, ModelConfig
 from brats_mtl.data import CaseFiles, discover_cases
 from brats_mtl.data.io import case_label_scheme
+from brats_mtl.data.splits import Splits, case_stratum, load_or_create_splits
+from brats_mtl.signals import Terminated, sigterm_deferred
 from brats_mtl.tasks import get_label_scheme, network_classes, patient_id, pick_training_scheme
 from brats_mtl.training.cache import CachedCase, UnusableCasesError, build_cache
 from brats_mtl.training.csvio import read_csv, write_csv
-from brats_mtl.training.splits import Splits, case_stratum, load_or_create_splits, read_splits
+from brats_mtl.workspace.ownership import (
+    clear_fold_dir,
+    prepare_run_dir,
+    removed_if_unused_on_failure,
+)
+from brats_mtl.workspace.run_dir import FoldDir, RunDir, is_launch_rank_zero
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-CACHE_DIR = "cache"
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINTS = ("best", "last")
-
-#: Exit status after SIGTERM (128 + 15, as shells report a process that SIGTERM ended).
-SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
-
-
-class Terminated(SystemExit):
-    """The process was asked to stop by SIGTERM; exit status :data:`SIGTERM_EXIT_STATUS`.
-
-    A ``SystemExit`` (as Lightning's own ``SIGTERMException``), so that ``except
-    Exception`` blocks do not swallow it and the process ends with status 143.
-
-    Attributes:
-        message: what stopped and how to continue.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(SIGTERM_EXIT_STATUS)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass
-class _SigtermState:
-    in_fit: bool = False  # a Lightning fit is running (its loops stop after the step)
-    received: bool = False  # SIGTERM came during the current fit
-
-
-_SIGTERM = _SigtermState()
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM handler of :func:`stop_on_sigterm`."""
-    if _SIGTERM.in_fit and not _SIGTERM.received:
-        _SIGTERM.received = True
-        logger.warning(
-            "SIGTERM: stopping after the training step in progress, which is saved in "
-            "last.ckpt (send SIGTERM again to stop at once)"
-        )
-        return
-    raise Terminated("stopped by SIGTERM; run the command again with --resume to continue")
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Within the block, SIGTERM stops the process promptly with exit status 143.
-
-    During a training fit the step in progress finishes and is saved first (see the
-    module docstring); anywhere else, or on a second SIGTERM, :class:`Terminated` is
-    raised at once, so ``finally`` blocks run (temporary files are removed). The previous
-    handler is restored on exit. Outside the main thread nothing is installed (Python
-    delivers signals to the main thread only).
-
-    Raises:
-        Terminated: on SIGTERM; its message is logged at ERROR level first.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        yield
-    except Terminated as err:
-        logger.error("%s", err.message)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _SIGTERM.received = False
 
 
 def _lightning_warning_filters() -> None:
@@ -210,239 +121,6 @@ class RunData:
         return train, val
 
 
-# --- run folder ----------------------------------------------------------------------
-
-
-def fold_dir(run_dir: str | Path, fold: int) -> Path:
-    """``RUN_DIR/fold_K``."""
-    return Path(run_dir) / f"fold_{fold}"
-
-
-def checkpoint_path(run_dir: str | Path, fold: int, which: str = "best") -> Path:
-    """``RUN_DIR/fold_K/checkpoints/{best,last}.ckpt`` (may not exist).
-
-    Raises:
-        ValueError: if ``which`` is not "best" or "last".
-    """
-    if which not in CHECKPOINTS:
-        raise ValueError(f"which={which!r}: choose 'best' (highest val Dice) or 'last'")
-    return fold_dir(run_dir, fold) / CHECKPOINT_DIR / f"{which}.ckpt"
-
-
-def available_folds(run_dir: str | Path, which: str = "best") -> list[int]:
-    """Folds of a run that have the ``which`` checkpoint, sorted.
-
-    Raises:
-        FileNotFoundError: if ``run_dir`` is not a run folder (no splits.json).
-    """
-    splits = read_splits(run_dir)
-    return [k for k in range(splits.n_folds) if checkpoint_path(run_dir, k, which).is_file()]
-
-
-def read_run_config(run_dir: str | Path) -> Config:
-    """The configuration saved in ``RUN_DIR/config.yaml``.
-
-    Raises:
-        FileNotFoundError: if the run folder has no config.yaml (not a training run).
-    """
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: {run_dir} is not a training run folder "
-            "(run `brats-mtl train DATA_DIR --out RUN_DIR` first)"
-        )
-    return load_config(path)
-
-
-def trained_folds(run_dir: str | Path) -> list[int]:
-    """The folds of a run holding any checkpoint (``fold_K/checkpoints/*.ckpt``), sorted."""
-    folds = set()
-    for path in run_checkpoints(run_dir):
-        name = path.parent.parent.name.removeprefix("fold_")
-        if name.isdigit():
-            folds.add(int(name))
-    return sorted(folds)
-
-
-def check_fold_trained(run_dir: str | Path, fold: int) -> None:
-    """Raise when a fold has neither ``best.ckpt`` nor ``last.ckpt``.
-
-    Raises:
-        FileNotFoundError: "fold K of RUN was not trained (no fold_K/checkpoints/best.ckpt
-            or last.ckpt); trained folds: [...]" (the folds holding any checkpoint).
-    """
-    if any(checkpoint_path(run_dir, fold, w).is_file() for w in ("best", "last")):
-        return
-    folds = trained_folds(run_dir)
-    where = f"fold_{fold}/{CHECKPOINT_DIR}"
-    raise FileNotFoundError(
-        f"fold {fold} of {run_dir} was not trained (no {where}/best.ckpt or last.ckpt); "
-        + (f"trained folds: {folds}" if folds else "no fold has a checkpoint yet: train first")
-    )
-
-
-def load_fold_model(run_dir: str | Path, fold: int, which: str = "best"):
-    """The trained network of one fold, on the CPU, in eval mode.
-
-    Args:
-        run_dir: the training run folder.
-        fold: fold number.
-        which: "best" (highest validation Dice) or "last" checkpoint.
-
-    Returns:
-        ``brats_mtl.model.MultiTaskNet`` built from the run's ``config.yaml``.
-
-    Raises:
-        FileNotFoundError: if the run has no config.yaml; if the fold has no checkpoint
-            at all (:func:`check_fold_trained`: "fold K of RUN was not trained ...;
-            trained folds: [...]"); if only the other checkpoint exists (names the file
-            and lists the folds that have the one asked for).
-        ValueError: if ``which`` is unknown.
-    """
-    import torch
-
-    from brats_mtl.model import MultiTaskNet
-
-    path = checkpoint_path(run_dir, fold, which)
-    config = read_run_config(run_dir)
-    if not path.is_file():
-        check_fold_trained(run_dir, fold)
-        try:
-            folds = available_folds(run_dir, which)
-        except (FileNotFoundError, ValueError):
-            folds = []
-        hint = (
-            f"folds with a {which} checkpoint: {folds}"
-            if folds
-            else f"no fold of {run_dir} has a {which} checkpoint yet"
-        )
-        if which == "best":
-            hint += " (best.ckpt is written at the first validation; use 'last')"
-        raise FileNotFoundError(f"checkpoint {path} does not exist; {hint}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = {
-        key.removeprefix("net."): value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith("net.")
-    }
-    net = MultiTaskNet(config.model)
-    net.load_state_dict(state)
-    return net.eval()
-
-
-def run_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Every fold checkpoint of a run, ``RUN_DIR/fold_*/checkpoints/*.ckpt``, sorted.
-
-    A run "has results" when this is not empty: its folds were trained with the saved
-    configuration (see :func:`prepare_run`).
-    """
-    return sorted(Path(run_dir).glob(f"fold_*/{CHECKPOINT_DIR}/*.ckpt"))
-
-
-def _changed_keys(old: Config, new: Config, sections: Iterable[str]) -> list[str]:
-    """``section.key`` of every value that differs between two configurations."""
-    changed = []
-    for section in sections:
-        before, after = to_dict(getattr(old, section)), to_dict(getattr(new, section))
-        changed += [f"{section}.{k}" for k, v in after.items() if before.get(k) != v]
-    return sorted(changed)
-
-
-def _check_run_config(run_dir: Path, config: Config) -> bool:
-    """Check ``config`` against the run's saved one by the rule of :func:`prepare_run`.
-
-    Returns:
-        True when the run already has results (some fold holds a checkpoint).
-
-    Raises:
-        ValueError: if the run has results and ``config`` changes its model or loss.
-    """
-    path = run_dir / CONFIG_FILE
-    checkpoints = run_checkpoints(run_dir)
-    if path.is_file():
-        saved = load_config(path)
-        if saved == config or not checkpoints:
-            return bool(checkpoints)
-        for section in ("model", "loss"):
-            changed = _changed_keys(saved, config, [section])
-            if changed:
-                raise ValueError(
-                    f"{path} was written for another {section} configuration (changed: "
-                    f"{', '.join(changed)}) and {len(checkpoints)} checkpoint(s) of this run "
-                    f"were trained with it (e.g. {checkpoints[0]}); the folds of one run "
-                    f"must share it: {_config_advice(saved, config)}"
-                )
-    return bool(checkpoints)
-
-
-def _preset_of(config: Config) -> str | None:
-    """The ``--preset`` whose network and loss ``config`` has, or None."""
-    from brats_mtl.pipeline import PRESET_NAMES, preset_config
-
-    for name in PRESET_NAMES:
-        preset = preset_config(name)
-        if preset.model == config.model and preset.loss == config.loss:
-            return name
-    return None
-
-
-def _config_advice(saved: Config, config: Config) -> str:
-    """How to resume a run whose saved network or loss differs from ``config``: name the
-    preset the run was made with when the difference comes from the preset."""
-    use_saved = (
-        "give none of --preset, --config and --set (with --resume for `brats-mtl run`) so "
-        "that the run's config.yaml is used"
-    )
-    made_with, given = _preset_of(saved), _preset_of(config)
-    if given is not None and made_with != given:
-        if made_with is not None:
-            return (
-                f"the run was made with --preset {made_with} and this configuration is "
-                f"--preset {given}: pass --preset {made_with}, or {use_saved}"
-            )
-        return (
-            f"this configuration is --preset {given} but the run was not made with it: pass "
-            f"the same --preset (and --config/--set) as the first run, or {use_saved}"
-        )
-    return (
-        f"{use_saved}, drop the changed settings, train into a new run folder (--out), or "
-        "delete the fold folders to start over"
-    )
-
-
-def _save_run_config(run_dir: Path, config: Config, has_results: bool) -> None:
-    """Write ``RUN_DIR/config.yaml`` (rank 0 only), logging what changed."""
-    path = run_dir / CONFIG_FILE
-    if path.is_file():
-        saved = load_config(path)
-        if saved == config:
-            return
-        sections = [f.name for f in dataclasses.fields(Config)]
-        changed = ", ".join(_changed_keys(saved, config, sections))
-        if has_results:
-            logger.info("updating %s (changed: %s)", path, changed)
-        else:
-            logger.warning(
-                "replacing %s: no fold of %s has a checkpoint yet, so it recorded only an "
-                "attempt that ended early (changed: %s)",
-                path,
-                run_dir,
-                changed,
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if _is_launch_rank_zero():
-        save_config(config, path)
-
-
-def _is_launch_rank_zero() -> bool:
-    """False in processes that a distributed launcher started for ranks other than 0."""
-    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"):
-        value = os.environ.get(name)
-        if value not in (None, "", "0"):
-            return False
-    return True
-
-
 # --- data ----------------------------------------------------------------------------
 
 
@@ -506,7 +184,7 @@ def prepare_run(
 
     Source: docs/design.md section 4 (splits saved and reused).
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     # every case is checked before training: broken case folders (a missing modality)
     # from discovery, unreadable files from caching; all of them are reported at once
     invalid: list[tuple[str, str]] = []
@@ -518,12 +196,12 @@ def prepare_run(
         cases += extra
         flags += [False] * len(extra)
     config = resolve_label_scheme(config, [c for c, f in zip(cases, flags, strict=True) if f])
-    has_results = _check_run_config(run_dir, config)
+    has_results = run.check_config(config)
     n_cases = len(cases) + len(invalid)
     try:
         cached = build_cache(
             cases,
-            Path(cache_dir) if cache_dir is not None else run_dir / CACHE_DIR,
+            Path(cache_dir) if cache_dir is not None else run.cache,
             use_labels=flags,
             num_workers=config.train.cache_workers if cache_workers is None else cache_workers,
             scheme=config.train.labels,
@@ -536,7 +214,7 @@ def prepare_run(
     unlabeled = [c for c in cached if not c.labeled]
     strata = {cid: case_stratum(c.grade, c.has_et) for cid, c in labeled.items()}
     splits = load_or_create_splits(
-        run_dir,
+        run.splits_file,
         strata,
         config.train.n_folds,
         config.train.seed,
@@ -544,7 +222,7 @@ def prepare_run(
         replace_mismatched=not has_results,
         patients={cid: patient_id(cid) for cid in labeled},
     )
-    _save_run_config(run_dir, config, has_results)
+    run.save_config(config, has_results)
     logger.info(
         "%d labeled cases in %d folds, %d unlabeled cases",
         len(labeled),
@@ -656,13 +334,10 @@ def merge_metrics(fold_path: Path) -> Path | None:
     Returns:
         The merged file, or None when there are no logs.
     """
-    versions = sorted(
-        (fold_path / "logs").glob("version_*/metrics.csv"),
-        key=lambda p: int(p.parent.name.removeprefix("version_")),
-    )
+    fold = FoldDir(Path(fold_path))
     merged: list[dict[str, str]] = []
     columns: list[str] = []
-    for path in versions:
+    for path in fold.attempt_logs():
         rows = read_csv(path)
         if not rows:
             continue
@@ -671,7 +346,7 @@ def merge_metrics(fold_path: Path) -> Path | None:
         columns += [c for c in rows[0] if c not in columns]
     if not merged:
         return None
-    out = fold_path / "metrics.csv"
+    out = fold.metrics_csv
     write_csv(out, merged, columns)
     return out
 
@@ -739,8 +414,10 @@ def train_on_cases(
         raise ValueError("no training cases: the data folders hold no case for this fold")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    fold = FoldDir(out)
+    last, best = fold.checkpoint("last"), fold.checkpoint("best")
     t = config.train
-    done = _resumed_at_max_steps(out / CHECKPOINT_DIR / "last.ckpt", t.max_steps, resume)
+    done = _resumed_at_max_steps(last, t.max_steps, resume)
     if done is not None:
         logger.info(
             "%s already reached train.max_steps=%d; nothing to train "
@@ -748,11 +425,10 @@ def train_on_cases(
             name or out,
             t.max_steps,
         )
-        best = out / CHECKPOINT_DIR / "best.ckpt"
         return FoldResult(
             fold=-1,
             fold_dir=out,
-            last_checkpoint=out / CHECKPOINT_DIR / "last.ckpt",
+            last_checkpoint=last,
             best_checkpoint=best if best.is_file() else None,
             global_step=done,
             val_metrics={},
@@ -766,13 +442,13 @@ def train_on_cases(
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = MultiTaskModule(config, val_case_ids=[c.case_id for c in val_cases])
     data = PatchDataModule(config, train_cases, val_cases)
-    ckpt_dir = out / CHECKPOINT_DIR
+    ckpt_dir = fold.checkpoint_dir
     has_val = bool(val_cases)
     # last.ckpt every N steps, at the final step and after each validation (never at
     # train end, see LastCheckpoint); best.ckpt at the validation with the highest mean Dice
     callbacks: list[Any] = [
-        LastCheckpoint(ckpt_dir / "last.ckpt", checkpoint_every_n_steps),
-        ValidationCsvWriter(out / "validation.csv"),
+        LastCheckpoint(last, checkpoint_every_n_steps),
+        ValidationCsvWriter(fold.validation_csv),
     ]
     if not enable_progress_bar:  # plain log lines instead (logs that are files)
         from brats_mtl.training.progress import ProgressLog
@@ -782,7 +458,7 @@ def train_on_cases(
     if has_val:
         best_cb = ModelCheckpoint(
             dirpath=ckpt_dir,
-            filename="best",
+            filename=best.stem,
             monitor="val/dice_mean",
             mode="max",
             save_top_k=1,
@@ -807,7 +483,9 @@ def train_on_cases(
         num_sanity_val_steps=0,
         log_every_n_steps=t.log_every_n_steps,
         # flush often: rows not yet flushed are lost when the process is killed
-        logger=CSVLogger(save_dir=out, name="logs", flush_logs_every_n_steps=t.log_every_n_steps),
+        logger=CSVLogger(
+            save_dir=out, name=fold.logs_dir.name, flush_logs_every_n_steps=t.log_every_n_steps
+        ),
         callbacks=callbacks,
         default_root_dir=out,
         deterministic=deterministic,
@@ -821,22 +499,19 @@ def train_on_cases(
     trainer.log_every_n_steps = max(1, min(t.log_every_n_steps, steps_per_epoch))
     if has_val:
         _warn_if_no_validation(t, steps_per_epoch, out)
-    last = ckpt_dir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if resume and ckpt_path is None:
         logger.info("no checkpoint in %s to resume from; training fold from scratch", ckpt_dir)
     terminated = False
-    _SIGTERM.in_fit, _SIGTERM.received = True, False
-    try:
-        with warnings.catch_warnings():
-            _lightning_warning_filters()
-            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    except SIGTERMException:
-        terminated = True  # raised by Lightning's loops after the step; LastCheckpoint saved it
-    finally:
-        _SIGTERM.in_fit = False
+    with sigterm_deferred() as sigterm:
+        try:
+            with warnings.catch_warnings():
+                _lightning_warning_filters()
+                trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        except SIGTERMException:
+            terminated = True  # raised by Lightning's loops after the step; LastCheckpoint saved it
     # a SIGTERM during the last step or the final validation ends the fit normally
-    terminated = terminated or trainer.received_sigterm or _SIGTERM.received
+    terminated = terminated or trainer.received_sigterm or sigterm.received
 
     best_score = None
     if best_cb is not None and best_cb.best_model_score is not None:
@@ -850,16 +525,15 @@ def train_on_cases(
             "run the command again with --resume to continue"
         )
     if trainer.is_global_zero:
-        if figure and (out / "metrics.csv").is_file():
+        if figure and fold.metrics_csv.is_file():
             from brats_mtl.figures.training_curves import save_training_curves
 
-            save_training_curves(out / "metrics.csv", out / "training_curves.png")
+            save_training_curves(fold.metrics_csv, fold.curves_png)
     rows = module.validation_rows
     val_metrics = {}
     if rows:
         for key in ("dice_ET", "dice_WT", "dice_TC", "dice_mean"):
             val_metrics[key] = sum(r[key] for r in rows) / len(rows)
-    best = ckpt_dir / "best.ckpt"
     return FoldResult(
         fold=-1,
         fold_dir=out,
@@ -957,14 +631,12 @@ def with_train_settings(config: Config, **settings: Any) -> Config:
 def _prepare_fold_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other: choose one")
-    checkpoints = sorted((path / CHECKPOINT_DIR).glob("*.ckpt"))
+    checkpoints = FoldDir(path).checkpoints()
     if overwrite:
-        if path.exists() and _is_launch_rank_zero():
-            from brats_mtl.pipeline import clear_fold_dir
-
+        if path.exists() and is_launch_rank_zero():
             clear_fold_dir(path)
         return
-    if checkpoints and not resume and _is_launch_rank_zero():
+    if checkpoints and not resume and is_launch_rank_zero():
         raise FileExistsError(
             f"{path} already holds checkpoints ({', '.join(p.name for p in checkpoints)}): "
             "pass --resume to continue training this fold or --overwrite to start it over"
@@ -1006,13 +678,13 @@ def train_fold(
         command_line: recorded in the run folder's marker file when it is created.
 
         The run folder must be new, empty or a brats-mtl run folder, and apart from the
-        data folders (:func:`brats_mtl.pipeline.prepare_run_dir`); ``overwrite`` removes
-        only what training wrote in the fold folder
-        (:func:`brats_mtl.pipeline.clear_fold_dir`).
+        data folders (:func:`brats_mtl.workspace.ownership.prepare_run_dir`); ``overwrite``
+        removes only what training wrote in the fold folder
+        (:func:`brats_mtl.workspace.ownership.clear_fold_dir`).
 
         A run folder that this call created (or found empty) and in which nothing was
         written when it fails, e.g. on a DATA_DIR without cases, is removed again
-        (:func:`brats_mtl.pipeline.removed_if_unused_on_failure`).
+        (:func:`brats_mtl.workspace.ownership.removed_if_unused_on_failure`).
 
         ``cache_workers``, ``checkpoint_every_n_steps`` and ``deterministic`` override
         the ``train`` values of ``config`` when given (not None), and are saved with it in
@@ -1032,7 +704,7 @@ def train_fold(
     """
     run_dir = Path(run_dir)
     if config is None:
-        config = read_run_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else Config()
+        config = RunDir(run_dir).config_or(Config())
     config = with_train_settings(
         config,
         cache_workers=cache_workers,
@@ -1044,16 +716,14 @@ def train_fold(
             f"fold {fold} does not exist: train.n_folds={config.train.n_folds} gives folds "
             f"0 to {config.train.n_folds - 1}"
         )
-    from brats_mtl.pipeline import prepare_run_dir, removed_if_unused_on_failure
-
-    rank_zero = _is_launch_rank_zero()
+    rank_zero = is_launch_rank_zero()
     # a first attempt that fails before writing anything (no cases in DATA_DIR, a bad
     # setting) leaves no marked, empty run folder behind
     with removed_if_unused_on_failure(run_dir, enabled=rank_zero):
         if rank_zero:  # other ranks start once rank 0 has claimed the folder
             inputs = [("DATA_DIR", data_dir), *(("--unlabeled folder", u) for u in unlabeled_dirs)]
             prepare_run_dir(run_dir, overwrite=overwrite, inputs=inputs, command_line=command_line)
-        path = fold_dir(run_dir, fold)
+        path = RunDir(run_dir).fold_dir(fold)
         _prepare_fold_dir(path, resume=resume, overwrite=overwrite)
         run = prepare_run(
             data_dir,
@@ -1103,6 +773,6 @@ def train_folds(
     config = kwargs.pop("config", None)
     run_dir = Path(run_dir)
     if config is None:
-        config = read_run_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else Config()
+        config = RunDir(run_dir).config_or(Config())
     folds = list(range(config.train.n_folds)) if folds is None else list(folds)
     return [train_fold(data_dir, run_dir, k, config=config, **kwargs) for k in folds]

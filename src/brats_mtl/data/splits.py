@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from brats_mtl.atomic import write_text_atomic
 
-#: File name of the splits inside a run folder.
-SPLITS_FILE = "splits.json"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ class Splits:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping, source: str | Path = "splits.json") -> Splits:
+    def from_json(cls, data: Mapping, source: str | Path = "the document") -> Splits:
         """Inverse of :meth:`to_json`.
 
         Raises:
@@ -218,14 +216,18 @@ def stratified_folds(
     )
 
 
-def read_splits(run_dir: str | Path) -> Splits:
-    """Read ``RUN_DIR/splits.json``.
+def read_splits(path: str | Path) -> Splits:
+    """Read a run's splits file (``RunDir.splits_file``).
+
+    Args:
+        path: the splits file inside a run folder.
 
     Raises:
         FileNotFoundError: if the run folder has no splits file (train first).
         ValueError: if the file is not a valid splits file.
     """
-    path = Path(run_dir) / SPLITS_FILE
+    path = Path(path)
+    run_dir = path.parent
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} does not exist: {run_dir} is not a training run folder "
@@ -240,18 +242,25 @@ def read_splits(run_dir: str | Path) -> Splits:
     return Splits.from_json(data, source=path)
 
 
-def write_splits(splits: Splits, run_dir: str | Path, unlabeled_ids: Sequence[str] = ()) -> Path:
-    """Write ``RUN_DIR/splits.json`` atomically (temp file, then rename)."""
-    path = Path(run_dir) / SPLITS_FILE
+def write_splits(splits: Splits, path: str | Path, unlabeled_ids: Sequence[str] = ()) -> Path:
+    """Write a run's splits file (``RunDir.splits_file``) atomically (temp file, rename).
+
+    Args:
+        splits: the folds.
+        path: the splits file (its folder is created).
+        unlabeled_ids: unlabeled case IDs, recorded for information.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(splits.to_json(unlabeled_ids), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    text = json.dumps(splits.to_json(unlabeled_ids), indent=2) + "\n"
+    return write_text_atomic(path, text, overwrite=True)
 
 
 def load_or_create_splits(
-    run_dir: str | Path,
+    path: str | Path,
     strata: Mapping[str, str],
     n_folds: int,
     seed: int,
@@ -263,7 +272,7 @@ def load_or_create_splits(
     """Reuse ``RUN_DIR/splits.json`` when it matches the cases, else create and save it.
 
     Args:
-        run_dir: the run folder.
+        path: the run's splits file (``RunDir.splits_file``).
         strata: case ID -> stratum of every labeled case found now.
         n_folds: folds wanted (``train.n_folds``).
         seed: shuffle seed (``train.seed``).
@@ -283,10 +292,10 @@ def load_or_create_splits(
 
     Source: docs/design.md section 4 (splits are saved and reused).
     """
-    path = Path(run_dir) / SPLITS_FILE
+    path = Path(path)
     if path.is_file() and replace_mismatched:
         try:
-            saved = read_splits(run_dir)
+            saved = read_splits(path)
             made_for = f"{len(saved.case_ids)} cases, {saved.n_folds} folds, seed {saved.seed}"
             same = (saved.case_ids, saved.n_folds, saved.seed) == (sorted(strata), n_folds, seed)
         except ValueError as err:  # unreadable: as good as absent when nothing used it
@@ -302,10 +311,10 @@ def load_or_create_splits(
                 n_folds,
                 seed,
             )
-            write_splits(splits, run_dir, unlabeled_ids)
+            write_splits(splits, path, unlabeled_ids)
             return splits
     if path.is_file():
-        saved = read_splits(run_dir)
+        saved = read_splits(path)
         if saved.case_ids != sorted(strata):
             missing = sorted(set(saved.case_ids) - set(strata))
             added = sorted(set(strata) - set(saved.case_ids))
@@ -322,5 +331,5 @@ def load_or_create_splits(
             )
         return saved
     splits = stratified_folds(strata, n_folds, seed, patients)
-    write_splits(splits, run_dir, unlabeled_ids)
+    write_splits(splits, path, unlabeled_ids)
     return splits

@@ -94,12 +94,6 @@ def test_old_run_folder_resumes_to_one_more_step(resumed):
     pd.testing.assert_frame_equal(rows.iloc[: len(old_rows)], old_rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a moved or copied run folder loses its best validation score on resume: "
-    "Lightning's ModelCheckpoint reloads best_model_score only when its dirpath is the "
-    "recorded one, so the first validation after the resume replaces best.ckpt",
-)
 def test_resumed_old_run_keeps_its_best_checkpoint(resumed):
     run, _ = resumed
     rows = pd.read_csv(run / "fold_0" / "validation.csv")

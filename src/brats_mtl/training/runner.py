@@ -399,10 +399,10 @@ def train_on_cases(
             ``last.ckpt``; see the module docstring).
     """
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from brats_mtl.training.checkpoints import BestCheckpoint
     from brats_mtl.training.module import (
         LastCheckpoint,
         MultiTaskModule,
@@ -456,7 +456,7 @@ def train_on_cases(
         callbacks.append(ProgressLog(name or str(out)))
     best_cb = None
     if has_val:
-        best_cb = ModelCheckpoint(
+        best_cb = BestCheckpoint(
             dirpath=ckpt_dir,
             filename=best.stem,
             monitor="val/dice_mean",

@@ -1,0 +1,1 @@
+"""The folders brats-mtl owns."""

@@ -24,7 +24,7 @@ from brats_mtl.config import (
 )
 from brats_mtl.conventions import uncertainty_map_name
 from brats_mtl.data import write_phantom_case
-from brats_mtl.inference import Segmenter, predict_cases
+from brats_mtl.inference import Segmenter
 from brats_mtl.inference.sliding_window import predict_sliding_window, predict_whole_volume
 from brats_mtl.inference.uncertainty import (
     RegionVotes,
@@ -32,6 +32,7 @@ from brats_mtl.inference.uncertainty import (
     entropy_map,
     mean_uncertainty_in_regions,
 )
+from brats_mtl.predict import predict_cases
 from brats_mtl.preprocessing import Preprocessed
 
 SHAPE = (20, 18, 16)  # the crop; windows of 16 with overlap 0.5 blend across it

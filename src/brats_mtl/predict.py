@@ -335,7 +335,7 @@ def predict_cases(
             out.table,
         )
         raise interrupted from None
-    except SystemExit:  # SIGTERM (training.runner.Terminated): the same clean-up, then exit
+    except SystemExit:  # SIGTERM (Terminated, a SystemExit): the same clean-up, then exit
         _remove(partial)
         out.merge_records(cohort_ids)
         raise

@@ -186,8 +186,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from brats_mtl.config import InferenceConfig
     from brats_mtl.data import discover_cases, load_case
-    from brats_mtl.inference import Segmenter
-    from brats_mtl.inference.predict import release_image
+    from brats_mtl.inference.segmenter import Segmenter, release_image
     from brats_mtl.preprocessing import preprocess_case
 
     torch.set_num_threads(args.threads)
@@ -210,8 +209,9 @@ def worker(args: argparse.Namespace) -> None:
             mode=spec.mode,
             channels_last=spec.channels_last,
             device="cpu",
+            precision=spec.precision,
         )
-        segmenter = Segmenter(models, config, precision=spec.precision)
+        segmenter = Segmenter.from_models(models, config)
         pre = preprocess_case(case)  # as predict_cases: the raw image is released first
         case = release_image(case)
         prediction = segmenter.predict_preprocessed(pre)

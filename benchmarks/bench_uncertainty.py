@@ -1,7 +1,7 @@
 """Peak memory and seconds of prediction with and without uncertainty maps.
 
 One real 240 x 240 x 155 case from ``../shared/data/brats`` predicted end to end
-(``inference.predict_cases``: read, crop, 5 fold models x 4 mirror passes with sliding
+(``brats_mtl.predict.predict_cases``: read, crop, 5 fold models x 4 mirror passes with sliding
 windows, vote, ET suppression, write the label map and, when asked, the three QU-BraTS
 maps) into a temporary folder, once per estimator: ``none``, ``entropy``,
 ``disagreement``. Each estimator runs in its own subprocess, so its peak resident memory
@@ -64,8 +64,9 @@ def worker(args: argparse.Namespace) -> None:
 
     from brats_mtl.config import InferenceConfig
     from brats_mtl.data import discover_cases
-    from brats_mtl.inference import Segmenter, predict_cases
+    from brats_mtl.inference import Segmenter
     from brats_mtl.model import MultiTaskNet
+    from brats_mtl.predict import predict_cases
     from brats_mtl.presets import cpu_config, tiny_config
 
     torch.set_num_threads(args.threads)
@@ -87,7 +88,12 @@ def worker(args: argparse.Namespace) -> None:
     (files,) = [c for c in discover_cases(args.case.parent) if c.case_id == args.case.name]
     out = Path(args.out)
     start = time.perf_counter()
-    table = predict_cases([files], Segmenter(models, config, patch_size=64), out)
+    segmenter = (
+        Segmenter(models, config, patch_size=64)
+        if args.model == "toy"
+        else Segmenter.from_models(models, config)
+    )
+    table = predict_cases([files], segmenter, out)
     seconds = time.perf_counter() - start
     labels = np.asarray(nib.load(out / f"{files.case_id}.nii.gz").dataobj)
     np.save(out / "labels.npy", labels)

@@ -206,7 +206,7 @@ def paper_protocol(case_dir: Path, skip_cpu: bool, cfg=None, device: str = "cuda
         models[fold] = MultiTaskNet(cfg.model).eval()
     case = load_case(next(c for c in discover_cases(case_dir.parent) if c.case_id == case_dir.name))
     gpu = apply_overrides(cfg, [f"inference.device={device}", "inference.precision=32"]).inference
-    segmenter = Segmenter(models, gpu)
+    segmenter = Segmenter.from_models(models, gpu)
     segmenter.predict_case(case, folds=[0])  # warm-up: cuDNN autotuning, CUDA context
     sync()
     start = time.perf_counter()
@@ -217,16 +217,16 @@ def paper_protocol(case_dir: Path, skip_cpu: bool, cfg=None, device: str = "cuda
         cfg, [f"inference.device={device}", "inference.precision=bf16"]
     ).inference
     start = time.perf_counter()
-    Segmenter(models, bf16).predict_case(case)
+    Segmenter.from_models(models, bf16).predict_case(case)
     sync()
     print(f"  paper protocol, 5 folds x 4 passes, bf16:    {time.perf_counter() - start:.1f} s")
     if skip_cpu:
         return
     no_tta = ["inference.tta=0", "inference.precision=32", "inference.et_min_voxels=0"]
-    on_gpu = Segmenter(
+    on_gpu = Segmenter.from_models(
         {0: models[0]}, apply_overrides(cfg, [*no_tta, f"inference.device={device}"]).inference
     )
-    on_cpu = Segmenter(
+    on_cpu = Segmenter.from_models(
         {0: models[0]}, apply_overrides(cfg, [*no_tta, "inference.device=cpu"]).inference
     )
     labels_gpu = on_gpu.predict_case(case).labels

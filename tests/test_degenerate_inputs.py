@@ -30,8 +30,9 @@ from brats_mtl.data import (
     make_phantom,
     write_phantom_case,
 )
-from brats_mtl.inference.predict import Segmenter, merge_records, predict_cases
+from brats_mtl.inference.segmenter import Segmenter
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.predict import predict_cases
 from brats_mtl.preprocessing import (
     MIN_STD,
     ConstantChannelError,
@@ -42,6 +43,7 @@ from brats_mtl.preprocessing import (
     zscore_in_mask,
 )
 from brats_mtl.presets import tiny_config
+from brats_mtl.workspace.prediction_dir import PredictionDir
 from brats_mtl.workspace.run_dir import RunDir
 
 SHAPE = (24, 20, 18)
@@ -196,7 +198,7 @@ def test_segmenter_predicts_degenerate_cases(cohort, caplog):
     make_empty(files[0])
     make_constant(files[1], "t1ce")
     segmenter = toy_segmenter()
-    with caplog.at_level(logging.WARNING, logger="brats_mtl.inference.predict"):
+    with caplog.at_level(logging.WARNING, logger="brats_mtl"):
         empty = segmenter.predict_case(load_case(files[0], load_labels=False))
         degraded_case = load_case(files[1], load_labels=False)
         degraded = segmenter.predict_case(degraded_case)
@@ -220,7 +222,7 @@ def test_predict_cases_writes_and_records_degenerate_cases(tmp_path, cohort, cap
     make_empty(files[0])
     make_constant(files[1], "t1ce", value=7.0)
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="brats_mtl.inference.predict"):
+    with caplog.at_level(logging.WARNING, logger="brats_mtl"):
         table = predict_cases(files, toy_segmenter(), out, save_probabilities=True)
     assert table["status"].tolist() == ["empty", "degraded", "ok"]
     written = nib.load(out / f"{files[0].case_id}.nii.gz")
@@ -244,7 +246,7 @@ def test_predict_cases_writes_and_records_degenerate_cases(tmp_path, cohort, cap
     assert files[0].case_id in logged and str(files[1].images["t1ce"]) in logged
     # empty and degraded cases are finished: a re-run skips them
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="brats_mtl.inference.predict"):
+    with caplog.at_level(logging.INFO, logger="brats_mtl"):
         again = predict_cases(files, toy_segmenter(), out, save_probabilities=True)
     assert again["status"].tolist() == ["empty", "degraded", "ok"]
     assert "0 cases predicted, 3 skipped" in "\n".join(r.getMessage() for r in caplog.records)
@@ -302,7 +304,7 @@ def test_cases_of_a_training_split_are_marked_and_warned_about(tmp_path, cohort,
     ids = [f.case_id for f in files]
     run = make_run(tmp_path / "run", ids)
     splits = read_splits(run)
-    with caplog.at_level(logging.WARNING, logger="brats_mtl.inference.predict"):
+    with caplog.at_level(logging.WARNING, logger="brats_mtl"):
         result = CliRunner().invoke(
             cli, ["predict", str(run), str(root), str(tmp_path / "fold0"), "--folds", "0", *FAST]
         )
@@ -326,7 +328,7 @@ def test_cases_of_a_training_split_are_marked_and_warned_about(tmp_path, cohort,
     # out of fold: each case by the fold that held it out, nothing marked or warned about
     caplog.clear()
     own = {c: [k] for k in range(2) for c in splits.val_ids(k)}
-    with caplog.at_level(logging.WARNING, logger="brats_mtl.inference.predict"):
+    with caplog.at_level(logging.WARNING, logger="brats_mtl"):
         table = predict_cases(
             files, both, tmp_path / "oof", case_folds=own, train_splits=train_splits
         )
@@ -410,7 +412,7 @@ def test_csv_floats_carry_no_binary_noise(tmp_path):
         "error": "",
     }
     (records / "A.json").write_text(json.dumps(row))
-    merge_records(tmp_path)
+    PredictionDir(tmp_path).merge_records()
     line = (tmp_path / "predictions.csv").read_text().splitlines()[1]
     # the three mean_uncertainty columns are empty: no maps
     assert line == "A,0,,0.758712,False,62.431,0.3,0,,,,12.3457,ok,,"

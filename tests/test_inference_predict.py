@@ -27,19 +27,19 @@ from brats_mtl.cli.main import cli
 from brats_mtl.config import InferenceConfig
 from brats_mtl.conventions import BRATS_2019, BRATS_2023, classes_to_labels
 from brats_mtl.data import load_case, write_phantom_case
-from brats_mtl.inference import (
-    CSV_COLUMNS,
-    Segmenter,
-    check_inference_config,
+from brats_mtl.inference.segmenter import Segmenter, WindowProgress, check_inference_config
+from brats_mtl.model import MultiTaskNet
+from brats_mtl.predict import (
     discover_prediction_cases,
-    merge_records,
     parse_shard,
     predict_cases,
+    predict_cohort,
     select_shard,
+    threshold_cases,
 )
-from brats_mtl.model import MultiTaskNet
 from brats_mtl.preprocessing import brain_mask, crop, preprocess_case, uncrop
 from brats_mtl.presets import tiny_config
+from brats_mtl.workspace.prediction_dir import CSV_COLUMNS, PredictionDir
 from brats_mtl.workspace.run_dir import RunDir
 
 SHAPE = (36, 30, 26)
@@ -207,7 +207,7 @@ def test_probability_maps_and_fold_ensemble(tmp_path, cohort):
 
 
 def test_threshold_cases_pair_unsuppressed_predictions_with_references(tmp_path, cohort):
-    from brats_mtl.inference import select_et_min_voxels, threshold_cases
+    from brats_mtl.inference import select_et_min_voxels
 
     root, files = cohort
     out = tmp_path / "out"
@@ -283,7 +283,6 @@ def test_cli_predicts_resumes_and_fails_loudly(tmp_path, cohort):
 
 
 def test_out_of_fold_uses_each_case_s_own_fold(tmp_path, cohort):
-    from brats_mtl.inference import predict_cohort
     from brats_mtl.training import read_run_config, read_splits
 
     root, files = cohort
@@ -319,7 +318,9 @@ def test_real_case_in_2023_naming_keeps_geometry(tmp_path, shared_data):
     out = tmp_path / "out"
     from brats_mtl.data import discover_cases
 
-    table = predict_cases(discover_cases(tmp_path / "in"), Segmenter({0: net}, config), out)
+    table = predict_cases(
+        discover_cases(tmp_path / "in"), Segmenter.from_models({0: net}, config), out
+    )
     assert table["status"].tolist() == ["ok"]
     written = nib.load(out / "BraTS-GLI-00000-000.nii.gz")
     reference = nib.load(source / "BraTS2021_00000_t1.nii.gz")
@@ -357,16 +358,19 @@ def test_voxels_outside_the_brain_are_background(tmp_path, cohort, mode):
     in_box = np.zeros(SHAPE, bool)
     in_box[pre.box] = True
     assert (in_box & ~brain).any()  # the box has corners outside the brain
-    model = always_et if mode == "window" else always_et_net()
+
+    def make_segmenter(config: InferenceConfig) -> Segmenter:
+        if mode == "window":
+            return Segmenter({0: always_et}, config, patch_size=16)
+        return Segmenter.from_models({0: always_et_net()}, config)
+
     spacing_ml = float(np.prod(case.spacing_mm)) / 1000
     for masked in (True, False):
         config = InferenceConfig(
             tta=0, mode=mode, et_min_voxels=0, device="cpu", mask_outside_brain=masked
         )
         out = tmp_path / f"{mode}_{masked}"
-        table = predict_cases(
-            files[:1], Segmenter({0: model}, config, patch_size=16), out, save_probabilities=True
-        )
+        table = predict_cases(files[:1], make_segmenter(config), out, save_probabilities=True)
         labels = np.asarray(nib.load(out / f"{files[0].case_id}.nii.gz").dataobj)
         et_region = brain if masked else in_box
         np.testing.assert_array_equal(labels, np.where(et_region, 4, 0))
@@ -376,23 +380,24 @@ def test_voxels_outside_the_brain_are_background(tmp_path, cohort, mode):
         np.testing.assert_allclose(probs[..., 3], np.where(et_region, 1.0, 0.0), atol=1e-6)
     # predict_case (in memory) masks the same way
     config = InferenceConfig(tta=0, mode=mode, et_min_voxels=0, device="cpu")
-    direct = Segmenter({0: model}, config, patch_size=16)
+    direct = make_segmenter(config)
     np.testing.assert_array_equal(direct.predict_case(case).labels, np.where(brain, 4, 0))
 
 
-def test_precision_comes_from_the_config_unless_given():
+def test_precision_comes_from_the_config():
     assert InferenceConfig().precision == "auto"  # bf16 on CPUs with AMX, else 32
     config = InferenceConfig(precision="bf16", device="cpu")
     assert Segmenter({0: always_et}, config, patch_size=16).precision == "bf16"
-    assert Segmenter({0: always_et}, config, patch_size=16, precision="32").precision == "32"
+    as_32 = dataclasses.replace(config, precision="32")
+    assert Segmenter({0: always_et}, as_32, patch_size=16).precision == "32"
     with pytest.raises(ValueError, match="inference.precision='16'"):
         check_inference_config(InferenceConfig(precision="16"))
-    with pytest.raises(ValueError, match="precision='fp8'"):
-        Segmenter({0: always_et}, config, patch_size=16, precision="fp8")
+    with pytest.raises(ValueError, match="inference.precision='fp8'"):
+        Segmenter({0: always_et}, dataclasses.replace(config, precision="fp8"), patch_size=16)
 
 
 def test_cli_precision_defaults_to_the_config(tmp_path, cohort, monkeypatch):
-    import brats_mtl.inference.predict as predict_module
+    import brats_mtl.predict as predict_module
 
     root, files = cohort
     run = make_run(tmp_path / "run", [f.case_id for f in files])
@@ -496,7 +501,7 @@ def test_merge_waits_for_the_lock_in_records(tmp_path):
     (out / "records" / "case_a.json").write_text(json.dumps({"case_id": "case_a"}))
     with open(out / "records" / ".lock", "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # another shard merging
-        merger = threading.Thread(target=merge_records, args=(out,))
+        merger = threading.Thread(target=PredictionDir(out).merge_records)
         merger.start()
         time.sleep(0.3)
         assert merger.is_alive() and not (out / "predictions.csv").exists()
@@ -507,8 +512,6 @@ def test_merge_waits_for_the_lock_in_records(tmp_path):
 
 
 def test_progress_inside_a_case_counts_every_window_of_every_fold(tmp_path, cohort):
-    from brats_mtl.inference.predict import WindowProgress
-
     _, files = cohort
     case = load_case(files[0], load_labels=False)
     calls: list[tuple[int, int]] = []
@@ -531,7 +534,7 @@ def test_progress_inside_a_case_counts_every_window_of_every_fold(tmp_path, coho
     records: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())
-    log = logging.getLogger("brats_mtl.inference.predict")
+    log = logging.getLogger("brats_mtl.inference.segmenter")
     log.addHandler(handler)
     old_level = log.level
     log.setLevel(logging.INFO)
@@ -555,7 +558,7 @@ def test_cli_predict_logs_windows_of_each_case_without_a_terminal(tmp_path, coho
     make_run(run_dir, [f.case_id for f in files])
     out = tmp_path / "preds"
     args = ["predict", str(run_dir), str(root), str(out), "--tta", "0", "--folds", "0"]
-    with caplog.at_level("INFO", logger="brats_mtl.inference.predict"):
+    with caplog.at_level("INFO", logger="brats_mtl.inference.segmenter"):
         result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     lines = [r.getMessage() for r in caplog.records if ": windows " in r.getMessage()]

@@ -18,7 +18,7 @@ from brats_mtl.cli.main import cli
 from brats_mtl.config import InferenceConfig, apply_overrides, load_config, save_config
 from brats_mtl.conventions import uncertainty_map_name
 from brats_mtl.data import write_phantom_case
-from brats_mtl.inference import Segmenter, predict_cases
+from brats_mtl.inference import Segmenter
 from brats_mtl.inference.sliding_window import predict_sliding_window, predict_whole_volume
 from brats_mtl.inference.uncertainty import (
     RegionVotes,
@@ -26,6 +26,7 @@ from brats_mtl.inference.uncertainty import (
     entropy_map,
     mean_uncertainty_in_regions,
 )
+from brats_mtl.predict import predict_cases
 from brats_mtl.preprocessing import Preprocessed
 from brats_mtl.presets import tiny_config
 

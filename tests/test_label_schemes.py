@@ -20,7 +20,7 @@ from brats_mtl.tasks import LABEL_SCHEMES, network_classes, patient_id, pick_tra
 def _chain(tmp_path, scheme, steps=2):
     import torch
 
-    from brats_mtl.inference.predict import predict_cohort
+    from brats_mtl.predict import predict_cohort
     from brats_mtl.training.runner import train_fold
 
     data = tmp_path / "data"
@@ -320,7 +320,7 @@ def test_chain_on_gli_post(tmp_path):
     assert saved["train"]["labels"] == "gli-post" and saved["model"]["n_classes"] == 5
     _check_chain(tmp_path, "gli-post", data, table)
     # data of another scheme is refused before any model is loaded, naming both
-    from brats_mtl.inference.predict import predict_cohort
+    from brats_mtl.predict import predict_cohort
 
     other = tmp_path / "other"
     write_phantom_cohort(other, n_labeled=1, n_unlabeled=1, shape=(16, 16, 16))

@@ -16,15 +16,8 @@ import brats_mtl
 SRC = Path(brats_mtl.__file__).resolve().parent
 MAX_LINES = 800
 
-#: Known violations, to be removed as ``inference/predict.py`` is split into
-#: ``inference/segmenter.py``, ``workspace/prediction_dir.py`` and ``predict.py``:
-#: today it loads fold models and reads run folders through ``training`` (an import up
-#: the layers, and with ``training.run_folder`` -> ``workspace`` it is the last link
-#: between inference and the folders), and it is longer than MAX_LINES.
-KNOWN_EXCEPTIONS = {
-    ("import", "brats_mtl.inference.predict", "brats_mtl.training"),
-    ("lines", "brats_mtl.inference.predict"),
-}
+#: Known violations (each with the reason it is allowed); none today.
+KNOWN_EXCEPTIONS: set[tuple[str, ...]] = set()
 
 
 def layer_order() -> list[str]:

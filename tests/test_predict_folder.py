@@ -22,19 +22,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import brats_mtl.inference.predict as predict_module
+import brats_mtl.predict as predict_module
 from brats_mtl.cli.main import cli
 from brats_mtl.config import InferenceConfig
 from brats_mtl.data import discover_cases, write_phantom_case
-from brats_mtl.inference.predict import (
-    PredictionInterrupted,
-    Segmenter,
-    model_fingerprint,
-    predict_cases,
-    predict_cohort,
-    select_shard,
-)
+from brats_mtl.inference.segmenter import Segmenter, model_fingerprint
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.predict import PredictionInterrupted, predict_cases, predict_cohort, select_shard
 from brats_mtl.presets import tiny_config
 from brats_mtl.workspace.run_dir import RunDir
 
@@ -64,9 +58,9 @@ def cohort(tmp_path):
     return root, files
 
 
-def segmenter(model=None, precision=None, **changes) -> Segmenter:
+def segmenter(model=None, **changes) -> Segmenter:
     config = dataclasses.replace(BASE, **changes)
-    return Segmenter({0: model or Toy()}, config, patch_size=16, precision=precision)
+    return Segmenter({0: model or Toy()}, config, patch_size=16)
 
 
 def mtimes(folder) -> dict[str, int]:

@@ -22,14 +22,11 @@ from click.testing import CliRunner
 from brats_mtl.cli.main import cli
 from brats_mtl.config import InferenceConfig
 from brats_mtl.data import write_phantom_case
-from brats_mtl.inference.predict import (
-    Segmenter,
-    check_output_outside_input,
-    predict_cases,
-    predict_cohort,
-)
+from brats_mtl.inference.segmenter import Segmenter
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.predict import predict_cases, predict_cohort
 from brats_mtl.presets import tiny_config
+from brats_mtl.workspace.prediction_dir import PredictionDir
 from brats_mtl.workspace.run_dir import RunDir
 
 SHAPE = (36, 30, 26)
@@ -98,10 +95,10 @@ def test_overlap_is_judged_on_resolved_paths(tmp_path):
     (tmp_path / "data").mkdir()
     os.symlink(tmp_path / "data", tmp_path / "link")
     with pytest.raises(ValueError, match="is the input folder"):
-        check_output_outside_input(tmp_path / "data", tmp_path / "link")
+        PredictionDir(tmp_path / "link").check_outside(tmp_path / "data")
     with pytest.raises(ValueError, match="lies inside"):
-        check_output_outside_input(tmp_path / "data", tmp_path / "x" / ".." / "data" / "p")
-    check_output_outside_input(tmp_path / "data", tmp_path / "data_predictions")  # siblings
+        PredictionDir(tmp_path / "x" / ".." / "data" / "p").check_outside(tmp_path / "data")
+    PredictionDir(tmp_path / "data_predictions").check_outside(tmp_path / "data")  # siblings
 
 
 class Toy:
@@ -132,7 +129,7 @@ def test_a_fold_without_best_uses_last_with_a_warning(tmp_path, cohort, caplog):
     for folds in (None, [0, 1]):  # default folds, and folds given (as the pipeline does)
         out = tmp_path / f"out_{folds}"
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="brats_mtl.inference.predict"):
+        with caplog.at_level(logging.WARNING, logger="brats_mtl"):
             table = predict_cohort(run, root, out, config=fast_config(run), folds=folds)
         assert (table["status"] == "ok").all() and set(table["folds"]) == {"0,1"}
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

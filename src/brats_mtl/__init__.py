@@ -24,18 +24,16 @@ those inside functions, and that no two modules import each other in a cycle)::
     evaluation      metrics, per-case tables, protocols
     figures         slice, uncertainty and curve figures
     survival        age regression (its plot draws with figures)
-    inference       sliding window, TTA, ensemble, post-processing, cohort prediction
-    workspace       the folders brats-mtl owns: run folders, the ownership marker
+    inference       sliding window, TTA, ensemble, post-processing, the per-case Segmenter
+    workspace       the folders brats-mtl owns: run and prediction folders, the marker
     training        cache, datasets, Lightning module, k-fold runner
     predict         cohort prediction from a run folder
-    report          the pipeline's report
     pipeline        train -> predict -> evaluate -> survival -> report
     demo            the synthetic cohort and the demo run
     cli             the command line
 
 ``atomic`` sits below ``config`` because the configuration is saved through it;
-``figures`` below ``survival`` because the survival plot is a figure. ``predict`` and
-``report`` name modules that may not exist yet; the order keeps their place.
+``figures`` below ``survival`` because the survival plot is a figure.
 """
 
 __version__ = "0.1.0"

@@ -166,3 +166,8 @@ def get_label_convention(convention: LabelConvention | str) -> LabelConvention:
         raise ValueError(
             f"unknown label convention {convention!r}; choose one of {sorted(LABEL_CONVENTIONS)}"
         ) from None
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 case"``, ``"2 cases"``: a count with its noun in the right number (English -s)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

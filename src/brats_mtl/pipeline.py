@@ -212,7 +212,7 @@ def _run_pipeline(
 ) -> PipelineResult:
     """:func:`run_pipeline` inside its clean-up on failure."""
     from brats_mtl.evaluation import evaluate_folders, write_results_csv
-    from brats_mtl.inference import predict_cohort
+    from brats_mtl.predict import predict_cohort
     from brats_mtl.survival import read_survival_csv
     from brats_mtl.training import train_folds
 

@@ -146,15 +146,15 @@ def command(
     without partial files, says how many cases remain and exits with status 130.
     """
     from brats_mtl.config import apply_overrides
-    from brats_mtl.inference.predict import (
-        CSV_NAME,
+    from brats_mtl.conventions import plural
+    from brats_mtl.predict import (
         PredictionInterrupted,
         parse_shard,
-        plural,
         predict_cohort,
         with_inference_overrides,
     )
     from brats_mtl.training import read_run_config
+    from brats_mtl.workspace.prediction_dir import PredictionDir
 
     try:  # option values the command line got wrong: exit status 2
         fold_list = None if folds is None else _parse_folds(folds)
@@ -215,7 +215,7 @@ def command(
     failed = table[table["status"] == "error"]
     click.echo(
         f"{len(table) - len(failed)} of {plural(len(table), 'case')} segmented into "
-        f"{output_dir}; table: {output_dir / CSV_NAME}"
+        f"{output_dir}; table: {PredictionDir(output_dir).table}"
     )
     for _, row in table[table["status"].isin(["empty", "degraded"])].iterrows():
         click.echo(f"  {row['status'].upper()} {row['case_id']}: {row['warning']}", err=True)

@@ -1,5 +1,8 @@
 """Inference: sliding windows or whole volume, mirror TTA, fold ensemble, ET suppression.
 
+Pure inference, no folders: prediction folders are ``brats_mtl.workspace.
+prediction_dir``, cohorts (``predict_cohort``) are ``brats_mtl.predict``.
+
 - :mod:`~brats_mtl.inference.tta`: mirror flips (0, 4 or 8 passes).
 - :mod:`~brats_mtl.inference.sliding_window`: dense prediction of one cropped case.
 - :mod:`~brats_mtl.inference.network`: predictors built from a ``MultiTaskNet``.
@@ -7,7 +10,7 @@
 - :mod:`~brats_mtl.inference.postprocess`: ET suppression and its threshold.
 - :mod:`~brats_mtl.inference.uncertainty`: voxel-wise uncertainty maps (QU-BraTS format)
   from the passes and folds: entropy and disagreement estimators.
-- :mod:`~brats_mtl.inference.predict`: cases and cohorts, files, out-of-fold prediction.
+- :mod:`~brats_mtl.inference.segmenter`: one case, from loaded images to its label map.
 
 Source: paper, Inference and section 5.1; docs/design.md section 5.
 """
@@ -25,24 +28,12 @@ from brats_mtl.inference.postprocess import (
     select_et_min_voxels,
     suppress_et,
 )
-from brats_mtl.inference.predict import (
-    CSV_COLUMNS,
+from brats_mtl.inference.segmenter import (
     CasePrediction,
-    PredictionInterrupted,
     Segmenter,
+    WholeVolumePredictor,
     check_inference_config,
-    claim_output_dir,
-    discover_prediction_cases,
-    merge_records,
     model_fingerprint,
-    parse_shard,
-    predict_cases,
-    predict_cohort,
-    prediction_settings,
-    select_shard,
-    settings_differences,
-    threshold_cases,
-    write_probabilities,
 )
 from brats_mtl.inference.sliding_window import (
     VolumePrediction,
@@ -55,40 +46,28 @@ from brats_mtl.inference.sliding_window import (
 from brats_mtl.inference.tta import flip_spatial, mirror_axes
 
 __all__ = [
-    "CSV_COLUMNS",
     "ENSEMBLE_METHODS",
     "CasePrediction",
-    "PredictionInterrupted",
     "FoldEnsemble",
     "Segmenter",
     "VolumePrediction",
+    "WholeVolumePredictor",
     "check_inference_config",
-    "claim_output_dir",
-    "discover_prediction_cases",
     "et_dice",
     "flip_spatial",
     "gaussian_importance_map",
     "majority_vote",
-    "merge_records",
     "model_fingerprint",
     "mirror_axes",
     "network_predictor",
     "network_volume_predictor",
-    "parse_shard",
-    "predict_cases",
-    "predict_cohort",
     "predict_sliding_window",
     "predict_whole_volume",
     "region_volumes_ml",
     "resolve_device",
     "resolve_precision",
     "select_et_min_voxels",
-    "prediction_settings",
-    "select_shard",
-    "settings_differences",
     "sliding_window_boxes",
     "suppress_et",
-    "threshold_cases",
     "window_starts",
-    "write_probabilities",
 ]

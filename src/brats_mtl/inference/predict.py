@@ -77,7 +77,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from brats_mtl.config import Config, InferenceConfig
+from brats_mtl.config import Config, InferenceConfig, choices
 from brats_mtl.conventions import CLASS_LABELS, uncertainty_map_name
 from brats_mtl.data import (
     Case,
@@ -183,7 +183,7 @@ LABEL_SETTINGS: tuple[str, ...] = (
     "mask_outside_brain",
 )
 PROBABILITIES_DIR = "probabilities"
-MODES: tuple[str, ...] = ("window", "whole")
+MODES: tuple[str, ...] = choices("inference.mode")
 
 
 def check_inference_config(config: InferenceConfig) -> None:

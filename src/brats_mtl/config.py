@@ -230,8 +230,10 @@ def _section_fields(cls: type) -> tuple[str, dict[str, Any]]:
 
 
 def _literal_values(hint: Any) -> tuple[Any, ...] | None:
-    """The values of a ``Literal[...]`` hint (``None`` added for ``Literal[...] | None``);
-    None when the hint is no ``Literal``."""
+    """The values of a ``Literal[...]`` hint, or None when the hint is no ``Literal``.
+
+    ``None`` is added last for ``Literal[...] | None``.
+    """
     if typing.get_origin(hint) is Literal:
         return typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):

@@ -290,7 +290,7 @@ def test_a_folder_without_uncertainty_records_no_such_setting(tmp_path):
 def test_the_estimator_is_a_checked_config_choice(tmp_path):
     with pytest.raises(ValueError, match="inference.uncertainty"):
         Segmenter({0: Channel1Box()}, InferenceConfig(uncertainty="variance"), patch_size=16)
-    with pytest.raises(ValueError, match="must be one of"):
+    with pytest.raises(ValueError, match="is not one of"):
         apply_overrides(tiny_config(), ["inference.uncertainty=variance"])
     config = apply_overrides(tiny_config(), ["inference.uncertainty=disagreement"])
     save_config(config, tmp_path / "c.yaml")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from brats_mtl.cli.options import resolve_config
 from brats_mtl.cli.run import command_line, progress_bars_wanted, progress_option
 
 
@@ -49,9 +50,7 @@ def command(out_dir, overwrite, resume, overrides, progress):
     """
     import time
 
-    from brats_mtl.config import apply_overrides, load_config
     from brats_mtl.demo import run_demo
-    from brats_mtl.presets import demo_config
     from brats_mtl.signals import stop_on_sigterm
 
     if resume and overwrite:
@@ -59,14 +58,12 @@ def command(out_dir, overwrite, resume, overrides, progress):
     start = time.perf_counter()
     with stop_on_sigterm():
         try:
-            saved = out_dir / "results" / "run" / "config.yaml"
-            if not overwrite and not overrides and saved.is_file():
-                config = load_config(saved)  # continue the demo as it was started
-            else:
-                try:
-                    config = apply_overrides(demo_config(), overrides)
-                except ValueError as err:
-                    raise click.BadParameter(str(err), param_hint="--set") from None
+            config = resolve_config(  # without --set: continue the demo as it was started
+                overrides=overrides,
+                saved_run=None if overwrite else out_dir / "results" / "run",
+                set_replaces_saved=True,
+                default_preset="demo",
+            )
             result = run_demo(
                 out_dir,
                 config,

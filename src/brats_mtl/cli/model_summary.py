@@ -6,12 +6,15 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.cli.run import preset_option
+from brats_mtl.cli.options import preset_option, resolve_config
 
 
 @click.command("model-summary")
 @click.option(
-    "--patch", type=int, default=None, help="Patch edge in voxels (default: model.patch_size)."
+    "--patch",
+    type=int,
+    default=None,
+    help="Patch edge in voxels, as --set model.patch_size=N [default: model.patch_size].",
 )
 @preset_option(default="paper", extra_help=" The base of --config and --set.")
 @click.option(
@@ -35,15 +38,16 @@ def command(
 
     Layer names follow the paper's Table 1 (VAE decoder) and Table 2 (ET classifier).
     Shapes are computed on PyTorch's meta device, so no activation memory is allocated.
-    Settings come from --preset, then --config, then --set, as for `brats-mtl train`.
+    Settings come from --preset, then --config, then --set, then --patch, as for
+    `brats-mtl train`.
     """
-    from brats_mtl.cli.run import config_from_options
     from brats_mtl.model.summary import model_summary
-    from brats_mtl.presets import preset_config
 
-    config = config_from_options(config_path, overrides, preset_config(preset))
+    config = resolve_config(
+        preset=preset, config_file=config_path, overrides=overrides, flags={"--patch": patch}
+    )
     try:
-        text = model_summary(config.model, patch_size=patch)
+        text = model_summary(config.model)
     except (ValueError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from None
     click.echo(text)

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import click
 
+from brats_mtl.cli.options import resolve_config
 from brats_mtl.cli.run import labels_option, progress_bars_wanted, progress_option
+from brats_mtl.config import choices
 
 
 @click.command(name="predict")
@@ -39,14 +41,14 @@ from brats_mtl.cli.run import labels_option, progress_bars_wanted, progress_opti
 )
 @click.option(
     "--tta",
-    type=click.Choice(["0", "4", "8"]),
+    type=click.Choice([str(n) for n in choices("inference.tta")]),
     default=None,
     help="Mirror TTA passes: 0 off, 4 identity + 3 single-axis flips (paper), 8 all "
     "combinations [default: inference.tta of the run, 4].",
 )
 @click.option(
     "--mode",
-    type=click.Choice(["window", "whole"]),
+    type=click.Choice(choices("inference.mode")),
     default=None,
     help="window: sliding windows of the run's model.patch_size (128^3 in the paper); "
     "whole: one pass over the cropped brain, "
@@ -56,7 +58,7 @@ from brats_mtl.cli.run import labels_option, progress_bars_wanted, progress_opti
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "32", "bf16"]),
+    type=click.Choice(choices("inference.precision")),
     default=None,
     help="auto: bf16 on CPUs with AMX (Xeon 4th gen+), else 32; 32: float32; bf16: "
     "bfloat16 autocast, 2-3x faster on CPUs with AMX, slower elsewhere [default: "
@@ -88,7 +90,7 @@ from brats_mtl.cli.run import labels_option, progress_bars_wanted, progress_opti
 )
 @click.option(
     "--uncertainty",
-    type=click.Choice(["none", "entropy", "disagreement"]),
+    type=click.Choice(choices("inference.uncertainty")),
     default=None,
     help="Also write QU-BraTS uncertainty maps <ID>_unc_whole/core/enhance.nii.gz (uint8, "
     "0 certain to 100): entropy of the mean probability over passes and folds, or "
@@ -145,15 +147,12 @@ def command(
     OUTPUT_DIR are refused with the differences listed, unless --overwrite. Ctrl-C stops
     without partial files, says how many cases remain and exits with status 130.
     """
-    from brats_mtl.config import apply_overrides
     from brats_mtl.conventions import plural
     from brats_mtl.predict import (
         PredictionInterrupted,
         parse_shard,
         predict_cohort,
-        with_inference_overrides,
     )
-    from brats_mtl.training import read_run_config
     from brats_mtl.workspace.prediction_dir import PredictionDir
 
     try:  # option values the command line got wrong: exit status 2
@@ -161,22 +160,18 @@ def command(
         shard_index = parse_shard(shard)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    try:
-        config = read_run_config(run_dir)
-    except (FileNotFoundError, ValueError) as error:
-        raise click.ClickException(str(error)) from error
-    try:
-        config = apply_overrides(config, overrides)
-        config = with_inference_overrides(
-            config,
-            tta=None if tta is None else int(tta),
-            mode=mode,
-            device=device,
-            precision=precision,
-            uncertainty=uncertainty,
-        )
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--set/--device") from None
+    config = resolve_config(  # the run's saved configuration, then --set, then the flags
+        overrides=overrides,
+        flags={
+            "--tta": tta,
+            "--mode": mode,
+            "--device": device,
+            "--precision": precision,
+            "--uncertainty": uncertainty,
+        },
+        saved_run=run_dir,
+        default_preset=None,
+    )
     try:
         table = predict_cohort(
             run_dir,

@@ -6,25 +6,7 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.presets import PRESET_HELP, PRESET_NAMES
-
-
-def preset_option(*, default: str | None = "paper", extra_help: str = ""):
-    """The ``--preset`` option of ``run`` and ``train``: :data:`~brats_mtl.presets.PRESET_NAMES`
-    with :data:`~brats_mtl.presets.PRESET_HELP`, resolved by
-    :func:`~brats_mtl.presets.preset_config`.
-
-    Args:
-        default: the preset used without the option (None: the command decides).
-        extra_help: appended to the shared help text.
-    """
-    return click.option(
-        "--preset",
-        type=click.Choice(PRESET_NAMES),
-        default=default,
-        show_default=default is not None,
-        help=PRESET_HELP + extra_help,
-    )
+from brats_mtl.cli.options import preset_option, resolve_config
 
 
 def labels_option(what: str = "the data"):
@@ -78,22 +60,6 @@ def _isatty(stream) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):  # no isatty, or a closed stream
         return False
-
-
-def config_from_options(config_file, overrides, base):
-    """``load_config(config_file, overrides, base=base)``; what it refuses is a usage
-    error (exit status 2) naming ``--config/--set``, as a bad option value.
-
-    Raises:
-        click.BadParameter: on an unreadable, invalid or missing configuration file or a
-            bad ``--set`` key or value.
-    """
-    from brats_mtl.config import load_config
-
-    try:
-        return load_config(config_file, overrides, base=base)
-    except (FileNotFoundError, ValueError) as err:
-        raise click.BadParameter(str(err), param_hint="--config/--set") from None
 
 
 def command_line() -> str:
@@ -207,9 +173,7 @@ def command(
     survival table out. SIGTERM stops the run (exit status 143) after saving the training
     step in progress; --resume continues it.
     """
-    from brats_mtl.config import load_config
     from brats_mtl.pipeline import run_pipeline
-    from brats_mtl.presets import preset_config
     from brats_mtl.signals import stop_on_sigterm
     from brats_mtl.workspace.ownership import read_run_inputs
 
@@ -239,19 +203,14 @@ def command(
         ) from None
     with stop_on_sigterm():
         try:
-            saved = out_dir / "run" / "config.yaml"
-            if (
-                resume
-                and preset is None
-                and config_file is None
-                and not overrides
-                and (saved.is_file())
-            ):
-                config = load_config(saved)  # the run's own file: an error there exits 1
-            else:
-                config = config_from_options(
-                    config_file, overrides, preset_config(preset or "paper")
-                )
+            config = resolve_config(
+                preset=preset,
+                config_file=config_file,
+                overrides=overrides,
+                flags={"--labels": labels},
+                saved_run=out_dir / "run" if resume else None,
+                set_replaces_saved=True,
+            )
             result = run_pipeline(
                 data_dir,
                 out_dir,
@@ -265,7 +224,6 @@ def command(
                 progress=progress_bars_wanted(progress),
                 command_line=command_line(),
                 without=without,
-                labels=labels,
             )
         except (FileNotFoundError, FileExistsError, ValueError) as err:
             raise click.ClickException(str(err)) from err

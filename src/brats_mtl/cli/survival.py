@@ -34,12 +34,10 @@ def _config_options(func):
     )
     @functools.wraps(func)
     def wrapper(*args, config_path, overrides, **kwargs):
-        from brats_mtl.config import load_config
+        from brats_mtl.cli.options import resolve_config
 
-        try:
-            config = load_config(config_path, overrides).survival
-        except (ValueError, FileNotFoundError) as err:  # a bad option value: exit status 2
-            raise click.BadParameter(str(err), param_hint="--config/--set") from None
+        # a bad option value: exit status 2
+        config = resolve_config(config_file=config_path, overrides=overrides).survival
         return func(*args, config=config, **kwargs)
 
     return wrapper

@@ -6,14 +6,8 @@ from pathlib import Path
 
 import click
 
-from brats_mtl.cli.run import (
-    command_line,
-    config_from_options,
-    labels_option,
-    preset_option,
-    progress_bars_wanted,
-    progress_option,
-)
+from brats_mtl.cli.options import preset_option, resolve_config
+from brats_mtl.cli.run import command_line, labels_option, progress_bars_wanted, progress_option
 
 
 @click.command("train")
@@ -108,8 +102,8 @@ def command(
     Paper: batch 2, Adam, lr 1e-4, weight decay 1e-5, loss 0.1 L2 + 0.1 KL + 0.1 CE + Dice.
 
     Settings come from --preset (as `brats-mtl run --preset`), then --config, then --set,
-    then the flags --cache-workers and --checkpoint-every; the result is saved as
-    RUN_DIR/config.yaml. Without --preset and --config, RUN_DIR/config.yaml is the base
+    then the flags --cache-workers, --checkpoint-every and --labels (each the same as its
+    --set key); the result is saved as RUN_DIR/config.yaml. Without --preset and --config, RUN_DIR/config.yaml is the base
     if present, else the paper's defaults. A run folder whose folds have no checkpoint
     yet (e.g. a first attempt that failed) takes a changed configuration on the next
     attempt; once a fold has a checkpoint, model and loss settings are fixed for the run.
@@ -122,27 +116,25 @@ def command(
     SIGTERM stops training after the step in progress, saves it in last.ckpt and exits
     with status 143; --resume continues.
     """
-    from brats_mtl.presets import preset_config
-
     if fold is not None and all_folds:
         raise click.UsageError("--fold and --all-folds exclude each other; choose one")
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other; choose one")
-    saved = run_dir / "config.yaml"
-    source = config_file
-    if source is None and preset is None and saved.is_file():
-        source = saved
-    config = config_from_options(source, overrides, preset_config(preset or "paper"))
+    config = resolve_config(
+        preset=preset,
+        config_file=config_file,
+        overrides=overrides,
+        flags={
+            "--cache-workers": cache_workers,
+            "--checkpoint-every": checkpoint_every,
+            "--labels": labels,
+        },
+        saved_run=run_dir,
+    )
 
     from brats_mtl.signals import stop_on_sigterm
-    from brats_mtl.training.runner import train_folds, with_train_settings
+    from brats_mtl.training.runner import train_folds
 
-    config = with_train_settings(
-        config,
-        cache_workers=cache_workers,
-        checkpoint_every_n_steps=checkpoint_every,
-        labels=labels,
-    )
     folds = [fold] if fold is not None else None
     with stop_on_sigterm():
         try:

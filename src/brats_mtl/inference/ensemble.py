@@ -25,10 +25,11 @@ import math
 
 import numpy as np
 
+from brats_mtl.config import check_choice, choices
 from brats_mtl.conventions import classes_to_labels
 
 #: Accepted ``inference.ensemble`` values.
-ENSEMBLE_METHODS: tuple[str, ...] = ("vote", "mean")
+ENSEMBLE_METHODS: tuple[str, ...] = choices("inference.ensemble")
 
 
 def majority_vote(class_maps: np.ndarray, mean_probs: np.ndarray) -> np.ndarray:
@@ -136,12 +137,7 @@ class FoldEnsemble:
         Raises:
             ValueError: on an unknown ``method`` or when no fold was added.
         """
-        if method not in ENSEMBLE_METHODS:
-            raise ValueError(
-                f"inference.ensemble={method!r} is not one of {list(ENSEMBLE_METHODS)}; "
-                "use vote (majority of the folds' label maps, the paper) or mean "
-                "(argmax of the mean probabilities)"
-            )
+        check_choice("inference.ensemble", method)
         mean = self.mean_probabilities()
         if method == "mean" or self.n_folds == 1:
             return mean.argmax(axis=0)

@@ -29,13 +29,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from brats_mtl.config import choices
 from brats_mtl.inference.sliding_window import Box, Predictor, VolumePredictor
 
 logger = logging.getLogger(__name__)
 
 #: Accepted ``precision`` values: "auto" (see :func:`resolve_precision`), float32, or
 #: bfloat16 autocast (convolutions in bf16).
-PRECISIONS: tuple[str, ...] = ("auto", "32", "bf16")
+PRECISIONS: tuple[str, ...] = choices("inference.precision")
 
 
 def cpu_has_amx_bf16() -> bool:

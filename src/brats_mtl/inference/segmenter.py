@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from brats_mtl.config import InferenceConfig
+from brats_mtl.config import InferenceConfig, choices
 from brats_mtl.data import Case
 from brats_mtl.inference.ensemble import ENSEMBLE_METHODS, FoldEnsemble
 from brats_mtl.inference.network import (
@@ -65,7 +65,7 @@ from brats_mtl.tasks import NetworkClasses, network_classes
 
 logger = logging.getLogger(__name__)
 
-MODES: tuple[str, ...] = ("window", "whole")
+MODES: tuple[str, ...] = choices("inference.mode")
 
 
 def check_inference_config(config: InferenceConfig) -> None:

@@ -14,8 +14,10 @@ import itertools
 
 import torch
 
+from brats_mtl.config import choices
+
 #: The TTA settings accepted by :func:`mirror_axes` (``InferenceConfig.tta``).
-TTA_CHOICES: tuple[int, ...] = (0, 4, 8)
+TTA_CHOICES: tuple[int, ...] = choices("inference.tta")
 
 
 def mirror_axes(tta: int) -> list[tuple[int, ...]]:

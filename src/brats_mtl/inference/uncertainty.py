@@ -36,7 +36,6 @@ above; not in the paper.
 from __future__ import annotations
 
 import math
-import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import entr
 
-from brats_mtl.config import InferenceConfig
+from brats_mtl.config import check_choice, choices
 from brats_mtl.conventions import (
     CLASS_LABELS,
     REGIONS,
@@ -57,9 +56,7 @@ if TYPE_CHECKING:
     from brats_mtl.tasks import NetworkClasses
 
 #: Accepted ``inference.uncertainty`` values: those of its ``Literal`` type in the config.
-UNCERTAINTY_ESTIMATORS: tuple[str, ...] = typing.get_args(
-    typing.get_type_hints(InferenceConfig)["uncertainty"]
-)
+UNCERTAINTY_ESTIMATORS: tuple[str, ...] = choices("inference.uncertainty")
 #: Regions that get a map, in the QU-BraTS order (whole, core, enhance).
 MAP_REGIONS: tuple[str, ...] = tuple(UNCERTAINTY_MAP_WORDS)
 #: region -> bool (n_classes,): which network classes (``CLASS_LABELS``) lie in it.
@@ -84,12 +81,7 @@ def _region_classes(classes: NetworkClasses | None) -> dict[str, np.ndarray]:
 
 def check_estimator(name: str) -> None:
     """Raise ValueError unless ``name`` is one of :data:`UNCERTAINTY_ESTIMATORS`."""
-    if name not in UNCERTAINTY_ESTIMATORS:
-        raise ValueError(
-            f"inference.uncertainty={name!r} is not one of {list(UNCERTAINTY_ESTIMATORS)}; "
-            "use none, entropy (of the mean probability over passes and folds) or "
-            "disagreement (share of passes and folds against the final label)"
-        )
+    check_choice("inference.uncertainty", name)
 
 
 def entropy_map(region_probability: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from brats_mtl.config import ModelConfig
+from brats_mtl.config import ModelConfig, check_choice
 from brats_mtl.model.classifier import ETClassifier
 from brats_mtl.model.decoders import SegmentationDecoder, VAEDecoder
 from brats_mtl.model.encoder import Encoder
@@ -83,11 +83,7 @@ def check_model_config(config: ModelConfig) -> None:
             )
     if not config.classifier_channels:
         raise ValueError("model.classifier_channels is empty; Table 2 uses [256, 128]")
-    if config.classifier_kernel_size not in (1, 3):
-        raise ValueError(
-            f"model.classifier_kernel_size={config.classifier_kernel_size} must be 1 (default) "
-            "or 3; Table 2 gives no kernel size"
-        )
+    check_choice("model.classifier_kernel_size", config.classifier_kernel_size)
     depth = len(config.widths) - 1
     multiple = 2**depth
     if config.patch_size <= 0 or config.patch_size % multiple:

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from brats_mtl.config import check_choice, choices
 from brats_mtl.preprocessing import Box, patch_grid
 from brats_mtl.tasks import NetworkClasses, network_classes
 from brats_mtl.training.cache import CachedCase
 
 #: Values of ``train.patch_sampling``.
-PATCH_SAMPLING = ("grid", "random")
+PATCH_SAMPLING: tuple[str, ...] = choices("train.patch_sampling")
 
 
 class _ArrayCache:
@@ -103,10 +104,7 @@ class PatchDataset(Dataset):
         classes: NetworkClasses | None = None,
     ) -> None:
         self.classes = network_classes() if classes is None else classes
-        if sampling not in PATCH_SAMPLING:
-            raise ValueError(
-                f"train.patch_sampling={sampling!r} is not one of {list(PATCH_SAMPLING)}"
-            )
+        check_choice("train.patch_sampling", sampling)
         if patch_size < 1:
             raise ValueError(f"model.patch_size must be positive, got {patch_size}")
         if sampling == "random" and patches_per_case < 1:

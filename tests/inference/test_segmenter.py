@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from brats_mtl.config import InferenceConfig, tiny_config
+from brats_mtl.config import InferenceConfig
 from brats_mtl.data import load_case, write_phantom_case
 from brats_mtl.inference.network import network_predictor, network_volume_predictor
 from brats_mtl.inference.segmenter import Segmenter, WholeVolumePredictor, model_fingerprint
 from brats_mtl.model import MultiTaskNet
+from brats_mtl.presets import tiny_config
 
 SHAPE = (24, 20, 18)
 WINDOW = InferenceConfig(tta=0, et_min_voxels=0, device="cpu", precision="32")

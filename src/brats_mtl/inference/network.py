@@ -184,7 +184,9 @@ def network_volume_predictor(
     Args:
         model: a ``MultiTaskNet`` (needs ``encode``, ``seg_decoder``, ``classifier`` and
             ``depth``). Put in eval mode on ``device``, in place.
-        device, channels_last, precision: as :func:`network_predictor`.
+        device: as :func:`network_predictor`.
+        channels_last: as :func:`network_predictor`.
+        precision: as :func:`network_predictor`.
 
     Returns:
         ``volume_predictor(x, boxes) -> (seg_probs, et_probs)``: ``x`` float32

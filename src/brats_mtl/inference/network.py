@@ -142,7 +142,8 @@ def network_predictor(
             :func:`resolve_precision`.
 
     Returns:
-        ``predictor(x) -> (seg_probs, et_prob)``: ``x`` float32 (B, 4, P, P, P);
+        ``predictor(x) -> (seg_probs, et_prob)``: ``x`` float32 (B, 4, P, P, P), cast to
+        the model's parameter dtype before the forward pass;
         ``seg_probs`` float32 (B, C, P, P, P), softmax over the classes; ``et_prob``
         float32 (B,), softmax of ``cls_logits`` at index 1 ("ET present"), NaN when the
         model has no classifier output.
@@ -155,9 +156,10 @@ def network_predictor(
     run_context = _run_context(precision, device)
     prepare_model(model, device, channels_last=channels_last)
     target = resolve_device(device)
+    dtype = _parameter_dtype(model)
 
     def predictor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _prepare_input(x, target, channels_last)
+        x = _prepare_input(x, target, channels_last, dtype)
         with run_context():
             out = model(x)
             seg_probs = torch.softmax(out.seg_logits.float(), dim=1).contiguous()
@@ -210,11 +212,12 @@ def network_volume_predictor(
     prepare_model(model, device, channels_last=channels_last)
     target = resolve_device(device)
     factor = 2**model.depth
+    dtype = _parameter_dtype(model)
 
     def volume_predictor(
         x: torch.Tensor, boxes: Sequence[Box]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _prepare_input(x, target, channels_last)
+        x = _prepare_input(x, target, channels_last, dtype)
         with run_context():
             features = model.encode(x)  # [(1, 28, X, Y, Z), ..., (1, 448, X/16, Y/16, Z/16)]
             tiles = [_bottleneck_tile(features[-1], box, factor) for box in boxes]
@@ -247,8 +250,17 @@ def _et_probability(
     return torch.softmax(cls_logits.float(), dim=1)[:, 1]
 
 
-def _prepare_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, torch.float32)
+def _parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype inputs are cast to: the model's (float32 unless it was cast, e.g. by a
+    Lightning ``bf16-true`` trainer during validation); float32 without parameters."""
+    parameter = next(iter(model.parameters()), None)
+    return torch.float32 if parameter is None else parameter.dtype
+
+
+def _prepare_input(
+    x: torch.Tensor, device: torch.device, channels_last: bool, dtype: torch.dtype
+) -> torch.Tensor:
+    x = x.to(device, dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
     return x

@@ -251,8 +251,11 @@ def _et_probability(
 
 
 def _parameter_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype inputs are cast to: the model's (float32 unless it was cast, e.g. by a
-    Lightning ``bf16-true`` trainer during validation); float32 without parameters."""
+    """The dtype inputs are cast to: the model's parameters', float32 without any.
+
+    Float32 unless the model was cast, e.g. by a Lightning ``bf16-true`` trainer during
+    validation.
+    """
     parameter = next(iter(model.parameters()), None)
     return torch.float32 if parameter is None else parameter.dtype
 

@@ -199,8 +199,10 @@ class MultiTaskModule(L.LightningModule):
         return groups
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam, learning rate ``train.lr``, weight decay ``train.weight_decay`` (paper);
-        decoders and classifier optionally faster (:meth:`parameter_groups`)."""
+        """Adam at ``train.lr`` with weight decay ``train.weight_decay`` (paper).
+
+        The decoders and the classifier are optionally faster (:meth:`parameter_groups`).
+        """
         return torch.optim.Adam(
             self.parameter_groups(),
             lr=self.config.train.lr,
@@ -466,8 +468,10 @@ class ValidationCsvWriter(L.Callback):
 
 
 class LastCheckpoint(L.Callback):
-    """Keep ``last.ckpt`` current: every ``every_n_steps`` steps, at the final step, after
-    every validation, and when SIGTERM stops training.
+    """Keep ``last.ckpt`` current.
+
+    It is saved every ``every_n_steps`` steps, at the final step, after every validation,
+    and when SIGTERM stops training.
 
     Unlike ``ModelCheckpoint(save_last=True)``, nothing is saved when training ends or an
     epoch closes: a fit stopped by ``max_steps`` inside an epoch leaves a checkpoint of that

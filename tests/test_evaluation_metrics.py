@@ -258,3 +258,32 @@ def test_evaluate_labels_rejects_foreign_values():
         evaluate_labels(pred, ref)
     with pytest.raises(ValueError, match="same 3-D grid"):
         evaluate_labels(pred[:-1], ref)
+
+
+def test_region_masks_are_the_brats_regions():
+    from brats_mtl.evaluation.metrics import region_masks
+
+    labels = np.array([0, 1, 2, 4], np.uint8)
+    masks = region_masks(labels)
+    assert list(masks) == ["ET", "WT", "TC"]
+    assert masks["WT"].tolist() == [False, True, True, True]
+    assert masks["TC"].tolist() == [False, True, False, True]
+    assert masks["ET"].tolist() == [False, False, False, True]
+    # another scheme's regions (gli-post: RC = 4 is in no tumour region)
+    rc = region_masks(labels, {"TC": (1, 3), "RC": (4,)})
+    assert rc["TC"].tolist() == [False, True, False, False]
+    assert rc["RC"].tolist() == [False, False, False, True]
+
+
+def test_region_dice_agrees_with_evaluate_labels():
+    """Dice of region_masks is evaluate_labels' Dice, case by case (one implementation)."""
+    from brats_mtl.evaluation.metrics import region_masks
+    from brats_mtl.inference.postprocess import et_dice
+
+    for seed in range(3):
+        pred, ref = _label_pair(seed)
+        expected = evaluate_labels(pred, ref)
+        ours, theirs = region_masks(pred), region_masks(ref)
+        for region in ("ET", "WT", "TC"):
+            assert dice(ours[region], theirs[region]) == expected[f"Dice_{region}"]
+        assert et_dice(pred, ref) == expected["Dice_ET"]

@@ -284,6 +284,19 @@ def test_network_predictor_gives_softmax_outputs(tiny_net):
     torch.testing.assert_close(et_cl, et, rtol=1e-4, atol=1e-5)
 
 
+def test_network_predictor_feeds_a_cast_model_its_own_dtype(tiny_net):
+    """A model cast to bfloat16 (a Lightning ``bf16-true`` trainer's, in validation)."""
+    import copy
+
+    x = torch.randn(2, 4, 16, 16, 16)
+    seg, _ = network_predictor(tiny_net, channels_last=False)(x)
+    seg_bf16, et_bf16 = network_predictor(
+        copy.deepcopy(tiny_net).to(torch.bfloat16), channels_last=False
+    )(x)
+    assert seg_bf16.dtype == torch.float32 and et_bf16.shape == (2,)
+    torch.testing.assert_close(seg_bf16, seg, atol=0.05, rtol=0)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_volume_predictor_on_one_patch_equals_the_forward_pass(tiny_net, channels_last):
     """Also checks the memory-lean decoder against the model's own forward."""

@@ -106,6 +106,40 @@ def test_channels_last_gives_the_same_output():
         torch.testing.assert_close(getattr(out, name), getattr(ref, name), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lean_decode_equals_the_plain_decode(channels_last):
+    """The memory-lean decode (whole-volume inference) is the decoder's own arithmetic."""
+    torch.manual_seed(0)
+    net = MultiTaskNet(TINY).eval()
+    x = torch.randn(1, 4, 48, 32, 16)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        plain = net.seg_decoder(net.encode(x))
+        features = net.encode(x)
+        lean = net.seg_decoder(features, lean=True)
+    assert features == []  # consumed, so that each skip can be freed
+    assert lean.shape == plain.shape == (1, 4, 48, 32, 16)
+    # the same operations on the same values: equal up to the convolutions' summation order
+    torch.testing.assert_close(lean, plain, rtol=1e-5, atol=1e-6)
+    if not channels_last:
+        assert torch.equal(lean, plain)
+
+
+def test_lean_decode_gives_the_same_gradients():
+    torch.manual_seed(0)
+    net = MultiTaskNet(TINY)
+    x = torch.randn(1, 4, 32, 32, 32)
+    grads = []
+    for lean in (False, True):
+        net.zero_grad()
+        net.seg_decoder(net.encode(x), lean=lean).square().mean().backward()
+        grads.append([p.grad.clone() for p in net.seg_decoder.parameters()])
+    for plain, lean in zip(*grads, strict=True):
+        torch.testing.assert_close(lean, plain)
+
+
 # --- validation -------------------------------------------------------------------------
 
 

@@ -218,20 +218,70 @@ def test_sampler_splits_over_processes_and_skips_on_resume():
 # --- Lightning -----------------------------------------------------------------------
 
 
-def test_region_dice_follows_brats_rules():
-    from brats_mtl.training.module import region_dice, region_masks_from_classes
+@pytest.mark.parametrize("scheme", [None, "gli-post"])
+def test_validation_dice_is_evaluation_metrics_dice(scheme, monkeypatch):
+    """Validation scores with evaluation.metrics: regions of the scheme, both empty = 1."""
+    from brats_mtl.evaluation.metrics import evaluate_region_labels
+    from brats_mtl.tasks import network_classes
+    from brats_mtl.training.module import MultiTaskModule
 
-    a = torch.zeros(4, 4, 4, dtype=torch.bool)
-    b = a.clone()
-    assert region_dice(a, b) == 1.0  # both empty
-    b[0, 0, 0] = True
-    assert region_dice(a, b) == 0.0 and region_dice(b, a) == 0.0
-    a[0, 0, :2] = True  # |A| = 2, |B| = 1, overlap 1
-    assert region_dice(a, b) == pytest.approx(2 / 3)
-    masks = region_masks_from_classes(torch.tensor([0, 1, 2, 3]))
-    assert masks["WT"].tolist() == [False, True, True, True]
-    assert masks["TC"].tolist() == [False, True, False, True]
-    assert masks["ET"].tolist() == [False, False, False, True]
+    config = _config() if scheme is None else _config(f"train.labels={scheme}")
+    network = network_classes(scheme)
+    module = MultiTaskModule(config, ["case_a"])
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, network.n_classes - 1, size=(1, 6, 5, 4))  # no last class
+    reference = np.asarray(network.labels, np.uint8)[rng.integers(0, 3, size=(6, 5, 4))]
+    classes[0, 0, 0, 0] = network.labels.index(network.et_label)  # ET predicted once
+    reference[reference == network.et_label] = 0  # ... and absent from the reference
+    monkeypatch.setattr(module, "predict_classes", lambda image: torch.from_numpy(classes))
+    batch = {
+        "image": torch.zeros(1, 4, 6, 5, 4),
+        "labels": torch.from_numpy(reference[None]),
+        "case_index": torch.tensor([0]),
+    }
+    module.on_validation_epoch_start()
+    module.validation_step(batch, 0)
+    (row,) = module._epoch_rows
+    predicted = np.asarray(network.labels)[classes[0]]
+    expected = evaluate_region_labels(predicted, reference, dict(network.regions))
+    for region in ("ET", "WT", "TC"):
+        assert row[f"dice_{region}"] == expected[f"Dice_{region}"]
+    assert row["dice_ET"] == 0.0  # one voxel predicted, none in the reference
+    assert row["case_id"] == "case_a"
+    # both empty is 1 (BraTS): a prediction of background on a background reference
+    monkeypatch.setattr(
+        module, "predict_classes", lambda image: torch.zeros(1, 6, 5, 4, dtype=torch.int64)
+    )
+    batch["labels"] = torch.zeros(1, 6, 5, 4, dtype=torch.uint8)
+    module.validation_step(batch, 0)
+    assert module._epoch_rows[-1]["dice_mean"] == 1.0
+
+
+def test_validation_windows_are_prediction_windows():
+    """Validation calls prediction's own sliding window with the inference settings."""
+    import brats_mtl.training.module as module_code
+    from brats_mtl.inference import network_predictor, predict_sliding_window
+    from brats_mtl.training.module import MultiTaskModule
+
+    assert module_code.predict_sliding_window is predict_sliding_window  # not a copy
+    config = _config("inference.window_batch_size=3")
+    torch.manual_seed(0)
+    module = MultiTaskModule(config).eval()
+    image = torch.from_numpy(np.random.default_rng(1).normal(size=(4, 27, 18, 13)))
+    image = image.float()
+    with torch.inference_mode():
+        classes = module.predict_classes(image[None])
+        expected = predict_sliding_window(
+            image,
+            network_predictor(module.net),
+            patch_size=PATCH,
+            overlap=0.25,  # inference.overlap in _config
+            tta=0,
+            batch_size=3,
+        )
+    assert classes.shape == (1, 27, 18, 13) and classes.dtype == torch.int64
+    assert torch.equal(classes[0], torch.from_numpy(expected.probs.argmax(0)))
+    assert len(expected.windows) == 2 * 2 * 1  # windows placed as prediction places them
 
 
 def _params(net) -> dict[str, torch.Tensor]:

@@ -1,7 +1,9 @@
 """Dice, HD95, sensitivity and specificity with the BraTS 2017-2020 online system's rules.
 
-All functions take boolean masks of shape ``(X, Y, Z)`` (any array that converts to bool:
-non-zero is foreground) and return Python floats.
+The metric functions take boolean masks of shape ``(X, Y, Z)`` (any array that converts to
+bool: non-zero is foreground) and return Python floats; ``region_masks`` makes the masks
+of a label map's regions. This module is the package's one Dice and HD95: training's
+validation and ET suppression's threshold choice call it too.
 
 Empty-mask rules (docs/design.md section 6):
 
@@ -32,7 +34,7 @@ them from means; their numbers are not BraTS numbers and are not used here.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -47,6 +49,40 @@ METRIC_COLUMNS: tuple[str, ...] = tuple(
 )
 
 _Box = tuple[slice, slice, slice]
+
+
+def region_mask(labels: np.ndarray, values: Iterable[int]) -> np.ndarray:
+    """The voxels of a label map that hold any of the region's labels.
+
+    Args:
+        labels: integer array of any shape, e.g. (X, Y, Z) internal labels.
+        values: the labels the region unites, e.g. ``conventions.REGIONS["TC"]`` (1, 4).
+
+    Returns:
+        bool, the shape of ``labels``.
+
+    Source: docs/design.md sections 1 and 6.1 (regions as unions of labels).
+    """
+    return np.isin(np.asarray(labels), np.fromiter(values, dtype=np.int64))
+
+
+def region_masks(
+    labels: np.ndarray, regions: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, np.ndarray]:
+    """The region masks of a label map: WT, TC and ET, or the regions of a scheme.
+
+    Args:
+        labels: integer array of any shape, e.g. (X, Y, Z) internal labels {0, 1, 2, 4}.
+        regions: region name -> the labels it unites (``tasks.NetworkClasses.regions``);
+            default ``conventions.REGIONS`` (WT = {1, 2, 4}, TC = {1, 4}, ET = {4}).
+
+    Returns:
+        ``{region: bool mask of the shape of labels}``, in the order of ``regions``.
+
+    Source: docs/design.md sections 1 and 6.1.
+    """
+    regions = REGIONS if regions is None else regions
+    return {name: region_mask(labels, values) for name, values in regions.items()}
 
 
 def dice(pred_mask: np.ndarray, ref_mask: np.ndarray) -> float:

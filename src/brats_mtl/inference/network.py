@@ -143,7 +143,8 @@ def network_predictor(
             :func:`resolve_precision`.
 
     Returns:
-        ``predictor(x) -> (seg_probs, et_prob)``: ``x`` float32 (B, 4, P, P, P);
+        ``predictor(x) -> (seg_probs, et_prob)``: ``x`` float32 (B, 4, P, P, P), cast to
+        the model's parameter dtype before the forward pass;
         ``seg_probs`` float32 (B, C, P, P, P), softmax over the classes; ``et_prob``
         float32 (B,), softmax of ``cls_logits`` at index 1 ("ET present"), NaN when the
         model has no classifier output.
@@ -156,9 +157,10 @@ def network_predictor(
     run_context = _run_context(precision, device)
     prepare_model(model, device, channels_last=channels_last)
     target = resolve_device(device)
+    dtype = _parameter_dtype(model)
 
     def predictor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _prepare_input(x, target, channels_last)
+        x = _prepare_input(x, target, channels_last, dtype)
         with run_context():
             out = model(x)
             seg_probs = torch.softmax(out.seg_logits.float(), dim=1).contiguous()
@@ -179,12 +181,15 @@ def network_volume_predictor(
 
     The encoder runs once over the padded volume; the ET classifier runs on the
     bottleneck tiles under the requested windows (window start / ``2**depth``), and the
-    segmentation decoder on the same features.
+    segmentation decoder on the same features, in its memory-lean decode
+    (``SegmentationDecoder.forward(..., lean=True)``).
 
     Args:
         model: a ``MultiTaskNet`` (needs ``encode``, ``seg_decoder``, ``classifier`` and
             ``depth``). Put in eval mode on ``device``, in place.
-        device, channels_last, precision: as :func:`network_predictor`.
+        device: as :func:`network_predictor`.
+        channels_last: as :func:`network_predictor`.
+        precision: as :func:`network_predictor`.
 
     Returns:
         ``volume_predictor(x, boxes) -> (seg_probs, et_probs)``: ``x`` float32
@@ -208,87 +213,24 @@ def network_volume_predictor(
     prepare_model(model, device, channels_last=channels_last)
     target = resolve_device(device)
     factor = 2**model.depth
+    dtype = _parameter_dtype(model)
 
     def volume_predictor(
         x: torch.Tensor, boxes: Sequence[Box]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _prepare_input(x, target, channels_last)
+        x = _prepare_input(x, target, channels_last, dtype)
         with run_context():
             features = model.encode(x)  # [(1, 28, X, Y, Z), ..., (1, 448, X/16, Y/16, Z/16)]
             tiles = [_bottleneck_tile(features[-1], box, factor) for box in boxes]
             cls_logits = model.classifier(torch.cat(tiles)) if tiles else None  # (n, 2)
             et_probs = _et_probability(cls_logits, len(boxes), x.device)
             del tiles
-            seg_logits = _decode_releasing_skips(model.seg_decoder, features)  # (1, C, X, Y, Z)
+            # the decoder's memory-lean decode empties ``features`` as it goes
+            seg_logits = model.seg_decoder(features, lean=True)  # (1, C, X, Y, Z)
             seg_probs = torch.softmax(seg_logits.float(), dim=1).contiguous()
         return seg_probs, et_probs
 
     return volume_predictor
-
-
-def _decode_releasing_skips(decoder: nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
-    """``SegmentationDecoder.forward`` computed with less memory alive at once.
-
-    ``features`` is consumed (emptied). Same arithmetic as the decoder's ``forward``
-    (tests compare the two), in another order of allocations:
-
-    - each skip feature is copied into a preallocated concatenation buffer and dropped
-      before the upsampled tensor is made, so the skip, the upsampled tensor and their
-      concatenation never coexist (``torch.cat`` needs all three);
-    - each convolution's input is dropped as soon as the convolution returns, before
-      GroupNorm allocates its output.
-
-    On a whole brain crop (144 x 176 x 160) a full-resolution 28-channel float32 tensor
-    is 454 MB; the decoder's peak falls from four such tensors to three. Falls back to the
-    decoder's own ``forward`` if it is not built as ``ups``, ``stages`` (of two
-    conv/norm/act blocks) and ``head``.
-    """
-    if not _is_lean_decodable(decoder):
-        return decoder(features)
-    x = features.pop()  # bottleneck (B, 448, X/16, Y/16, Z/16)
-    for up, stage in zip(decoder.ups, decoder.stages, strict=True):
-        skip = features.pop()  # (B, widths[i], ...)
-        n_skip = skip.shape[1]
-        merged = torch.empty(
-            (skip.shape[0], n_skip + up.out_channels, *skip.shape[2:]),
-            dtype=skip.dtype,
-            device=skip.device,
-            memory_format=_memory_format(skip),
-        )  # (B, 2 * widths[i], ...): [skip, up(x)] as torch.cat would give
-        merged[:, :n_skip] = skip
-        del skip
-        merged[:, n_skip:] = up(x)
-        del x
-        held = [merged]
-        del merged
-        x = _conv_block_releasing(stage.conv1, held)
-        held = [x]
-        del x
-        x = _conv_block_releasing(stage.conv2, held)  # (B, widths[i], ...)
-    return decoder.head(x)
-
-
-def _conv_block_releasing(block: nn.Module, held: list[torch.Tensor]) -> torch.Tensor:
-    """``act(norm(conv(x)))`` where ``held`` holds the only reference to ``x``."""
-    h = block.conv(held.pop())  # x is freed when conv returns
-    return block.act(block.norm(h))
-
-
-def _is_lean_decodable(decoder: nn.Module) -> bool:
-    if not all(hasattr(decoder, name) for name in ("ups", "stages", "head")):
-        return False
-    blocks = [
-        b for s in decoder.stages for b in (getattr(s, "conv1", None), getattr(s, "conv2", None))
-    ]
-    return all(
-        b is not None and all(hasattr(b, n) for n in ("conv", "norm", "act")) for b in blocks
-    ) and all(hasattr(u, "out_channels") for u in decoder.ups)
-
-
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    if t.dim() == 5 and t.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format
 
 
 def _bottleneck_tile(bottleneck: torch.Tensor, box: Box, factor: int) -> torch.Tensor:
@@ -309,8 +251,20 @@ def _et_probability(
     return torch.softmax(cls_logits.float(), dim=1)[:, 1]
 
 
-def _prepare_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, torch.float32)
+def _parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype inputs are cast to: the model's parameters', float32 without any.
+
+    Float32 unless the model was cast, e.g. by a Lightning ``bf16-true`` trainer during
+    validation.
+    """
+    parameter = next(iter(model.parameters()), None)
+    return torch.float32 if parameter is None else parameter.dtype
+
+
+def _prepare_input(
+    x: torch.Tensor, device: torch.device, channels_last: bool, dtype: torch.dtype
+) -> torch.Tensor:
+    x = x.to(device, dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
     return x

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from brats_mtl.conventions import ET, NCR_NET, REGIONS
+from brats_mtl.evaluation.metrics import dice, region_mask
 
 
 def suppress_et(
@@ -87,16 +88,17 @@ def et_dice(predicted_labels: np.ndarray, reference_labels: np.ndarray) -> float
         reference_labels: uint8 (X, Y, Z), internal labels, same shape.
 
     Returns:
-        2|P∩R| / (|P| + |R|); 1.0 when both are empty, 0.0 when exactly one is.
+        2|P∩R| / (|P| + |R|); 1.0 when both are empty, 0.0 when exactly one is
+        (``evaluation.metrics.dice``).
+
+    Raises:
+        ValueError: if the shapes differ.
 
     Source: docs/design.md section 6 (BraTS online system).
     """
-    pred = np.isin(predicted_labels, REGIONS["ET"])
-    ref = np.isin(reference_labels, REGIONS["ET"])
-    total = int(np.count_nonzero(pred)) + int(np.count_nonzero(ref))
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.count_nonzero(pred & ref)) / total
+    return dice(
+        region_mask(predicted_labels, REGIONS["ET"]), region_mask(reference_labels, REGIONS["ET"])
+    )
 
 
 def select_et_min_voxels(

@@ -4,9 +4,11 @@ Training step: the multi-task network with its VAE branch on every batch, the pa
 weighted loss ``0.1 L2 + 0.1 KL + 0.1 CE + 1 Dice`` (unlabeled patches: L2 and KL only),
 Adam with learning rate 1e-4 and weight decay 1e-5 (paper, Training Procedure).
 
-Validation: each held-out case is segmented whole, by sliding windows of P^3 over the
-cropped case (MONAI ``sliding_window_inference`` on the segmentation path, no TTA), and
-scored with the BraTS region Dice (both empty = 1, one empty = 0; docs/design.md section 6).
+Validation: each held-out case is segmented whole by prediction's own sliding windows
+(``inference.predict_sliding_window``: windows of P^3 placed as nnU-Net places them,
+``inference.overlap``, Gaussian blending; no TTA), and scored with
+``evaluation.metrics``' region Dice (both empty = 1, one empty = 0; docs/design.md
+section 6), so the best checkpoint is chosen under the windowing it is used with.
 The score is computed on the cropped grid: voxels outside the brain box are background in
 both the prediction (uncropping fills 0) and, for BraTS data, the reference.
 
@@ -21,14 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from brats_mtl.config import Config, from_dict, to_dict
-from brats_mtl.conventions import ET_CLASS, REGION_ORDER
+from brats_mtl.conventions import REGION_ORDER
+from brats_mtl.evaluation.metrics import dice, region_masks
+from brats_mtl.inference.network import network_predictor
+from brats_mtl.inference.sliding_window import predict_sliding_window
 from brats_mtl.losses import multitask_loss
 from brats_mtl.model import MultiTaskNet
-from brats_mtl.tasks import NetworkClasses, network_classes
+from brats_mtl.tasks import network_classes
 from brats_mtl.training.cache import CachedCase
 from brats_mtl.training.csvio import read_csv, write_csv
 from brats_mtl.training.datasets import (
@@ -62,57 +68,6 @@ _defer_lightning_logging_to_root()
 
 #: Loss terms logged as ``train/<name>`` every step.
 LOSS_TERMS = ("loss", "dice", "l2", "kl", "ce")
-
-
-def region_masks_from_classes(
-    classes: torch.Tensor, network: NetworkClasses | None = None
-) -> dict[str, torch.Tensor]:
-    """ET, WT, TC masks of a class-index map (0 background, 1 NCR/NET, 2 ED, 3 ET).
-
-    Args:
-        classes: integer tensor of any shape, values 0..3 (``conventions.CLASS_LABELS``).
-        network: the classes of another label scheme (``tasks.network_classes``); its ET,
-            WT and TC regions are used (the resection cavity is in none of them).
-
-    Returns:
-        Bool tensors of the same shape, keyed "ET", "WT", "TC".
-
-    Source: docs/design.md section 1 (WT = {1, 2, 4}, TC = {1, 4}, ET = {4}); the BraTS
-    2023-2025 region tables for the other schemes.
-    """
-    if network is not None:
-        return {
-            region: _isin(classes, [network.labels.index(v) for v in network.regions[region]])
-            for region in REGION_ORDER
-        }
-    return {
-        "ET": classes == ET_CLASS,
-        "WT": classes > 0,
-        "TC": (classes == 1) | (classes == ET_CLASS),
-    }
-
-
-def _isin(values: torch.Tensor, members: Sequence[int]) -> torch.Tensor:
-    return torch.isin(values, torch.tensor(list(members), device=values.device))
-
-
-def region_dice(prediction: torch.Tensor, reference: torch.Tensor) -> float:
-    """BraTS Dice of two binary masks: 1 when both are empty, 0 when exactly one is.
-
-    Args:
-        prediction: bool tensor.
-        reference: bool tensor of the same shape.
-
-    Returns:
-        Dice in [0, 1].
-
-    Source: docs/design.md section 6 (the BraTS online system's empty-mask rule).
-    """
-    n_pred = int(prediction.sum())
-    n_ref = int(reference.sum())
-    if n_pred == 0 and n_ref == 0:
-        return 1.0
-    return 2.0 * int((prediction & reference).sum()) / (n_pred + n_ref)
 
 
 class MultiTaskModule(L.LightningModule):
@@ -244,8 +199,10 @@ class MultiTaskModule(L.LightningModule):
         return groups
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam, learning rate ``train.lr``, weight decay ``train.weight_decay`` (paper);
-        decoders and classifier optionally faster (:meth:`parameter_groups`)."""
+        """Adam at ``train.lr`` with weight decay ``train.weight_decay`` (paper).
+
+        The decoders and the classifier are optionally faster (:meth:`parameter_groups`).
+        """
         return torch.optim.Adam(
             self.parameter_groups(),
             lr=self.config.train.lr,
@@ -314,40 +271,57 @@ class MultiTaskModule(L.LightningModule):
     def predict_classes(self, image: torch.Tensor) -> torch.Tensor:
         """Class map of whole cropped cases by sliding windows (no TTA, no VAE).
 
+        The windows are prediction's (``inference.predict_sliding_window``, as the
+        ``Segmenter`` calls it): placed as nnU-Net places them with at least
+        ``inference.overlap`` between neighbours, ``inference.window_batch_size`` at a
+        time, blended with a Gaussian importance map; only the mirror TTA is left out.
+        So the best checkpoint is chosen under the windowing it is used with.
+
         Args:
             image: float32 (B, 4, x, y, z), z-scored cropped cases.
 
         Returns:
-            int64 (B, x, y, z), class indices 0..3.
+            int64 (B, x, y, z), class indices 0..n_classes-1 (argmax of the blended
+            softmax probabilities), on the CPU.
         """
-        from monai.inferers import sliding_window_inference
-
-        p = self.config.model.patch_size
-        logits = sliding_window_inference(
-            image,
-            roi_size=(p, p, p),
-            sw_batch_size=self.config.inference.window_batch_size,
-            predictor=lambda x: self.net.forward_segmentation(
-                x.contiguous(memory_format=self._memory_format)
-            ),
-            overlap=self.config.inference.overlap,
+        inference = self.config.inference
+        # precision "32": the forward runs in the trainer's own precision (its autocast)
+        predictor = network_predictor(
+            self.net, device=self.device, channels_last=self.config.train.channels_last
         )
-        return logits.argmax(1)
+        classes = [
+            predict_sliding_window(
+                case,
+                predictor,
+                patch_size=self.config.model.patch_size,
+                overlap=inference.overlap,
+                tta=0,
+                batch_size=inference.window_batch_size,
+                device=self.device,
+            ).probs.argmax(0)
+            for case in image
+        ]  # [(x, y, z)] * B
+        return torch.from_numpy(np.stack(classes))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Segment one held-out case whole and score its region Dice."""
-        classes = self.predict_classes(batch["image"])  # (1, x, y, z)
-        labels = batch["labels"]  # (1, x, y, z) internal labels
+        """Segment one held-out case whole and score its region Dice.
+
+        Dice and the region masks are ``evaluation.metrics``' (both empty = 1, one empty
+        = 0), on the internal labels of the run's scheme (``train.labels``).
+        """
         network = network_classes(self.config.train.labels)
-        reference = {r: _isin(labels.long(), network.regions[r]) for r in REGION_ORDER}
-        predicted = region_masks_from_classes(classes, network)
-        for i in range(classes.shape[0]):
+        class_labels = np.asarray(network.labels)  # class index -> internal label
+        predicted = class_labels[self.predict_classes(batch["image"]).numpy()]  # (B, x, y, z)
+        reference = batch["labels"].cpu().numpy()  # (B, x, y, z) internal labels
+        for i in range(predicted.shape[0]):
             index = int(batch["case_index"][i])
             row: dict[str, Any] = {
                 "case_id": self.val_case_ids[index] if self.val_case_ids else str(index)
             }
+            ours = region_masks(predicted[i], network.regions)
+            theirs = region_masks(reference[i], network.regions)
             for region in REGION_ORDER:
-                row[f"dice_{region}"] = region_dice(predicted[region][i], reference[region][i])
+                row[f"dice_{region}"] = dice(ours[region], theirs[region])
             row["dice_mean"] = sum(row[f"dice_{r}"] for r in REGION_ORDER) / len(REGION_ORDER)
             self._epoch_rows.append(row)
 
@@ -494,8 +468,10 @@ class ValidationCsvWriter(L.Callback):
 
 
 class LastCheckpoint(L.Callback):
-    """Keep ``last.ckpt`` current: every ``every_n_steps`` steps, at the final step, after
-    every validation, and when SIGTERM stops training.
+    """Keep ``last.ckpt`` current.
+
+    It is saved every ``every_n_steps`` steps, at the final step, after every validation,
+    and when SIGTERM stops training.
 
     Unlike ``ModelCheckpoint(save_last=True)``, nothing is saved when training ends or an
     epoch closes: a fit stopped by ``max_steps`` inside an epoch leaves a checkpoint of that

@@ -172,7 +172,7 @@ class MultiTaskModule(L.LightningModule):
         prior: one probability for every case of a fold, so ET suppression never fired.
         The classifier's own GroupNorm convolutions did the same at 3e-3 on an
         informative bottleneck. Measured on the demo's cohort: encoder 1e-4, decoders
-        3e-3, classifier 1e-3 (see ``pipeline.demo_config``).
+        3e-3, classifier 1e-3 (see ``presets.demo_config``).
 
         Returns:
             Groups for ``torch.optim.Adam``, each ``{"params": [...], "lr": float}``.

@@ -93,7 +93,7 @@ def test_other_settings_are_refused_the_same_resume(tmp_path, cohort):
         (segmenter(overlap=0.25), "inference.overlap: 0.5 -> 0.25"),
         (segmenter(precision="bf16"), "inference.precision: 32 -> bf16"),
         (Segmenter({0: Toy(), 1: Toy()}, BASE, patch_size=16), "folds: 0 -> 0,1"),
-        (segmenter(OtherToy()), "fold 0 weights: callable test_predict_folder.Toy -> callable"),
+        (segmenter(OtherToy()), f"fold 0 weights: callable {__name__}.Toy -> callable"),
     ]
     for other, difference in refused:
         with pytest.raises(FileExistsError) as error:
@@ -110,7 +110,7 @@ def test_other_settings_are_refused_the_same_resume(tmp_path, cohort):
     assert model.calls == reference.calls > 0  # only the third case was predicted
     recorded = json.loads((out / "records" / ".settings.json").read_text())
     assert recorded["settings"]["inference.tta"] == 0 and recorded["settings"]["folds"] == [0]
-    assert recorded["weights"] == {"0": "callable test_predict_folder.Toy"}
+    assert recorded["weights"] == {"0": f"callable {__name__}.Toy"}
 
 
 def test_overwrite_redoes_every_case_and_an_interrupted_overwrite_resumes(
@@ -225,7 +225,7 @@ def test_model_fingerprint_is_the_weights():
     with torch.no_grad():
         next(twin.parameters()).view(-1)[0] += 1e-6
     assert model_fingerprint(net) != model_fingerprint(twin)
-    assert model_fingerprint(Toy()) == "callable test_predict_folder.Toy"
+    assert model_fingerprint(Toy()) == f"callable {__name__}.Toy"
 
 
 # --- shards and cases removed from the input ----------------------------------------------

@@ -13,6 +13,7 @@ from brats_mtl.workspace.run_dir import RunDir
 
 
 def test_stratified_folds_balance_every_stratum_and_are_stable():
+    """Each stratum spreads over the folds within one case; the split is order-free."""
     strata = {f"c{i:02d}": s for i, s in enumerate(["HGG"] * 13 + ["LGG"] * 7 + ["noET"] * 3)}
     splits = stratified_folds(strata, n_folds=5, seed=7)
     held_out = [c for k in range(5) for c in splits.val_ids(k)]
@@ -29,17 +30,20 @@ def test_stratified_folds_balance_every_stratum_and_are_stable():
 
 
 def test_case_stratum_prefers_grade():
+    """The grade (HGG/LGG) when known, else whether the case has ET."""
     assert case_stratum("LGG", True) == "LGG"
     assert case_stratum(None, True) == "ET"
     assert case_stratum(None, False) == "noET"
 
 
 def test_too_few_labeled_cases_names_both_numbers():
+    """Fewer labeled cases than folds: the error names both counts and the setting."""
     with pytest.raises(ValueError, match=r"3 labeled cases cannot be split into 5 folds.*n_folds"):
         stratified_folds({"a": "ET", "b": "ET", "c": "noET"}, 5, 0)
 
 
 def test_splits_saved_once_and_reused(tmp_path):
+    """splits.json is written once; another seed keeps it, other cases or folds are refused."""
     strata = {f"c{i}": "ET" if i % 3 else "noET" for i in range(7)}
     path = RunDir(tmp_path).splits_file
     first = load_or_create_splits(path, strata, 3, seed=1, unlabeled_ids=["u1"])

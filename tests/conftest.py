@@ -60,19 +60,7 @@ def tiny_run(tmp_path):
     folds of ``BraTS2021_00000`` .. ``00003``, and each fold a ``best.ckpt`` of a network
     with random weights (seeded by the fold number).
     """
-    import torch
-
-    from brats_mtl.data.splits import stratified_folds
-    from brats_mtl.model import MultiTaskNet
-    from brats_mtl.presets import tiny_config
     from brats_mtl.workspace.run_dir import RunDir
+    from tests.helpers import make_run
 
-    config = tiny_config(patch_size=16)
-    run = RunDir(tmp_path / "run")
-    run.save_config(config, has_results=False)
-    case_ids = [f"BraTS2021_0000{i}" for i in range(4)]
-    run.write_splits(stratified_folds({c: "ET" for c in case_ids}, 2, seed=0))
-    for fold in range(2):
-        torch.manual_seed(fold)
-        run.save_fold_model(fold, MultiTaskNet(config.model), "best")
-    return run
+    return RunDir(make_run(tmp_path / "run", [f"BraTS2021_0000{i}" for i in range(4)]))

@@ -31,7 +31,6 @@ from brats_mtl.data import (
     write_phantom_case,
 )
 from brats_mtl.inference.segmenter import Segmenter
-from brats_mtl.model import MultiTaskNet
 from brats_mtl.predict import predict_cases
 from brats_mtl.preprocessing import (
     MIN_STD,
@@ -44,7 +43,7 @@ from brats_mtl.preprocessing import (
 )
 from brats_mtl.presets import tiny_config
 from brats_mtl.workspace.prediction_dir import PredictionDir
-from brats_mtl.workspace.run_dir import RunDir
+from tests.helpers import make_run
 
 SHAPE = (24, 20, 18)
 TOY_CONFIG = InferenceConfig(tta=0, et_min_voxels=0, device="cpu", precision="32")
@@ -88,20 +87,6 @@ def make_empty(files: CaseFiles) -> None:
 
 def make_constant(files: CaseFiles, modality: str, value: float = 0.0) -> None:
     rewrite(files.images[modality], lambda data: np.full_like(data, value))
-
-
-def make_run(run_dir, case_ids, n_folds=2):
-    """A run folder as training writes it (config.yaml, splits.json, best.ckpt per fold)."""
-    from brats_mtl.data.splits import stratified_folds
-
-    config = tiny_config(patch_size=16)
-    run = RunDir(run_dir)
-    run.save_config(config, has_results=False)
-    run.write_splits(stratified_folds({c: "ET" for c in case_ids}, n_folds, seed=0))
-    for fold in range(n_folds):
-        torch.manual_seed(fold)
-        run.save_fold_model(fold, MultiTaskNet(config.model), "best")
-    return run_dir
 
 
 @pytest.fixture
@@ -419,10 +404,8 @@ def test_csv_floats_carry_no_binary_noise(tmp_path):
 
 
 def test_a_missing_input_is_named_before_checkpoint_warnings(tmp_path):
-    run = make_run(tmp_path / "run", ["A", "B"])
-    for fold in (0, 1):  # folds stopped before their first validation
-        ckpt = run / f"fold_{fold}" / "checkpoints"
-        (ckpt / "best.ckpt").rename(ckpt / "last.ckpt")
+    # folds stopped before their first validation: last.ckpt only
+    run = make_run(tmp_path / "run", ["A", "B"], names=("last", "last"))
     result = CliRunner().invoke(
         cli, ["predict", str(run), str(tmp_path / "nowhere"), str(tmp_path / "out"), *FAST]
     )

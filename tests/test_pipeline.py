@@ -11,6 +11,7 @@ from brats_mtl.demo import make_demo_cohort
 from brats_mtl.pipeline import TABLE3_COLUMNS, TABLE4_COLUMNS, run_pipeline
 from brats_mtl.presets import demo_config
 from brats_mtl.workspace import ownership
+from brats_mtl.workspace.run_dir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +256,7 @@ def test_overwrite_refuses_a_folder_brats_mtl_did_not_create(tmp_path):
     home = tmp_path / "home"
     (home / "run").mkdir(parents=True)
     (home / "thesis.tex").write_text("years of work")
-    (home / "run" / "config.yaml").write_text("model: {}\n")  # looks like an old output
+    RunDir(home / "run").config_file.write_text("model: {}\n")  # looks like an old output
     for command in (
         ["run", str(data / "train"), "--out", str(home), "--overwrite"],
         ["demo", "--out", str(home), "--overwrite"],
@@ -278,7 +279,7 @@ def test_overwrite_removes_only_what_brats_mtl_wrote(tmp_path, caplog):
     assert prepare_output_dir(out, "run") is False
     for name in RUN_OUTPUTS:
         (out / name).mkdir() if "." not in name else (out / name).write_text("x")
-    (out / "run" / "fold_0").mkdir()
+    RunDir(out / "run").fold_dir(0).mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--resume"):
         prepare_output_dir(out, "run")
@@ -299,7 +300,7 @@ def test_output_of_a_version_without_markers_can_be_resumed_not_overwritten(tmp_
 
     old = tmp_path / "old"
     (old / "run").mkdir(parents=True)
-    (old / "run" / "config.yaml").write_text("model: {}\n")
+    RunDir(old / "run").config_file.write_text("model: {}\n")
     with pytest.raises(FileExistsError, match="older brats-mtl run: pass --resume"):
         prepare_output_dir(old, "run")
     with pytest.raises(FileExistsError, match="refusing to --overwrite"):
@@ -309,7 +310,7 @@ def test_output_of_a_version_without_markers_can_be_resumed_not_overwritten(tmp_
     # an older demo folder (demo_output/results/run/config.yaml) is reused by the demo
     demo = tmp_path / "demo_output"
     (demo / "results" / "run").mkdir(parents=True)
-    (demo / "results" / "run" / "config.yaml").write_text("model: {}\n")
+    RunDir(demo / "results" / "run").config_file.write_text("model: {}\n")
     assert prepare_output_dir(demo, "demo", resume=True) is True
     with pytest.raises(FileExistsError, match="new or empty --out folder"):
         prepare_output_dir(old, "demo", resume=True)
@@ -476,7 +477,6 @@ def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch
 
     from brats_mtl import pipeline
     from brats_mtl.cli.main import cli
-    from brats_mtl.config import save_config
     from brats_mtl.presets import cpu_config
 
     configs = []
@@ -491,8 +491,7 @@ def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch
     data.mkdir()
     out = tmp_path / "out"
     saved = apply_overrides(cpu_config(), ["train.max_steps=7"])
-    (out / "run").mkdir(parents=True)
-    save_config(saved, out / "run" / "config.yaml")
+    RunDir(out / "run").save_config(saved, has_results=False)
     for args, expected in (
         ([], saved),
         (["--set", "train.lr=0.5"], None),
@@ -508,8 +507,7 @@ def test_run_resume_continues_with_the_saved_configuration(tmp_path, monkeypatch
     assert configs[-1].model == pipeline.Config().model
 
     demo = tmp_path / "demo"
-    (demo / "results" / "run").mkdir(parents=True)
-    save_config(saved, demo / "results" / "run" / "config.yaml")
+    RunDir(demo / "results" / "run").save_config(saved, has_results=False)
     monkeypatch.setattr(
         demo_module,
         "run_demo",

@@ -31,6 +31,7 @@ from brats_mtl.model import MultiTaskNet
 from brats_mtl.predict import PredictionInterrupted, predict_cases, predict_cohort, select_shard
 from brats_mtl.presets import tiny_config
 from brats_mtl.workspace.run_dir import RunDir
+from tests.helpers import make_run
 
 SHAPE = (36, 30, 26)
 BASE = InferenceConfig(tta=0, et_min_voxels=0, device="cpu", precision="32")
@@ -67,24 +68,6 @@ def mtimes(folder) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.nii.gz")}
 
 
-def make_run(run_dir, case_ids, seed=0, n_folds=2):
-    """A run folder as the training code writes it, with random tiny fold models."""
-    from brats_mtl.data.splits import stratified_folds
-
-    config = tiny_config(patch_size=16)
-    run = RunDir(run_dir)
-    run.save_config(config, has_results=False)
-    run.write_splits(stratified_folds({c: "ET" for c in case_ids}, n_folds, seed=0))
-    for fold in range(n_folds):
-        torch.manual_seed(seed * 100 + fold)
-        save_fold(run_dir, fold, MultiTaskNet(config.model))
-    return run_dir
-
-
-def save_fold(run_dir, fold, net) -> None:
-    RunDir(run_dir).save_fold_model(fold, net, "best")
-
-
 def fast_config(run):
     """The run's settings with one pass per case (tta=0, whole volume) to stay fast."""
     from brats_mtl.training import read_run_config
@@ -110,7 +93,7 @@ def test_other_settings_are_refused_the_same_resume(tmp_path, cohort):
         (segmenter(overlap=0.25), "inference.overlap: 0.5 -> 0.25"),
         (segmenter(precision="bf16"), "inference.precision: 32 -> bf16"),
         (Segmenter({0: Toy(), 1: Toy()}, BASE, patch_size=16), "folds: 0 -> 0,1"),
-        (segmenter(OtherToy()), "fold 0 weights: callable test_predict_folder.Toy -> callable"),
+        (segmenter(OtherToy()), f"fold 0 weights: callable {__name__}.Toy -> callable"),
     ]
     for other, difference in refused:
         with pytest.raises(FileExistsError) as error:
@@ -127,7 +110,7 @@ def test_other_settings_are_refused_the_same_resume(tmp_path, cohort):
     assert model.calls == reference.calls > 0  # only the third case was predicted
     recorded = json.loads((out / "records" / ".settings.json").read_text())
     assert recorded["settings"]["inference.tta"] == 0 and recorded["settings"]["folds"] == [0]
-    assert recorded["weights"] == {"0": "callable test_predict_folder.Toy"}
+    assert recorded["weights"] == {"0": f"callable {__name__}.Toy"}
 
 
 def test_overwrite_redoes_every_case_and_an_interrupted_overwrite_resumes(
@@ -199,7 +182,7 @@ def test_run_folder_identity_is_its_weights(tmp_path, cohort):
         predict_cohort(run_b, root, out, config=fast_config(run_b), folds=[0])
     message = str(error.value)
     assert f"run folder: {run_a.resolve()} -> {run_b.resolve()}" in message
-    checkpoint = run_a.resolve() / "fold_0" / "checkpoints" / "best.ckpt"
+    checkpoint = RunDir(run_a.resolve()).checkpoint(0, "best")
     assert f"fold 0 weights: {checkpoint} ({checkpoint.stat().st_size} bytes, modified" in message
     assert "sha256:" in message and mtimes(out) == before
     # a copy of the run, and the same weights saved again: same labels, the run resumes
@@ -211,7 +194,7 @@ def test_run_folder_identity_is_its_weights(tmp_path, cohort):
     assert (table["status"] == "ok").all() and mtimes(out) == before
     # new weights in fold 0 (training went on): refused
     torch.manual_seed(7)
-    save_fold(run_a, 0, MultiTaskNet(tiny_config(patch_size=16).model))
+    RunDir(run_a).save_fold_model(0, MultiTaskNet(tiny_config(patch_size=16).model), "best")
     with pytest.raises(FileExistsError, match="fold 0 weights"):
         predict_cohort(run_a, root, out, config=fast_config(run_a), folds=[0])
 
@@ -242,7 +225,7 @@ def test_model_fingerprint_is_the_weights():
     with torch.no_grad():
         next(twin.parameters()).view(-1)[0] += 1e-6
     assert model_fingerprint(net) != model_fingerprint(twin)
-    assert model_fingerprint(Toy()) == "callable test_predict_folder.Toy"
+    assert model_fingerprint(Toy()) == f"callable {__name__}.Toy"
 
 
 # --- shards and cases removed from the input ----------------------------------------------

@@ -23,11 +23,9 @@ from brats_mtl.cli.main import cli
 from brats_mtl.config import InferenceConfig
 from brats_mtl.data import write_phantom_case
 from brats_mtl.inference.segmenter import Segmenter
-from brats_mtl.model import MultiTaskNet
 from brats_mtl.predict import predict_cases, predict_cohort
-from brats_mtl.presets import tiny_config
 from brats_mtl.workspace.prediction_dir import PredictionDir
-from brats_mtl.workspace.run_dir import RunDir
+from tests.helpers import make_run
 
 SHAPE = (36, 30, 26)
 FAST = ["--tta", "0", "--mode", "whole", "--no-progress", "--set", "inference.device=cpu"]
@@ -38,22 +36,6 @@ def cohort(tmp_path):
     root = tmp_path / "cohort"
     files = [write_phantom_case(root, f"BraTS2021_0000{i}", shape=SHAPE, seed=i) for i in range(2)]
     return root, files
-
-
-def make_run(run_dir, case_ids, names=("best", "best")):
-    """A run folder; fold k's checkpoint is saved as ``names[k]``.ckpt (None: none)."""
-    from brats_mtl.data.splits import stratified_folds
-
-    config = tiny_config(patch_size=16)
-    run = RunDir(run_dir)
-    run.save_config(config, has_results=False)
-    run.write_splits(stratified_folds({c: "ET" for c in case_ids}, len(names), seed=0))
-    for fold, name in enumerate(names):
-        if name is None:
-            continue
-        torch.manual_seed(fold)
-        run.save_fold_model(fold, MultiTaskNet(config.model), name)
-    return run_dir
 
 
 def fast_config(run):

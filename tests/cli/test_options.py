@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from brats_mtl import demo, pipeline
 from brats_mtl.cli.main import cli
 from brats_mtl.cli.options import FLAG_KEYS, flag_overrides, resolve_config
-from brats_mtl.config import Config, apply_overrides, choices, save_config
+from brats_mtl.config import Config, apply_overrides, choices
 from brats_mtl.presets import cpu_config, demo_config
+from brats_mtl.workspace.run_dir import RunDir
 
 
 @pytest.fixture
@@ -66,9 +67,8 @@ def folders(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     run = tmp_path / "run"
-    run.mkdir()
     saved = apply_overrides(cpu_config(), ["train.max_steps=7", "inference.tta=8"])
-    save_config(saved, run / "config.yaml")
+    RunDir(run).save_config(saved, has_results=False)
     return data, run, saved, tmp_path / "out"
 
 
@@ -184,8 +184,7 @@ def test_run_resumes_with_the_saved_configuration_only_without_preset_file_and_s
 ):
     """run: OUT/run/config.yaml with --resume and none of --preset, --config, --set."""
     data, _, saved, out = folders
-    (out / "run").mkdir(parents=True)
-    save_config(saved, out / "run" / "config.yaml")
+    RunDir(out / "run").save_config(saved, has_results=False)
     invoke("run", data, "--out", out, "--resume")
     assert seen[-1] == saved
     invoke("run", data, "--out", out, "--resume", "--labels", "brats2023")
@@ -201,8 +200,7 @@ def test_run_resumes_with_the_saved_configuration_only_without_preset_file_and_s
 def test_demo_continues_with_the_saved_configuration_unless_set_or_overwrite(seen, folders):
     """demo: its saved configuration without --set and --overwrite, else the demo preset."""
     _, _, saved, out = folders
-    (out / "results" / "run").mkdir(parents=True)
-    save_config(saved, out / "results" / "run" / "config.yaml")
+    RunDir(out / "results" / "run").save_config(saved, has_results=False)
     assert invoke("demo", "--out", out)[0].exit_code == 0
     assert seen[-1] == saved
     invoke("demo", "--out", out, "--set", "train.lr=0.5")
@@ -227,9 +225,9 @@ def test_predict_takes_the_run_configuration_then_set_then_flags(tmp_path, seen,
 def test_a_bad_saved_configuration_exits_1_naming_the_file(tmp_path, seen, folders):
     """A saved config.yaml is not an option value: its errors exit 1 and name it."""
     data, run, _, out = folders
-    (run / "config.yaml").write_text("inference:\n  tta: 3\n")
+    RunDir(run).config_file.write_text("inference:\n  tta: 3\n")
     (out / "run").mkdir(parents=True)
-    (out / "run" / "config.yaml").write_text("inference:\n  tta: 3\n")
+    RunDir(out / "run").config_file.write_text("inference:\n  tta: 3\n")
     for argv in (
         ["train", data, "--out", run],
         ["predict", run, data, out],

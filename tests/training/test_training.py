@@ -1,15 +1,13 @@
-"""Training: splits, cache, patch datasets, Lightning fits (loss falls, exact resume,
+"""Training: cache, patch datasets, Lightning fits (loss falls, exact resume,
 unlabeled-only), run-folder rules, CLI with two-process DDP on the CPU."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,6 @@ import torch
 from brats_mtl.config import apply_overrides
 from brats_mtl.conventions import ET
 from brats_mtl.data import discover_cases, load_case, write_phantom_case, write_phantom_cohort
-from brats_mtl.data.splits import case_stratum, load_or_create_splits, stratified_folds
 from brats_mtl.preprocessing import pad_to_size, patch_grid, preprocess_case
 from brats_mtl.presets import tiny_config
 from brats_mtl.training import read_splits
@@ -65,52 +62,6 @@ def cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cached(cohort, tmp_path_factory):
     return build_cache(discover_cases(cohort), tmp_path_factory.mktemp("cache"))
-
-
-# --- splits ----------------------------------------------------------------------------
-
-
-def test_stratified_folds_balance_every_stratum_and_are_stable():
-    strata = {f"c{i:02d}": s for i, s in enumerate(["HGG"] * 13 + ["LGG"] * 7 + ["noET"] * 3)}
-    splits = stratified_folds(strata, n_folds=5, seed=7)
-    held_out = [c for k in range(5) for c in splits.val_ids(k)]
-    assert sorted(held_out) == sorted(strata)  # a partition
-    for stratum, n in Counter(strata.values()).items():
-        per_fold = [sum(strata[c] == stratum for c in splits.val_ids(k)) for k in range(5)]
-        assert max(per_fold) - min(per_fold) <= 1 and sum(per_fold) == n
-    sizes = [len(splits.val_ids(k)) for k in range(5)]
-    assert max(sizes) - min(sizes) <= 1
-    for k in range(5):
-        assert set(splits.train_ids(k)) == set(strata) - set(splits.val_ids(k))
-    assert stratified_folds(dict(reversed(strata.items())), 5, 7) == splits  # order-free
-    assert stratified_folds(strata, 5, 8).folds != splits.folds
-
-
-def test_case_stratum_prefers_grade():
-    assert case_stratum("LGG", True) == "LGG"
-    assert case_stratum(None, True) == "ET"
-    assert case_stratum(None, False) == "noET"
-
-
-def test_too_few_labeled_cases_names_both_numbers():
-    with pytest.raises(ValueError, match=r"3 labeled cases cannot be split into 5 folds.*n_folds"):
-        stratified_folds({"a": "ET", "b": "ET", "c": "noET"}, 5, 0)
-
-
-def test_splits_saved_once_and_reused(tmp_path):
-    strata = {f"c{i}": "ET" if i % 3 else "noET" for i in range(7)}
-    path = RunDir(tmp_path).splits_file
-    first = load_or_create_splits(path, strata, 3, seed=1, unlabeled_ids=["u1"])
-    saved = json.loads(path.read_text())
-    assert saved["strata"]["c0"] == "noET" and saved["unlabeled"] == ["u1"]
-    assert saved["folds"]["0"]["val"] == first.val_ids(0)
-    # a different seed does not reshuffle a saved run
-    assert load_or_create_splits(path, strata, 3, seed=99) == first
-    assert read_splits(tmp_path) == first
-    with pytest.raises(ValueError, match="new run folder"):
-        load_or_create_splits(path, {**strata, "c9": "ET"}, 3, seed=1)
-    with pytest.raises(ValueError, match="n_folds=3"):
-        load_or_create_splits(path, strata, 4, seed=1)
 
 
 # --- cache and datasets ------------------------------------------------------------------
@@ -740,7 +691,7 @@ def test_run_config_rule_protects_runs_with_checkpoints(cohort, tmp_path):
     assert load_config(run_dir / "config.yaml") == second
     assert run.splits.n_folds == 3 and read_splits(run_dir).seed == 5
     # a checkpoint makes it a run with results
-    ckpt = run_dir / "fold_1" / "checkpoints" / "last.ckpt"
+    ckpt = RunDir(run_dir).checkpoint(1, "last")
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"")
     assert run_checkpoints(run_dir) == [ckpt]
@@ -1030,13 +981,12 @@ def test_train_refuses_nested_data_and_run_folders(cohort, tmp_path):
 
 
 def test_overwrite_removes_only_what_training_wrote_in_a_fold(tmp_path, caplog):
-    from brats_mtl.config import save_config
     from brats_mtl.workspace.ownership import OUTPUT_MARKER, clear_fold_dir, prepare_run_dir
     from brats_mtl.workspace.run_dir import FOLD_OUTPUTS
 
     run = tmp_path / "run"
     assert prepare_run_dir(run) is False and (run / OUTPUT_MARKER).is_file()
-    fold = run / "fold_0"
+    fold = RunDir(run).fold_dir(0)
     for name in FOLD_OUTPUTS:
         (fold / name).mkdir(parents=True) if "." not in name else (fold / name).write_text("x")
     assert prepare_run_dir(run, overwrite=True) is True  # a marked run folder is accepted
@@ -1046,21 +996,20 @@ def test_overwrite_removes_only_what_training_wrote_in_a_fold(tmp_path, caplog):
     assert sorted(p.name for p in fold.iterdir()) == ["notes.txt"]
     assert "kept notes.txt" in caplog.text and "removing checkpoints" in caplog.text
     (fold / "notes.txt").unlink()
-    (fold / "checkpoints").mkdir()
+    RunDir(run).fold(0).checkpoint_dir.mkdir()
     clear_fold_dir(fold)
     assert not fold.exists()
     # a run folder written before markers existed: brats-mtl config.yaml + splits.json
-    old = tmp_path / "old"
-    old.mkdir()
-    save_config(_config(), old / "config.yaml")
-    (old / "splits.json").write_text("{}")
-    assert prepare_run_dir(old, overwrite=True) is True
-    (old / "splits.json").unlink()  # a config.yaml alone is not enough
+    old = RunDir(tmp_path / "old")
+    old.save_config(_config(), has_results=False)
+    old.splits_file.write_text("{}")
+    assert prepare_run_dir(old.path, overwrite=True) is True
+    old.splits_file.unlink()  # a config.yaml alone is not enough
     with pytest.raises(FileExistsError, match="did not create"):
-        prepare_run_dir(old)
+        prepare_run_dir(old.path)
 
 
-def test_train_has_the_shared_progress_option():  # see also tests/test_cli_rules.py
+def test_train_has_the_shared_progress_option():  # see also tests/cli/test_rules.py
     from brats_mtl.cli import demo, run, train
 
     for command in (run.command, demo.command, train.command):

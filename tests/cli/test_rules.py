@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from brats_mtl.cli.main import cli
 from brats_mtl.cli.run import progress_bars_wanted
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: Path parameters that name outputs (may not exist yet); every other path parameter is
 #: an input and must exist.
@@ -129,11 +129,11 @@ def test_a_missing_path_exits_2_in_every_subcommand(tmp_path):
 def test_a_bad_setting_on_the_command_line_exits_2_in_every_subcommand(tmp_path):
     """--set (and --config) are option values: what the configuration refuses is a usage
     error in every command that takes them."""
-    from brats_mtl.config import Config, save_config
+    from brats_mtl.config import Config
+    from brats_mtl.workspace.run_dir import RunDir
 
     run_dir, data, table = tmp_path / "run", tmp_path / "data", tmp_path / "t.csv"
-    run_dir.mkdir()
-    save_config(Config(), run_dir / "config.yaml")
+    RunDir(run_dir).save_config(Config(), has_results=False)
     data.mkdir()
     table.write_text("BraTS19ID,Age,Survival,ResectionStatus\nA,50,300,GTR\n")
     out = str(tmp_path / "out")
@@ -199,6 +199,7 @@ def test_a_failed_command_on_an_empty_folder_leaves_no_output_folder(tmp_path, c
 def test_a_failure_after_something_was_written_keeps_the_folder(tmp_path):
     """What a failed attempt wrote (here a cached case) stays for the retry."""
     from brats_mtl.workspace.ownership import OUTPUT_MARKER, removed_if_unused_on_failure
+    from brats_mtl.workspace.run_dir import RunDir
 
     out = tmp_path / "out"
     with pytest.raises(RuntimeError), removed_if_unused_on_failure(out):
@@ -208,7 +209,7 @@ def test_a_failure_after_something_was_written_keeps_the_folder(tmp_path):
         raise RuntimeError("a bad case")
     assert (out / "cache" / "case.npz").is_file() and (out / OUTPUT_MARKER).is_file()
     with pytest.raises(KeyboardInterrupt), removed_if_unused_on_failure(tmp_path / "new"):
-        (tmp_path / "new" / "run" / "fold_0").mkdir(parents=True)
+        RunDir(tmp_path / "new" / "run").fold_dir(0).mkdir(parents=True)
         (tmp_path / "new" / OUTPUT_MARKER).write_text("command: run\n")
         (tmp_path / "new" / "run" / OUTPUT_MARKER).write_text("command: train\n")
         raise KeyboardInterrupt

@@ -29,6 +29,7 @@ from brats_mtl.inference.uncertainty import (
 from brats_mtl.predict import predict_cases
 from brats_mtl.preprocessing import Preprocessed
 from brats_mtl.presets import tiny_config
+from tests.helpers import make_run
 
 SHAPE = (20, 18, 16)  # the crop; windows of 16 with overlap 0.5 blend across it
 BOX = (slice(4, 12), slice(5, 11), slice(3, 9))
@@ -298,8 +299,6 @@ def test_the_estimator_is_a_checked_config_choice(tmp_path):
 
 
 def test_cli_predict_with_uncertainty(tmp_path):
-    from test_inference_predict import make_run
-
     root = tmp_path / "input"
     ids = ["BraTS2021_00000"]
     write_phantom_case(root, ids[0], shape=(20, 20, 20))  # one 16^3 window per pass

@@ -40,7 +40,7 @@ from brats_mtl.predict import (
 from brats_mtl.preprocessing import brain_mask, crop, preprocess_case, uncrop
 from brats_mtl.presets import tiny_config
 from brats_mtl.workspace.prediction_dir import CSV_COLUMNS, PredictionDir
-from brats_mtl.workspace.run_dir import RunDir
+from tests.helpers import make_run
 
 SHAPE = (36, 30, 26)
 CONFIG = InferenceConfig(tta=4, overlap=0.5, window_batch_size=4, device="cpu")
@@ -230,20 +230,6 @@ def test_threshold_cases_pair_unsuppressed_predictions_with_references(tmp_path,
 
 
 # --- run folders and the command line ---------------------------------------------------
-
-
-def make_run(run_dir, case_ids, n_folds=2):
-    """A run folder as the training code writes it, with random tiny fold models."""
-    from brats_mtl.data.splits import stratified_folds
-
-    config = tiny_config(patch_size=16)
-    run = RunDir(run_dir)
-    run.save_config(config, has_results=False)
-    run.write_splits(stratified_folds({c: "ET" for c in case_ids}, n_folds, seed=0))
-    for fold in range(n_folds):
-        torch.manual_seed(fold)
-        run.save_fold_model(fold, MultiTaskNet(config.model), "best")
-    return run_dir
 
 
 def test_cli_predicts_resumes_and_fails_loudly(tmp_path, cohort):

@@ -35,7 +35,7 @@ from brats_mtl.tasks import (
     LESIONWISE_PARAMETERS,
     PED2024,
 )
-from lesionwise_reference import case_scores, robust_hausdorff, surface_distances
+from tests.evaluation.lesionwise_reference import case_scores, robust_hausdorff, surface_distances
 
 GLI = LESIONWISE_PARAMETERS["GLI"]  # d = 3, v = 50
 MEN = LESIONWISE_PARAMETERS["MEN"]  # d = 1, v = 50

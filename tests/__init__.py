@@ -1,0 +1,1 @@
+"""Tests of brats_mtl, laid out as src/brats_mtl is."""

@@ -1,0 +1,1 @@
+"""Tests of brats_mtl.cli: the commands and the rules they share."""

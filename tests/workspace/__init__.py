@@ -1,0 +1,1 @@
+"""Tests of brats_mtl.workspace."""

@@ -424,8 +424,10 @@ def _segmentation_figures(
     figures: Path,
     scheme: str | None = None,
 ) -> dict[str, Path]:
-    """Fig. 1 on the first case; Fig. 3 on the best and worst out-of-fold cases, in the
-    colours of every label of the data's ``scheme``."""
+    """Fig. 1 on the first case; Fig. 3 on the best and worst out-of-fold cases.
+
+    Fig. 3 is drawn in the colours of every label of the data's ``scheme``.
+    """
     import pandas as pd
 
     from brats_mtl.data import discover_cases, load_case, load_label_map, load_raw_label_map
@@ -481,8 +483,10 @@ class _UncertaintyOutputs:
 def _uncertainty_outputs(
     data_dir: str | Path, oof_dir: Path, oof_cases: pd.DataFrame, tables: Path, figures: Path
 ) -> _UncertaintyOutputs:
-    """QU-BraTS scores of the out-of-fold maps beside random maps, and the map figure of
-    the best out-of-fold case."""
+    """QU-BraTS scores of the out-of-fold uncertainty maps beside random maps.
+
+    Also draws the map figure of the best out-of-fold case.
+    """
     import pandas as pd
 
     from brats_mtl.data import discover_cases, load_case, load_label_map
@@ -533,8 +537,10 @@ def _patch_size(run_dir: Path) -> int:
 
 
 def _survival(table, out: Path, config: Config) -> tuple[pd.DataFrame, Path]:
-    """Fit the GTR age regression on a ``SurvivalTable``, score it on its training rows
-    and by k-fold CV."""
+    """Fit the GTR age regression on a ``SurvivalTable``.
+
+    The model is scored on its training rows and by k-fold CV.
+    """
     import pandas as pd
 
     from brats_mtl.figures.common import save_figure
@@ -583,8 +589,11 @@ def _markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def _per_case_table(cases: pd.DataFrame, columns: list[str], predictions_csv: Path) -> pd.DataFrame:
-    """Per-case Dice and HD95 with the case's ET probability and whether ET suppression
-    fired (``predictions.csv`` of ``predict``; the columns are left out without it)."""
+    """Per-case Dice and HD95 with the case's ET probability and whether ET suppression fired.
+
+    The last two come from ``predictions.csv`` of ``predict``; the columns are left out
+    without it.
+    """
     import pandas as pd
 
     table = cases.set_index("Label")[columns].apply(pd.to_numeric)
@@ -612,8 +621,9 @@ def write_report(
     uncertainty: pd.DataFrame | None = None,
     test_cases: pd.DataFrame | None = None,
 ) -> Path:
-    """Write ``OUT/report.md``: Tables 3 and 4, per-case results (with each case's ET
-    probability and whether ET suppression fired), links to figures and files.
+    """Write ``OUT/report.md``: Tables 3 and 4, per-case results, links to figures and files.
+
+    The per-case results show each case's ET probability and whether ET suppression fired.
 
     ``lesionwise``: the out-of-fold lesion-wise table, summarised per region when given.
     ``note``, when given, is the paragraph right under the title (e.g. the demo's

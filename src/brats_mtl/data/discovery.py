@@ -235,8 +235,12 @@ def _is_nifti(name: str) -> bool:
 def _group_case_files(
     names: list[str],
 ) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
-    """File names grouped as case ID -> lower-case suffix (t1, seg, ...) -> names, and the
-    names that match no ``<ID>_<suffix>`` pattern."""
+    """File names grouped by case ID and suffix.
+
+    Returns:
+        case ID -> lower-case suffix (t1, seg, ...) -> names, and the names that match no
+        ``<ID>_<suffix>`` pattern.
+    """
     groups: dict[str, dict[str, list[str]]] = {}
     unmatched: list[str] = []
     for name in names:
@@ -363,8 +367,11 @@ def _case_from_group(
 def _grade_from_name_mapping(
     folder: Path, root: Path, case_id: str, tables: dict[Path, dict[str, str]]
 ) -> str | None:
-    """Grade of ``case_id`` from a ``name_mapping.csv`` in the folders from the case up to
-    the parent of ``root`` (the 2020 release keeps it beside the case folders)."""
+    """Grade of ``case_id`` from a ``name_mapping.csv``, None when no table lists it.
+
+    The tables are looked for in the folders from the case up to the parent of ``root``
+    (the 2020 release keeps it beside the case folders).
+    """
     for parent in (folder, *folder.parents):
         path = parent / _NAME_MAPPING
         if path not in tables:
@@ -565,8 +572,12 @@ def discover_label_maps(root: str | Path) -> dict[str, LabelFile]:
 
 
 def _folder_label_maps(folder: Path, names: list[str]) -> tuple[list[LabelFile], list[str]]:
-    """The label maps lying directly in ``folder`` (see :func:`discover_label_maps`), and
-    the names of its other NIfTI files that are not case images (ignored)."""
+    """The label maps lying directly in ``folder`` (see :func:`discover_label_maps`).
+
+    Returns:
+        The label maps, and the names of the folder's other NIfTI files that are not case
+        images (ignored).
+    """
     if folder.name in _MSD_LABEL_DIRS:
         return [LabelFile(_NIFTI_RE.sub("", n), folder / n, MSD) for n in names], []
     groups, unmatched = _group_case_files(names)

@@ -384,8 +384,9 @@ def _vessel_mask(
     t_semi: np.ndarray,
     core_r: float,
 ) -> np.ndarray:
-    """A straight tube of radius 1 voxel through the tumor, beside the core (the caller
-    keeps its part in the edema).
+    """A straight tube of radius 1 voxel through the tumor, beside the core.
+
+    The caller keeps the tube's part in the edema.
 
     The line runs in a random direction and passes the tumor centre on a random side, at
     ``(core_r + 1) / 2`` of the tumor's semi-axes from it (half way between the core's

@@ -95,8 +95,9 @@ def check_model_config(config: ModelConfig) -> None:
 
 
 class MultiTaskNet(nn.Module):
-    """Shared 3D U-Net encoder with a segmentation decoder, an FCVAE decoder and an ET
-    classifier (paper Fig. 2).
+    """Shared 3D U-Net encoder with a segmentation decoder, an FCVAE decoder and an ET classifier.
+
+    Source: paper Fig. 2.
 
     Args:
         config: the ``model`` section of the configuration.

@@ -124,7 +124,8 @@ def survival_metrics(
     Args:
         predicted_days: float (N,) [days].
         true_days: float (N,) [days], same order.
-        short_days, long_days: class boundaries (see :func:`survival_class`).
+        short_days: below this, short survivor (see :func:`survival_class`).
+        long_days: above this, long survivor (see :func:`survival_class`).
 
     Returns:
         :class:`SurvivalMetrics`.

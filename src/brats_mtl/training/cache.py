@@ -246,8 +246,10 @@ def _cache_one(args: tuple[CaseFiles, str, bool, str | None]) -> CachedCase:
 
 
 def _is_cached(files: CaseFiles, cache_dir: str, use_labels: bool, scheme: str | None) -> bool:
-    """True when the case's cache entry is complete and current (False when a file is
-    missing: :func:`cache_case` then reports it)."""
+    """True when the case's cache entry is complete and current.
+
+    False when a file is missing: :func:`cache_case` then reports it.
+    """
     try:
         key = cache_key(files, use_labels and files.labeled, scheme)
     except FileNotFoundError:
@@ -256,8 +258,11 @@ def _is_cached(files: CaseFiles, cache_dir: str, use_labels: bool, scheme: str |
 
 
 def _start_method() -> str:
-    """ "fork" while torch is not loaded (cheap, and works from any script), else "spawn":
-    a fork of a process holding torch's OpenMP thread pool can deadlock in the child."""
+    """The multiprocessing start method of the cache's workers.
+
+    "fork" while torch is not loaded (cheap, and works from any script), else "spawn":
+    a fork of a process holding torch's OpenMP thread pool can deadlock in the child.
+    """
     if "torch" not in sys.modules and "fork" in multiprocessing.get_all_start_methods():
         return "fork"
     return "spawn"

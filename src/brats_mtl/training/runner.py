@@ -38,8 +38,10 @@ logger = logging.getLogger(__name__)
 
 
 def _lightning_warning_filters() -> None:
-    """Hide the known Lightning warnings that no call of ours causes (inside
-    ``warnings.catch_warnings``)."""
+    """Hide the known Lightning warnings that no call of ours causes.
+
+    Call it inside ``warnings.catch_warnings``.
+    """
     # Source: lightning/pytorch/utilities/_pytree.py:21 (Lightning 2.6, used by its
     # CombinedLoader in every fit) builds torch.utils._pytree.LeafSpec(), which torch
     # (2.13 here) marks deprecated with a FutureWarning. No argument of our Trainer call
@@ -546,9 +548,11 @@ def train_on_cases(
 
 
 def _resumed_at_max_steps(last: Path, max_steps: int, resume: bool) -> int | None:
-    """The step of ``last`` when resuming from it would train nothing (it is at or past
-    ``max_steps``), else None (no resume, no checkpoint, or ``max_steps`` < 0: the
-    epoch limit decides)."""
+    """The step of ``last`` when resuming from it would train nothing, else None.
+
+    Resuming trains nothing when ``last`` is at or past ``max_steps``. None also when not
+    resuming, without a checkpoint, or with ``max_steps`` < 0 (the epoch limit decides).
+    """
     if not resume or max_steps < 0 or not last.is_file():
         return None
     import torch
@@ -566,22 +570,27 @@ def _resumed_at_max_steps(last: Path, max_steps: int, resume: bool) -> int | Non
 
 
 def _steps_per_epoch(n_patches: int, batch_size: int, world_size: int) -> int:
-    """Optimizer steps in one epoch of each process (:class:`PatchSampler` splits the
-    patches over processes, the last batch may be short)."""
+    """Optimizer steps in one epoch of each process.
+
+    :class:`PatchSampler` splits the patches over processes; the last batch may be short.
+    """
     per_process = math.ceil(n_patches / max(world_size, 1))
     return max(1, math.ceil(per_process / batch_size))
 
 
 def first_validation_step(train: Any, steps_per_epoch: int) -> int:
-    """The optimizer step of the first validation when training runs long enough:
-    ``val_every_n_epochs`` epochs of ``steps_per_epoch`` steps (Lightning's
-    ``check_val_every_n_epoch``)."""
+    """The optimizer step of the first validation when training runs long enough.
+
+    That is ``val_every_n_epochs`` epochs of ``steps_per_epoch`` steps (Lightning's
+    ``check_val_every_n_epoch``).
+    """
     return train.val_every_n_epochs * steps_per_epoch
 
 
 def _warn_if_no_validation(train: Any, steps_per_epoch: int, out: Path) -> None:
-    """WARNING when ``train.max_steps`` ends the fit before its first validation, with the
-    settings that would give one.
+    """Log a WARNING when ``train.max_steps`` ends the fit before its first validation.
+
+    The warning names the settings that would give one.
 
     Lightning validates at the end of every ``val_every_n_epochs``-th epoch, and
     :class:`~brats_mtl.training.module.MultiTaskModule` asks for a validation where

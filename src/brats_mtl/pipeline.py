@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,15 +115,14 @@ def run_pipeline(
     overwrite: bool = False,
     progress: bool = True,
     command_line: str | None = None,
-    labels: str | None = None,
     without: Collection[str] = (),
     report_note: str | None = None,
 ) -> PipelineResult:
     """Train, predict out-of-fold (and on a test folder), evaluate, fit survival, report.
 
-    The label scheme of the data (``tasks``; ``labels`` or inferred when training)
-    decides the network's classes, the values written and the regions of the tables and
-    the report (ET, WT, TC, then e.g. NETC, SNFH, RC for ``gli-post``).
+    The label scheme of the data (``tasks``; ``config.train.labels`` or inferred when
+    training) decides the network's classes, the values written and the regions of the
+    tables and the report (ET, WT, TC, then e.g. NETC, SNFH, RC for ``gli-post``).
 
     Args:
         data_dir: labeled BraTS cohort in any supported layout (cross-validated); None
@@ -144,7 +143,6 @@ def run_pipeline(
             :func:`~brats_mtl.workspace.ownership.prepare_output_dir`).
         progress: progress bars.
         command_line: recorded in the output folder's marker file.
-        labels: the data's label scheme (``--labels``); default: inferred from the data.
         without: with ``resume``, recorded inputs not to reuse: ``"test_dir"`` (no
             test-set row), ``"survival_csv"`` (no survival section); what the run derived
             from them (``tables/test_set_ensemble.csv``; ``survival/``,
@@ -189,7 +187,6 @@ def run_pipeline(
             command_line=command_line,
             without=without,
             report_note=report_note,
-            labels=labels,
         )
 
 
@@ -208,7 +205,6 @@ def _run_pipeline(
     command_line: str | None,
     without: Collection[str],
     report_note: str | None,
-    labels: str | None,
 ) -> PipelineResult:
     """:func:`run_pipeline` inside its clean-up on failure."""
     from brats_mtl.evaluation import evaluate_folders, write_results_csv
@@ -250,8 +246,6 @@ def _run_pipeline(
     if resume and not overwrite:
         remove_derived_outputs(out, without)
     config = config or Config()
-    if labels is not None:
-        config = replace(config, train=replace(config.train, labels=labels))
     run_dir = out / "run"
     tables = out / "tables"
     figures = out / "figures"
@@ -556,7 +550,7 @@ def _survival(table, out: Path, config: Config) -> tuple[pd.DataFrame, Path]:
     model = fit_age_model(table, config.survival)
     save_model(model, out / "model.json", overwrite=True)
     train, _ = evaluate_predictions(predict_table(model, table), table, config.survival)
-    cv = cross_validate(table, config.survival, folds=config.survival.cv_folds, seed=0)
+    cv = cross_validate(table, config.survival, seed=0)
     table4 = pd.DataFrame(
         {
             "Train set (fitted rows)": train.as_row(),

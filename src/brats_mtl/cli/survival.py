@@ -6,6 +6,7 @@ Source: paper 4.3, 5.2, Table 4, Fig. 4; docs/design.md section 7.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -106,9 +107,9 @@ def fit(
 
     _check_free(overwrite, out)
     table = read_survival_csv(csv, strict=strict)
-    model = fit_age_model(
-        table, config, gtr_only=False if all_resections else None, include_censored=include_censored
-    )
+    if all_resections:
+        config = dataclasses.replace(config, gtr_only=False)
+    model = fit_age_model(table, config, include_censored=include_censored)
     save_model(model, out, overwrite=overwrite)
     click.echo(table.describe())
     click.echo(
@@ -231,9 +232,11 @@ def cv(
 
     _check_free(overwrite, out, per_case)
     table = read_survival_csv(csv)
-    result = cross_validate(
-        table, config, folds=folds, seed=seed, gtr_only=False if all_resections else None
-    )
+    if all_resections:
+        config = dataclasses.replace(config, gtr_only=False)
+    if folds is not None:
+        config = dataclasses.replace(config, cv_folds=folds)
+    result = cross_validate(table, config, seed=seed)
     _write_csv(result.table(), out, overwrite)
     if per_case is not None:
         _write_csv(result.per_case, per_case, overwrite)

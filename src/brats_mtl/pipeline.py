@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brats_mtl.atomic import write_text_atomic
+from brats_mtl.atomic import atomic_output, write_text_atomic
 from brats_mtl.config import Config
 from brats_mtl.conventions import REGION_ORDER
 from brats_mtl.workspace.ownership import (
@@ -305,7 +305,8 @@ def _run_pipeline(
             rows["Test set (fold ensemble)"] = test_cases
 
     table3 = table3_layout(rows, table3_columns(scheme))
-    table3.to_csv(tables / "table3.csv", float_format="%.4f")
+    with atomic_output(tables / "table3.csv", overwrite=True) as tmp:
+        table3.to_csv(tmp, float_format="%.4f")
 
     figure_paths = _segmentation_figures(data_dir, oof_dir, oof_cases, run_dir, figures, scheme)
     uncertainty = None  # QU-BraTS scores of the out-of-fold maps (inference.uncertainty)
@@ -315,7 +316,8 @@ def _run_pipeline(
     table4 = None
     if survival_table is not None:
         table4, fig4 = _survival(survival_table, out / "survival", config)
-        table4.to_csv(tables / "table4.csv", float_format="%.4f")
+        with atomic_output(tables / "table4.csv", overwrite=True) as tmp:
+            table4.to_csv(tmp, float_format="%.4f")
         figure_paths["fig4_survival"] = fig4
 
     report = write_report(

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brats_mtl.atomic import atomic_output, write_text_atomic
 from brats_mtl.data import CaseFiles, load_case
 from brats_mtl.preprocessing import Box, preprocess_case
 from brats_mtl.tasks import LabelScheme, get_label_scheme, network_classes
@@ -152,10 +153,8 @@ def _load_valid(cache_dir: Path, case_id: str, key: str) -> CachedCase | None:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as f:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-    tmp.replace(path)
 
 
 def cache_case(
@@ -209,10 +208,9 @@ def cache_case(
         "grade": files.grade,
         "layout": files.layout,
     }
-    path = _meta_path(cache_dir, files.case_id)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    tmp.replace(path)
+    write_text_atomic(
+        _meta_path(cache_dir, files.case_id), json.dumps(meta, indent=1) + "\n", overwrite=True
+    )
     return _from_meta(cache_dir, meta)
 
 

@@ -64,11 +64,6 @@ def _check_free(overwrite: bool, *paths: Path | None) -> None:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 censored row``, ``2 censored rows``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def _write_csv(frame, path: Path, overwrite: bool) -> None:
     from brats_mtl.atomic import write_text_atomic
 
@@ -103,6 +98,7 @@ def fit(
     config,
 ) -> None:
     """Fit survival days on age (GTR rows of CSV); save the model as JSON."""
+    from brats_mtl.conventions import plural
     from brats_mtl.survival import fit_age_model, read_survival_csv, save_model
 
     _check_free(overwrite, out)
@@ -115,7 +111,7 @@ def fit(
     click.echo(
         f"{model.equation()}  (n = {model.n}, residual std = "
         f"{model.residual_std_days:.0f} days, R^2 = {model.r_squared:.3f}, "
-        f"{_count(model.n_censored_excluded, 'censored row')} of the fitted group left out)"
+        f"{plural(model.n_censored_excluded, 'censored row')} of the fitted group left out)"
     )
     click.echo(f"wrote {out}")
 
@@ -141,6 +137,7 @@ def predict(
     overwrite: bool,
 ) -> None:
     """Predict survival days for CSV (validation or training format)."""
+    from brats_mtl.conventions import plural
     from brats_mtl.survival import load_model, predict_table, read_survival_csv, write_submission
 
     _check_free(overwrite, out)
@@ -151,7 +148,7 @@ def predict(
     days = predictions["predicted_days"]
     click.echo(table.describe())
     click.echo(
-        f"predicted {_count(len(predictions), 'case' if all_rows else 'GTR case')} "
+        f"predicted {plural(len(predictions), 'case' if all_rows else 'GTR case')} "
         f"({days.min():.0f} to {days.max():.0f} days) with {model.equation()}"
     )
     click.echo(f"wrote {out}")

@@ -35,7 +35,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brats_mtl.conventions import BRATS_2019, BRATS_2023, MODALITIES, MSD, LabelConvention
+from brats_mtl.conventions import (
+    BRATS_2019,
+    BRATS_2023,
+    MODALITIES,
+    MSD,
+    LabelConvention,
+    plural,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -188,14 +195,14 @@ def discover_cases(
     if broken:
         logger.info(
             "found %s under %s: %d readable (%d labeled), %d unreadable",
-            _plural(len(cases) + len(broken), "case"),
+            plural(len(cases) + len(broken), "case"),
             root,
             len(cases),
             n_labeled,
             len(broken),
         )
     else:
-        logger.info("found %s (%d labeled) under %s", _plural(len(cases), "case"), n_labeled, root)
+        logger.info("found %s (%d labeled) under %s", plural(len(cases), "case"), n_labeled, root)
     if broken:
         broken.sort(key=lambda b: b.case_id)
         # say what the caller does with these cases, not "skipped"
@@ -203,10 +210,6 @@ def discover_cases(
             logger.warning("%s: %s; %s", b.case_id, b.message, consequence)
         invalid.extend((b.case_id, b.message) for b in broken)
     return cases
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _where(case: CaseFiles) -> Path:
@@ -562,12 +565,12 @@ def discover_label_maps(root: str | Path) -> dict[str, LabelFile]:
             "ignored %s under %s that the reference naming does not make a label map "
             "(<ID>_seg.nii.gz, <ID>-seg.nii.gz, case images, or <ID>.nii.gz named by BraTS "
             "case IDs): %s%s",
-            _plural(len(ignored), "NIfTI file"),
+            plural(len(ignored), "NIfTI file"),
             root,
             shown,
             more,
         )
-    logger.info("found %s under %s", _plural(len(found), "reference label map"), root)
+    logger.info("found %s under %s", plural(len(found), "reference label map"), root)
     return dict(sorted(found.items()))
 
 

@@ -25,7 +25,7 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
-from brats_mtl.conventions import ED, ET, NCR_NET
+from brats_mtl.conventions import ED, ET, NCR_NET, Box
 from brats_mtl.figures.common import pyplot as _pyplot
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -216,9 +216,9 @@ def overlay_rgba(labels: np.ndarray, scheme: str | None = None) -> np.ndarray:
 
 def preprocessing_figure(
     raw: np.ndarray,
-    box: tuple[slice, slice, slice],
+    box: Box,
     normalised: np.ndarray,
-    patch: tuple[slice, slice, slice],
+    patch: Box,
     z: int | None = None,
     modality: str = "t2",
     *,

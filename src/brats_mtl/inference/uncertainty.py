@@ -48,6 +48,7 @@ from brats_mtl.conventions import (
     CLASS_LABELS,
     REGIONS,
     UNCERTAINTY_MAP_WORDS,
+    Box,
     uncertainty_map_name,
 )
 
@@ -266,7 +267,7 @@ def mean_uncertainty_in_regions(
 
 def write_uncertainty_maps(
     maps: Mapping[str, np.ndarray],
-    box: tuple[slice, slice, slice],
+    box: Box,
     reference: Case,
     output_dir: str | Path,
     *,

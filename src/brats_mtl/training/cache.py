@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from brats_mtl.atomic import atomic_output, write_text_atomic
+from brats_mtl.conventions import Box
 from brats_mtl.data import CaseFiles, load_case
-from brats_mtl.preprocessing import Box, preprocess_case
+from brats_mtl.preprocessing import preprocess_case
 from brats_mtl.tasks import LabelScheme, get_label_scheme, network_classes
 
 logger = logging.getLogger(__name__)

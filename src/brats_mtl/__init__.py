@@ -11,7 +11,7 @@ Layers, lowest first: a module imports only from its own layer's package and the
 before it, never from one after it (``tests/test_layering.py`` checks every import, also
 those inside functions, and that no two modules import each other in a cycle)::
 
-    conventions     labels, regions, modality names, HD95 penalties
+    conventions     labels, regions, modality names, HD95 penalties; Box, plural()
     atomic          the only writer (temp file, then rename)
     config          the configuration tree
     tasks           the BraTS label schemes of each task

@@ -168,6 +168,12 @@ def get_label_convention(convention: LabelConvention | str) -> LabelConvention:
         ) from None
 
 
+#: A box of a 3-D volume: one slice per spatial axis, e.g. the brain's bounding box
+#: (``preprocessing.crop_to_brain``) or a sliding window; index an (X, Y, Z) array with
+#: it, or a (C, X, Y, Z) one with ``(slice(None), *box)``.
+Box = tuple[slice, slice, slice]
+
+
 def plural(count: int, noun: str) -> str:
     """``"1 case"``, ``"2 cases"``: a count with its noun in the right number (English -s)."""
     return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -13,13 +13,10 @@ layouts (what the readers take).
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from brats_mtl.atomic import write_text_atomic
+from brats_mtl.atomic import atomic_folder, write_text_atomic
 from brats_mtl.config import Config
 from brats_mtl.pipeline import PipelineResult, run_pipeline
 from brats_mtl.presets import demo_config
@@ -224,17 +221,6 @@ def demo_cohort(root: str | Path, *, seed: int = 0) -> DemoCohort:
         logger.info("reusing the synthetic cohort in %s", root)
         return cohort
     logger.info("writing a synthetic cohort to %s", root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the usual permissions
-    try:
+    with atomic_folder(root, overwrite=True) as tmp:  # an incomplete root is replaced
         make_demo_cohort(tmp, seed=seed)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return cohort

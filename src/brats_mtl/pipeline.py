@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brats_mtl.atomic import write_text_atomic
+from brats_mtl.atomic import atomic_output, write_text_atomic
 from brats_mtl.config import Config
 from brats_mtl.conventions import REGION_ORDER
 from brats_mtl.workspace.ownership import (
@@ -115,15 +115,14 @@ def run_pipeline(
     overwrite: bool = False,
     progress: bool = True,
     command_line: str | None = None,
-    labels: str | None = None,
     without: Collection[str] = (),
     report_note: str | None = None,
 ) -> PipelineResult:
     """Train, predict out-of-fold (and on a test folder), evaluate, fit survival, report.
 
-    The label scheme of the data (``tasks``; ``labels`` or inferred when training)
-    decides the network's classes, the values written and the regions of the tables and
-    the report (ET, WT, TC, then e.g. NETC, SNFH, RC for ``gli-post``).
+    The label scheme of the data (``tasks``; ``config.train.labels`` or inferred when
+    training) decides the network's classes, the values written and the regions of the
+    tables and the report (ET, WT, TC, then e.g. NETC, SNFH, RC for ``gli-post``).
 
     Args:
         data_dir: labeled BraTS cohort in any supported layout (cross-validated); None
@@ -144,7 +143,6 @@ def run_pipeline(
             :func:`~brats_mtl.workspace.ownership.prepare_output_dir`).
         progress: progress bars.
         command_line: recorded in the output folder's marker file.
-        labels: the data's label scheme (``--labels``); default: inferred from the data.
         without: with ``resume``, recorded inputs not to reuse: ``"test_dir"`` (no
             test-set row), ``"survival_csv"`` (no survival section); what the run derived
             from them (``tables/test_set_ensemble.csv``; ``survival/``,
@@ -189,7 +187,6 @@ def run_pipeline(
             command_line=command_line,
             without=without,
             report_note=report_note,
-            labels=labels,
         )
 
 
@@ -208,7 +205,6 @@ def _run_pipeline(
     command_line: str | None,
     without: Collection[str],
     report_note: str | None,
-    labels: str | None,
 ) -> PipelineResult:
     """:func:`run_pipeline` inside its clean-up on failure."""
     from brats_mtl.evaluation import evaluate_folders, write_results_csv
@@ -250,8 +246,6 @@ def _run_pipeline(
     if resume and not overwrite:
         remove_derived_outputs(out, without)
     config = config or Config()
-    if labels is not None:
-        config = replace(config, train=replace(config.train, labels=labels))
     run_dir = out / "run"
     tables = out / "tables"
     figures = out / "figures"
@@ -311,7 +305,8 @@ def _run_pipeline(
             rows["Test set (fold ensemble)"] = test_cases
 
     table3 = table3_layout(rows, table3_columns(scheme))
-    table3.to_csv(tables / "table3.csv", float_format="%.4f")
+    with atomic_output(tables / "table3.csv", overwrite=True) as tmp:
+        table3.to_csv(tmp, float_format="%.4f")
 
     figure_paths = _segmentation_figures(data_dir, oof_dir, oof_cases, run_dir, figures, scheme)
     uncertainty = None  # QU-BraTS scores of the out-of-fold maps (inference.uncertainty)
@@ -321,7 +316,8 @@ def _run_pipeline(
     table4 = None
     if survival_table is not None:
         table4, fig4 = _survival(survival_table, out / "survival", config)
-        table4.to_csv(tables / "table4.csv", float_format="%.4f")
+        with atomic_output(tables / "table4.csv", overwrite=True) as tmp:
+            table4.to_csv(tmp, float_format="%.4f")
         figure_paths["fig4_survival"] = fig4
 
     report = write_report(
@@ -424,8 +420,10 @@ def _segmentation_figures(
     figures: Path,
     scheme: str | None = None,
 ) -> dict[str, Path]:
-    """Fig. 1 on the first case; Fig. 3 on the best and worst out-of-fold cases, in the
-    colours of every label of the data's ``scheme``."""
+    """Fig. 1 on the first case; Fig. 3 on the best and worst out-of-fold cases.
+
+    Fig. 3 is drawn in the colours of every label of the data's ``scheme``.
+    """
     import pandas as pd
 
     from brats_mtl.data import discover_cases, load_case, load_label_map, load_raw_label_map
@@ -481,8 +479,10 @@ class _UncertaintyOutputs:
 def _uncertainty_outputs(
     data_dir: str | Path, oof_dir: Path, oof_cases: pd.DataFrame, tables: Path, figures: Path
 ) -> _UncertaintyOutputs:
-    """QU-BraTS scores of the out-of-fold maps beside random maps, and the map figure of
-    the best out-of-fold case."""
+    """QU-BraTS scores of the out-of-fold uncertainty maps beside random maps.
+
+    Also draws the map figure of the best out-of-fold case.
+    """
     import pandas as pd
 
     from brats_mtl.data import discover_cases, load_case, load_label_map
@@ -533,8 +533,10 @@ def _patch_size(run_dir: Path) -> int:
 
 
 def _survival(table, out: Path, config: Config) -> tuple[pd.DataFrame, Path]:
-    """Fit the GTR age regression on a ``SurvivalTable``, score it on its training rows
-    and by k-fold CV."""
+    """Fit the GTR age regression on a ``SurvivalTable``.
+
+    The model is scored on its training rows and by k-fold CV.
+    """
     import pandas as pd
 
     from brats_mtl.figures.common import save_figure
@@ -550,7 +552,7 @@ def _survival(table, out: Path, config: Config) -> tuple[pd.DataFrame, Path]:
     model = fit_age_model(table, config.survival)
     save_model(model, out / "model.json", overwrite=True)
     train, _ = evaluate_predictions(predict_table(model, table), table, config.survival)
-    cv = cross_validate(table, config.survival, folds=config.survival.cv_folds, seed=0)
+    cv = cross_validate(table, config.survival, seed=0)
     table4 = pd.DataFrame(
         {
             "Train set (fitted rows)": train.as_row(),
@@ -583,8 +585,11 @@ def _markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def _per_case_table(cases: pd.DataFrame, columns: list[str], predictions_csv: Path) -> pd.DataFrame:
-    """Per-case Dice and HD95 with the case's ET probability and whether ET suppression
-    fired (``predictions.csv`` of ``predict``; the columns are left out without it)."""
+    """Per-case Dice and HD95 with the case's ET probability and whether ET suppression fired.
+
+    The last two come from ``predictions.csv`` of ``predict``; the columns are left out
+    without it.
+    """
     import pandas as pd
 
     table = cases.set_index("Label")[columns].apply(pd.to_numeric)
@@ -612,8 +617,9 @@ def write_report(
     uncertainty: pd.DataFrame | None = None,
     test_cases: pd.DataFrame | None = None,
 ) -> Path:
-    """Write ``OUT/report.md``: Tables 3 and 4, per-case results (with each case's ET
-    probability and whether ET suppression fired), links to figures and files.
+    """Write ``OUT/report.md``: Tables 3 and 4, per-case results, links to figures and files.
+
+    The per-case results show each case's ET probability and whether ET suppression fired.
 
     ``lesionwise``: the out-of-fold lesion-wise table, summarised per region when given.
     ``note``, when given, is the paragraph right under the title (e.g. the demo's

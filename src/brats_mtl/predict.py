@@ -16,7 +16,6 @@ Source: paper, Inference, section 5.1 and Table 3; docs/design.md sections 4 and
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import time
@@ -729,22 +728,6 @@ def _file_identity(path: Path) -> dict[str, Any]:
     stat = path.stat()
     modified = datetime.datetime.fromtimestamp(stat.st_mtime).isoformat(timespec="seconds")
     return {"file": str(path.resolve()), "bytes": stat.st_size, "modified": modified}
-
-
-def with_inference_overrides(config: Config, **values: Any) -> Config:
-    """``config`` with ``inference`` fields replaced (None values are ignored).
-
-    Args:
-        config: the configuration.
-        **values: ``inference`` field -> new value, e.g. ``tta=0`` (from CLI flags).
-
-    Returns:
-        The new configuration (``config`` itself when nothing changes).
-    """
-    changes = {k: v for k, v in values.items() if v is not None}
-    if not changes:
-        return config
-    return dataclasses.replace(config, inference=dataclasses.replace(config.inference, **changes))
 
 
 def threshold_cases(

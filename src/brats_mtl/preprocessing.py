@@ -19,12 +19,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from brats_mtl.conventions import MODALITIES
+from brats_mtl.conventions import MODALITIES, Box
 
 if TYPE_CHECKING:
     from brats_mtl.data import Case
-
-Box = tuple[slice, slice, slice]
 
 
 #: Smallest standard deviation a channel is divided by in :func:`zscore_in_mask`, as

@@ -70,7 +70,7 @@ def test_paper_rows_read_like_tables_1_and_2():
 
 
 def test_text_summary_has_part_totals():
-    text = model_summary(tiny_config(), patch_size=48)
+    text = model_summary(tiny_config(48))
     assert "encoder (" in text and "VAE decoder (" in text and "total:" in text
     assert "DC1" in text and "4 x 48^3" in text
 

@@ -278,7 +278,7 @@ def test_fit_equals_least_squares_and_band_equals_statsmodels(tmp_path):
 
 def test_fit_on_all_resections_and_with_censored(tmp_path):
     table = read_survival_csv(write(tmp_path, TABLE_2019))
-    assert fit_age_model(table, gtr_only=False).n == 7
+    assert fit_age_model(table, SurvivalConfig(gtr_only=False)).n == 7
     model = fit_age_model(table, include_censored=True)
     assert model.n == 7 and model.n_censored_excluded == 0 and model.include_censored
 
@@ -429,7 +429,7 @@ def test_cross_validation_predicts_each_fold_from_the_others(tmp_path):
         f"C_{i},{a:.3f},{d:.0f},GTR\n" for i, (a, d) in enumerate(zip(ages, days, strict=True))
     )
     table = read_survival_csv(write(tmp_path, text))
-    result = cross_validate(table, folds=3, seed=1)
+    result = cross_validate(table, SurvivalConfig(cv_folds=3), seed=1)
     cases = result.per_case
     assert [m.n for m in result.per_fold] == [10, 10, 10] and result.pooled.n == 30
     held = cases["fold"] == 0

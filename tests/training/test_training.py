@@ -381,10 +381,9 @@ def test_interrupted_and_resumed_fold_equals_uninterrupted(cohort, tmp_path):
             cohort,
             out,
             0,
-            config=_config(f"train.max_steps={max_steps}"),
+            config=_config(f"train.max_steps={max_steps}", "train.checkpoint_every_n_steps=1000"),
             cache_dir=tmp_path / "cache",
             enable_progress_bar=False,
-            checkpoint_every_n_steps=1000,
             **kwargs,
         )
 
@@ -713,7 +712,6 @@ def test_train_flags_override_the_config_and_are_saved_with_the_run(cohort, tmp_
     from click.testing import CliRunner
 
     from brats_mtl.cli.main import cli
-    from brats_mtl.training.runner import with_train_settings
 
     out = tmp_path / "run"
     base = [
@@ -751,12 +749,6 @@ def test_train_flags_override_the_config_and_are_saved_with_the_run(cohort, tmp_
     again = yaml.safe_load((out / "config.yaml").read_text())["train"]
     assert again["cache_workers"] == 1 and again["checkpoint_every_n_steps"] == 7
 
-    config = _config()
-    assert with_train_settings(config, cache_workers=None, deterministic=None) is config
-    assert with_train_settings(config, deterministic=False).train.deterministic is False
-    with pytest.raises(TypeError):
-        with_train_settings(config, not_a_setting=1)
-
 
 # --- SIGTERM ---------------------------------------------------------------------------
 
@@ -790,10 +782,9 @@ def test_sigterm_saves_the_step_in_progress_and_resume_equals_uninterrupted(
             cohort,
             out,
             0,
-            config=_config("train.max_steps=8"),
+            config=_config("train.max_steps=8", "train.checkpoint_every_n_steps=1000"),
             cache_dir=tmp_path / "cache",
             enable_progress_bar=False,
-            checkpoint_every_n_steps=1000,
             **kwargs,
         )
 

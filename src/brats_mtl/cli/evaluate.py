@@ -190,6 +190,8 @@ def command(
             "scored): " + ", ".join(missing["references"])
         )
     if failed:
+        from brats_mtl.conventions import plural
+
         for case_id, error in failed.items():
             click.echo(f"  FAILED {case_id}: {error}", err=True)
         n_failed = len(failed)
@@ -200,7 +202,7 @@ def command(
             else f"no case scored, {out_path} not written"
         )
         raise click.ClickException(
-            f"{n_failed} case{'' if n_failed == 1 else 's'} could not be scored ({written}); "
+            f"{plural(n_failed, 'case')} could not be scored ({written}); "
             f"fix {them} and run the same command again" + (" with --overwrite" if n_cases else "")
         )
 
@@ -253,12 +255,9 @@ def _write_tables(per_case, out_path: Path, overwrite: bool, lesion_rows, lesion
 
 
 def _echo_legacy_summary(per_case, out_path: Path) -> None:
-    from brats_mtl.conventions import REGION_ORDER
+    from brats_mtl.conventions import REGION_ORDER, plural
 
-    n_cases = len(per_case)
-    click.echo(
-        f"Evaluated {n_cases} case{'' if n_cases == 1 else 's'}; results written to {out_path}"
-    )
+    click.echo(f"Evaluated {plural(len(per_case), 'case')}; results written to {out_path}")
     click.echo(f"{'region':<8}{'mean Dice':>12}{'mean HD95 (mm)':>17}")
     for region in REGION_ORDER:
         click.echo(
@@ -268,10 +267,10 @@ def _echo_legacy_summary(per_case, out_path: Path) -> None:
 
 
 def _echo_protocol_summary(per_case, out_path: Path, protocol: str) -> None:
-    n_cases = len(per_case)
+    from brats_mtl.conventions import plural
+
     click.echo(
-        f"Evaluated {n_cases} case{'' if n_cases == 1 else 's'} ({protocol}); results written "
-        f"to {out_path}"
+        f"Evaluated {plural(len(per_case), 'case')} ({protocol}); results written to {out_path}"
     )
     lesionwise = protocol != "legacy"
     dice = "LesionWise_Dice" if lesionwise else "Dice"

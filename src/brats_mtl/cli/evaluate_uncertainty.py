@@ -118,8 +118,9 @@ def command(
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         raise click.ClickException(str(error)) from error
 
-    n = len(results.per_case)
-    click.echo(f"Scored {n} case{'' if n == 1 else 's'}; results written to {out_path}")
+    from brats_mtl.conventions import plural
+
+    click.echo(f"Scored {plural(len(results.per_case), 'case')}; results written to {out_path}")
     rows = [("maps", mean_scores(results.per_case))]
     if results.random is not None:
         rows.append(("random", mean_scores(results.random)))

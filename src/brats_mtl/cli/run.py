@@ -10,8 +10,11 @@ from brats_mtl.cli.options import preset_option, resolve_config
 
 
 def labels_option(what: str = "the data"):
-    """The ``--labels`` option of ``run``, ``train`` and ``predict``: a label scheme of
-    ``brats_mtl.tasks`` (default: inferred per case from layout, ID and values)."""
+    """The ``--labels`` option of ``run``, ``train`` and ``predict``.
+
+    Its value is a label scheme of ``brats_mtl.tasks``; the default is inferred per case
+    from the layout, ID and values.
+    """
     from brats_mtl.tasks import LABEL_SCHEMES
 
     return click.option(
@@ -27,8 +30,10 @@ def labels_option(what: str = "the data"):
 
 
 def progress_option():
-    """The ``--progress/--no-progress`` option of ``run``, ``demo``, ``train`` and
-    ``predict``; None when neither is given (see :func:`progress_bars_wanted`)."""
+    """The ``--progress/--no-progress`` option of ``run``, ``demo``, ``train`` and ``predict``.
+
+    Its value is None when neither is given (see :func:`progress_bars_wanted`).
+    """
     return click.option(
         "--progress/--no-progress",
         default=None,
@@ -38,9 +43,11 @@ def progress_option():
 
 
 def progress_bars_wanted(progress: bool | None) -> bool:
-    """Whether to draw progress bars: ``progress`` when given, else only when both stdout
-    and stderr are terminals (Lightning draws on stdout, tqdm on stderr). A bar written
-    into a file keeps every redraw: a short demo's log grew to hundreds of kilobytes.
+    """Whether to draw progress bars.
+
+    ``progress`` when given, else only when both stdout and stderr are terminals
+    (Lightning draws on stdout, tqdm on stderr). A bar written into a file keeps every
+    redraw: a short demo's log grew to hundreds of kilobytes.
 
     Args:
         progress: ``--progress`` (True), ``--no-progress`` (False) or neither (None).

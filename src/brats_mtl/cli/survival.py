@@ -6,6 +6,7 @@ Source: paper 4.3, 5.2, Table 4, Fig. 4; docs/design.md section 7.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -63,11 +64,6 @@ def _check_free(overwrite: bool, *paths: Path | None) -> None:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 censored row``, ``2 censored rows``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def _write_csv(frame, path: Path, overwrite: bool) -> None:
     from brats_mtl.atomic import write_text_atomic
 
@@ -102,19 +98,20 @@ def fit(
     config,
 ) -> None:
     """Fit survival days on age (GTR rows of CSV); save the model as JSON."""
+    from brats_mtl.conventions import plural
     from brats_mtl.survival import fit_age_model, read_survival_csv, save_model
 
     _check_free(overwrite, out)
     table = read_survival_csv(csv, strict=strict)
-    model = fit_age_model(
-        table, config, gtr_only=False if all_resections else None, include_censored=include_censored
-    )
+    if all_resections:
+        config = dataclasses.replace(config, gtr_only=False)
+    model = fit_age_model(table, config, include_censored=include_censored)
     save_model(model, out, overwrite=overwrite)
     click.echo(table.describe())
     click.echo(
         f"{model.equation()}  (n = {model.n}, residual std = "
         f"{model.residual_std_days:.0f} days, R^2 = {model.r_squared:.3f}, "
-        f"{_count(model.n_censored_excluded, 'censored row')} of the fitted group left out)"
+        f"{plural(model.n_censored_excluded, 'censored row')} of the fitted group left out)"
     )
     click.echo(f"wrote {out}")
 
@@ -140,6 +137,7 @@ def predict(
     overwrite: bool,
 ) -> None:
     """Predict survival days for CSV (validation or training format)."""
+    from brats_mtl.conventions import plural
     from brats_mtl.survival import load_model, predict_table, read_survival_csv, write_submission
 
     _check_free(overwrite, out)
@@ -150,7 +148,7 @@ def predict(
     days = predictions["predicted_days"]
     click.echo(table.describe())
     click.echo(
-        f"predicted {_count(len(predictions), 'case' if all_rows else 'GTR case')} "
+        f"predicted {plural(len(predictions), 'case' if all_rows else 'GTR case')} "
         f"({days.min():.0f} to {days.max():.0f} days) with {model.equation()}"
     )
     click.echo(f"wrote {out}")
@@ -231,9 +229,11 @@ def cv(
 
     _check_free(overwrite, out, per_case)
     table = read_survival_csv(csv)
-    result = cross_validate(
-        table, config, folds=folds, seed=seed, gtr_only=False if all_resections else None
-    )
+    if all_resections:
+        config = dataclasses.replace(config, gtr_only=False)
+    if folds is not None:
+        config = dataclasses.replace(config, cv_folds=folds)
+    result = cross_validate(table, config, seed=seed)
     _write_csv(result.table(), out, overwrite)
     if per_case is not None:
         _write_csv(result.per_case, per_case, overwrite)

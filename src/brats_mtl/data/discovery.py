@@ -35,7 +35,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brats_mtl.conventions import BRATS_2019, BRATS_2023, MODALITIES, MSD, LabelConvention
+from brats_mtl.conventions import (
+    BRATS_2019,
+    BRATS_2023,
+    MODALITIES,
+    MSD,
+    LabelConvention,
+    plural,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -188,14 +195,14 @@ def discover_cases(
     if broken:
         logger.info(
             "found %s under %s: %d readable (%d labeled), %d unreadable",
-            _plural(len(cases) + len(broken), "case"),
+            plural(len(cases) + len(broken), "case"),
             root,
             len(cases),
             n_labeled,
             len(broken),
         )
     else:
-        logger.info("found %s (%d labeled) under %s", _plural(len(cases), "case"), n_labeled, root)
+        logger.info("found %s (%d labeled) under %s", plural(len(cases), "case"), n_labeled, root)
     if broken:
         broken.sort(key=lambda b: b.case_id)
         # say what the caller does with these cases, not "skipped"
@@ -203,10 +210,6 @@ def discover_cases(
             logger.warning("%s: %s; %s", b.case_id, b.message, consequence)
         invalid.extend((b.case_id, b.message) for b in broken)
     return cases
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _where(case: CaseFiles) -> Path:
@@ -235,8 +238,12 @@ def _is_nifti(name: str) -> bool:
 def _group_case_files(
     names: list[str],
 ) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
-    """File names grouped as case ID -> lower-case suffix (t1, seg, ...) -> names, and the
-    names that match no ``<ID>_<suffix>`` pattern."""
+    """File names grouped by case ID and suffix.
+
+    Returns:
+        case ID -> lower-case suffix (t1, seg, ...) -> names, and the names that match no
+        ``<ID>_<suffix>`` pattern.
+    """
     groups: dict[str, dict[str, list[str]]] = {}
     unmatched: list[str] = []
     for name in names:
@@ -363,8 +370,11 @@ def _case_from_group(
 def _grade_from_name_mapping(
     folder: Path, root: Path, case_id: str, tables: dict[Path, dict[str, str]]
 ) -> str | None:
-    """Grade of ``case_id`` from a ``name_mapping.csv`` in the folders from the case up to
-    the parent of ``root`` (the 2020 release keeps it beside the case folders)."""
+    """Grade of ``case_id`` from a ``name_mapping.csv``, None when no table lists it.
+
+    The tables are looked for in the folders from the case up to the parent of ``root``
+    (the 2020 release keeps it beside the case folders).
+    """
     for parent in (folder, *folder.parents):
         path = parent / _NAME_MAPPING
         if path not in tables:
@@ -555,18 +565,22 @@ def discover_label_maps(root: str | Path) -> dict[str, LabelFile]:
             "ignored %s under %s that the reference naming does not make a label map "
             "(<ID>_seg.nii.gz, <ID>-seg.nii.gz, case images, or <ID>.nii.gz named by BraTS "
             "case IDs): %s%s",
-            _plural(len(ignored), "NIfTI file"),
+            plural(len(ignored), "NIfTI file"),
             root,
             shown,
             more,
         )
-    logger.info("found %s under %s", _plural(len(found), "reference label map"), root)
+    logger.info("found %s under %s", plural(len(found), "reference label map"), root)
     return dict(sorted(found.items()))
 
 
 def _folder_label_maps(folder: Path, names: list[str]) -> tuple[list[LabelFile], list[str]]:
-    """The label maps lying directly in ``folder`` (see :func:`discover_label_maps`), and
-    the names of its other NIfTI files that are not case images (ignored)."""
+    """The label maps lying directly in ``folder`` (see :func:`discover_label_maps`).
+
+    Returns:
+        The label maps, and the names of the folder's other NIfTI files that are not case
+        images (ignored).
+    """
     if folder.name in _MSD_LABEL_DIRS:
         return [LabelFile(_NIFTI_RE.sub("", n), folder / n, MSD) for n in names], []
     groups, unmatched = _group_case_files(names)

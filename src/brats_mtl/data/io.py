@@ -283,13 +283,19 @@ def write_segmentation(
         convention: a :class:`LabelConvention` or its name (``"brats2019"``,
             ``"brats2023"``, ``"msd"``); default: ``reference.files.label_convention``.
         overwrite: replace an existing file.
+        scheme: the label scheme of ``brats_mtl.tasks`` (or its name) of the labels. A
+            scheme without a three-region convention (``gli-post``, ``ped2024``): the
+            labels are already the file values, checked against the scheme and written
+            as they are (``convention`` unused). None or any other scheme: internal
+            labels, written in ``convention``.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
         FileExistsError: if ``path`` exists and ``overwrite`` is False.
-        ValueError: on a wrong shape, labels outside {0, 1, 2, 4}, an unknown
+        ValueError: on a wrong shape, labels outside {0, 1, 2, 4} (or outside the
+            scheme's labels), an unknown
             convention, a path without a NIfTI extension, or a path that is one of the
             case's input files.
 

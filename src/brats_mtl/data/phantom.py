@@ -12,14 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
-import uuid
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from brats_mtl.atomic import write_text_atomic
 from brats_mtl.conventions import BRATS_2019, BRATS_2023, ED, ET, MODALITIES, MSD, NCR_NET
 from brats_mtl.data.discovery import LAYOUTS, MSD_CHANNELS, SUFFIX_OF_MODALITY, CaseFiles
 from brats_mtl.data.io import save_nifti
@@ -384,8 +383,9 @@ def _vessel_mask(
     t_semi: np.ndarray,
     core_r: float,
 ) -> np.ndarray:
-    """A straight tube of radius 1 voxel through the tumor, beside the core (the caller
-    keeps its part in the edema).
+    """A straight tube of radius 1 voxel through the tumor, beside the core.
+
+    The caller keeps the tube's part in the edema.
 
     The line runs in a random direction and passes the tumor centre on a random side, at
     ``(core_r + 1) / 2`` of the tumor's semi-axes from it (half way between the core's
@@ -487,10 +487,4 @@ def _add_name_mapping_row(path: Path, case_id: str, grade: str) -> None:
     writer = csv.DictWriter(buffer, fieldnames=_NAME_MAPPING_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(buffer.getvalue())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, buffer.getvalue(), overwrite=True)

@@ -1,6 +1,8 @@
-"""BraTS evaluation: the 2017-2021 online system (legacy), the 2023-2025 lesion-wise
-protocol and the 2026 evaluator (panoptica, optional); per-case and summary tables;
-the QU-BraTS score of uncertainty maps (``evaluation.uncertainty``).
+"""BraTS evaluation of predicted label maps against references.
+
+The 2017-2021 online system (legacy), the 2023-2025 lesion-wise protocol and the 2026
+evaluator (panoptica, optional); per-case and summary tables; the QU-BraTS score of
+uncertainty maps (``evaluation.uncertainty``).
 
 Source: BraTS online evaluation (paper Table 3), BraTS 2023 lesion-wise metrics code,
 the ``brats-evaluation`` package.

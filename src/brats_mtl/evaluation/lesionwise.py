@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from brats_mtl.conventions import Box
 from brats_mtl.evaluation.metrics import (
     _bounding_box,
     _counts,
@@ -347,7 +348,7 @@ def evaluate_lesionwise(
     return {column: out[column] for column in lesionwise_columns(scheme)}
 
 
-def _grow(box, margin: int, shape) -> tuple[slice, slice, slice] | None:
+def _grow(box: Box | None, margin: int, shape: tuple[int, ...]) -> Box | None:
     if box is None:
         return None
     return tuple(
@@ -356,7 +357,7 @@ def _grow(box, margin: int, shape) -> tuple[slice, slice, slice] | None:
     )
 
 
-def _union_box(boxes: list[tuple[slice, ...]]) -> tuple[slice, slice, slice]:
+def _union_box(boxes: list[Box]) -> Box:
     return tuple(
         slice(min(b[axis].start for b in boxes), max(b[axis].stop for b in boxes))
         for axis in range(3)

@@ -39,7 +39,13 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from brats_mtl.conventions import HD95_ONE_EMPTY_MM, INTERNAL_LABELS, REGION_ORDER, REGIONS
+from brats_mtl.conventions import (
+    HD95_ONE_EMPTY_MM,
+    INTERNAL_LABELS,
+    REGION_ORDER,
+    REGIONS,
+    Box,
+)
 
 #: Metric names of the online system's result table, in its column order (after ``Label``).
 METRIC_NAMES: tuple[str, ...] = ("Dice", "Sensitivity", "Specificity", "Hausdorff95")
@@ -47,8 +53,6 @@ METRIC_NAMES: tuple[str, ...] = ("Dice", "Sensitivity", "Specificity", "Hausdorf
 METRIC_COLUMNS: tuple[str, ...] = tuple(
     f"{metric}_{region}" for metric in METRIC_NAMES for region in REGION_ORDER
 )
-
-_Box = tuple[slice, slice, slice]
 
 
 def region_mask(labels: np.ndarray, values: Iterable[int]) -> np.ndarray:
@@ -581,7 +585,7 @@ def _surfel_area_table(spacing: tuple[float, float, float]) -> np.ndarray:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _bounding_box(mask: np.ndarray) -> _Box | None:
+def _bounding_box(mask: np.ndarray) -> Box | None:
     """Smallest box holding every True voxel of a 3-D mask; None when it is empty."""
     plane_xy = mask.any(axis=2)  # (X, Y)
     xs = np.flatnonzero(plane_xy.any(axis=1))

@@ -242,8 +242,11 @@ def _present(values: np.ndarray) -> list[int]:
 
 
 def table_columns(rows: Sequence[dict]) -> list[str]:
-    """``Label``, then every other key of the rows in order of first appearance, and
-    ``Note`` (``grid.NOTE_COLUMN``) last when some row has one."""
+    """The column order of a table of ``rows``.
+
+    ``Label``, then every other key of the rows in order of first appearance, and
+    ``Note`` (``grid.NOTE_COLUMN``) last when some row has one.
+    """
     columns: dict[str, None] = {"Label": None}
     for row in rows:
         columns.update(dict.fromkeys(row))

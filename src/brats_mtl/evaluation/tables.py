@@ -78,9 +78,10 @@ def evaluate_case(
         ref_path: reference label map (NIfTI).
         case_id: value of the ``Label`` column; default: the reference file name without
             its suffix.
-        ref_convention, pred_convention: label convention of each file (a
-            ``LabelConvention`` or its name); None infers it from the values
-            ({0, 1, 2, 4}: BraTS 2017-2021; a 3 and no 4: BraTS 2023+).
+        ref_convention: label convention of the reference (a ``LabelConvention`` or its
+            name); None infers it from the values ({0, 1, 2, 4}: BraTS 2017-2021; a 3 and
+            no 4: BraTS 2023+).
+        pred_convention: label convention of the prediction, as ``ref_convention``.
 
     Returns:
         ``{"Label": case_id, "Dice_ET": ..., ..., "Hausdorff95_TC": ...}`` (HD95 in mm, on
@@ -601,8 +602,11 @@ class _SchemeTask(NamedTuple):
 def _scored_by_scheme(
     protocol: str, labels: str | None, case_id: str, layout: LabelConvention | None
 ) -> bool:
-    """Every protocol but legacy, a stated scheme, and BraTS 2023+ references (whose
-    scheme may be post-treatment or pediatric) go through ``protocols.score_case``."""
+    """Whether a case is scored by label scheme (``protocols.score_case``).
+
+    Every protocol but legacy, a stated scheme, and BraTS 2023+ references (whose scheme
+    may be post-treatment or pediatric) go through ``protocols.score_case``.
+    """
     from brats_mtl.tasks import case_id_era
 
     return (
@@ -635,8 +639,12 @@ def _score_scheme_task(task: _SchemeTask) -> tuple[dict[str, str | float], list[
 def _evaluate_task(
     task: Sequence,
 ) -> tuple[dict[str, str | float] | None, list[dict], str | None]:
-    """``(row, lesion rows, None)`` for a scored case, ``(None, [], message)`` for one
-    that cannot be (the same for both paths, legacy and by label scheme)."""
+    """Score one case's task, catching the errors of a case that cannot be scored.
+
+    Returns:
+        ``(row, lesion rows, None)`` for a scored case, ``(None, [], message)`` for one
+        that cannot be (the same for both paths, legacy and by label scheme).
+    """
     logger.debug("evaluating %s", task[2])
     try:
         if isinstance(task, _SchemeTask):

@@ -1,5 +1,6 @@
-"""Slice figures of the paper: preprocessing steps (Fig. 1) and ground truth beside
-prediction (Fig. 3).
+"""Slice figures of the paper.
+
+Preprocessing steps (Fig. 1) and ground truth beside prediction (Fig. 3).
 
 Functions take plain arrays in the voxel order of their files, with the files' affine, and
 return a ``matplotlib.figure.Figure``; save them with ``brats_mtl.figures.common.save_figure``.
@@ -24,7 +25,7 @@ from nibabel.orientations import (
     ornt_transform,
 )
 
-from brats_mtl.conventions import ED, ET, NCR_NET
+from brats_mtl.conventions import ED, ET, NCR_NET, Box
 from brats_mtl.figures.common import pyplot as _pyplot
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,8 +151,10 @@ class AxialView:
         return apply_orientation(volume, self.transform)
 
     def display_index(self, index: int, n: int) -> int:
-        """Voxel index along :attr:`axis` (of length ``n``) -> slice index in display
-        order, inferior first; the map is its own inverse."""
+        """Voxel index along :attr:`axis` (of length ``n``) -> slice index in display order.
+
+        Slices are displayed inferior first; the map is its own inverse.
+        """
         return n - 1 - index if self.transform[self.axis, 1] == -1 else index
 
     def slice(self, volume: np.ndarray, index: int) -> np.ndarray:
@@ -175,8 +178,9 @@ class AxialView:
 
 
 def tumor_slice_index(labels: np.ndarray) -> int:
-    """Axial index (last axis) with the most tumor voxels, the first one if tied; the middle
-    slice if no tumor.
+    """Axial index (last axis) with the most tumor voxels.
+
+    The first one if tied; the middle slice if there is no tumor.
 
     Args:
         labels: uint8 (X, Y, Z) label map, any convention (non-zero = tumor), its last axis
@@ -212,9 +216,9 @@ def overlay_rgba(labels: np.ndarray, scheme: str | None = None) -> np.ndarray:
 
 def preprocessing_figure(
     raw: np.ndarray,
-    box: tuple[slice, slice, slice],
+    box: Box,
     normalised: np.ndarray,
-    patch: tuple[slice, slice, slice],
+    patch: Box,
     z: int | None = None,
     modality: str = "t2",
     *,
@@ -291,8 +295,10 @@ def segmentation_figure(
     affine: np.ndarray,
     scheme: str | None = None,
 ) -> Figure:
-    """Fig. 3: ground truth beside prediction on one axial slice, in radiological convention
-    (anterior at the top, the patient's left on the image's right).
+    """Fig. 3: ground truth beside prediction on one axial slice.
+
+    In radiological convention: anterior at the top, the patient's left on the image's
+    right.
 
     Args:
         background: float32 (X, Y, Z) intensity volume shown under the labels (e.g. flair),

@@ -8,7 +8,6 @@ figure is a bare ``Figure`` (no pyplot, no GUI backend).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,7 +101,9 @@ def plot_training_curves(metrics: str | Path | pd.DataFrame, *, title: str | Non
 
 
 def save_training_curves(metrics_csv: str | Path, out_png: str | Path, *, dpi: int = 120) -> Path:
-    """Plot a fold's ``metrics.csv`` and save the PNG atomically (temp file, then rename).
+    """Plot a fold's ``metrics.csv`` and save the PNG atomically, replacing ``out_png``.
+
+    The figure is closed once saved (:func:`~brats_mtl.figures.common.save_figure`).
 
     Returns:
         ``out_png``.
@@ -110,9 +111,6 @@ def save_training_curves(metrics_csv: str | Path, out_png: str | Path, *, dpi: i
     Raises:
         As :func:`plot_training_curves`.
     """
-    out = Path(out_png)
-    fig = plot_training_curves(metrics_csv)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    tmp.replace(out)
-    return out
+    from brats_mtl.figures.common import save_figure
+
+    return save_figure(plot_training_curves(metrics_csv), out_png, dpi=dpi, overwrite=True)

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from brats_mtl.config import choices
-from brats_mtl.inference.sliding_window import Box, Predictor, VolumePredictor
+from brats_mtl.conventions import Box
+from brats_mtl.inference.sliding_window import Predictor, VolumePredictor
 
 logger = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from brats_mtl.config import InferenceConfig, choices
+from brats_mtl.conventions import Box
 from brats_mtl.data import Case
 from brats_mtl.inference.ensemble import ENSEMBLE_METHODS, FoldEnsemble
 from brats_mtl.inference.network import (
@@ -59,7 +60,7 @@ from brats_mtl.inference.uncertainty import (
     check_estimator,
     uncertainty_maps,
 )
-from brats_mtl.preprocessing import Box, Preprocessed, crop, preprocess_case, uncrop
+from brats_mtl.preprocessing import Preprocessed, crop, preprocess_case, uncrop
 from brats_mtl.preprocessing import brain_mask as nonzero_mask
 from brats_mtl.tasks import NetworkClasses, network_classes
 

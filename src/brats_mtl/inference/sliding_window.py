@@ -50,11 +50,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from brats_mtl.conventions import Box
 from brats_mtl.inference.tta import flip_box, flip_spatial, mirror_axes
 
 logger = logging.getLogger(__name__)
 
-Box = tuple[slice, slice, slice]
 Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 VolumePredictor = Callable[[torch.Tensor, Sequence[Box]], tuple[torch.Tensor, torch.Tensor]]
 #: Receives one mirror pass's class map, int64 (x, y, z) on the cropped grid.

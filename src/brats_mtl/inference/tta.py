@@ -15,6 +15,7 @@ import itertools
 import torch
 
 from brats_mtl.config import choices
+from brats_mtl.conventions import Box
 
 #: The TTA settings accepted by :func:`mirror_axes` (``InferenceConfig.tta``).
 TTA_CHOICES: tuple[int, ...] = choices("inference.tta")
@@ -65,9 +66,7 @@ def flip_spatial(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
     return torch.flip(tensor, [offset + a for a in axes])
 
 
-def flip_box(
-    box: tuple[slice, slice, slice], shape: tuple[int, int, int], axes: tuple[int, ...]
-) -> tuple[slice, slice, slice]:
+def flip_box(box: Box, shape: tuple[int, int, int], axes: tuple[int, ...]) -> Box:
     """Where a box lands after mirroring the volume along ``axes``.
 
     Args:

@@ -48,6 +48,7 @@ from brats_mtl.conventions import (
     CLASS_LABELS,
     REGIONS,
     UNCERTAINTY_MAP_WORDS,
+    Box,
     uncertainty_map_name,
 )
 
@@ -66,13 +67,15 @@ REGION_CLASSES: dict[str, np.ndarray] = {
 
 
 def _regions(classes: NetworkClasses | None) -> Mapping[str, tuple[int, ...]]:
-    """region -> internal labels: the label scheme's (``classes``), else BraTS 2017's."""
+    """Region -> internal labels: the label scheme's (``classes``), else BraTS 2017's."""
     return REGIONS if classes is None else classes.regions
 
 
 def _region_classes(classes: NetworkClasses | None) -> dict[str, np.ndarray]:
-    """region -> bool (n_classes,): which network classes lie in it (:data:`REGION_CLASSES`
-    for BraTS 2017's classes)."""
+    """Region -> bool (n_classes,): which network classes lie in it.
+
+    :data:`REGION_CLASSES` for BraTS 2017's classes (``classes`` None).
+    """
     if classes is None:
         return REGION_CLASSES
     labels = np.asarray(classes.labels)
@@ -264,7 +267,7 @@ def mean_uncertainty_in_regions(
 
 def write_uncertainty_maps(
     maps: Mapping[str, np.ndarray],
-    box: tuple[slice, slice, slice],
+    box: Box,
     reference: Case,
     output_dir: str | Path,
     *,

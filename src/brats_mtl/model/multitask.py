@@ -95,14 +95,12 @@ def check_model_config(config: ModelConfig) -> None:
 
 
 class MultiTaskNet(nn.Module):
-    """Shared 3D U-Net encoder with a segmentation decoder, an FCVAE decoder and an ET
-    classifier (paper Fig. 2).
+    """Shared 3D U-Net encoder with a segmentation decoder, an FCVAE decoder and an ET classifier.
 
     Args:
-        config: the ``model`` section of the configuration.
-        classifier_kernel_size: kernel of the classifier's two convolutions (Table 2 is
-            silent; see ``brats_mtl.model.classifier``); None: ``config.classifier_kernel_size``
-            (1 by default).
+        config: the ``model`` section of the configuration (the classifier's kernel is
+            ``config.classifier_kernel_size``: Table 2 is silent, see
+            ``brats_mtl.model.classifier``).
 
     Attributes:
         encoder: ``Encoder``; ``encoder.widths`` and ``encoder.depth`` size everything else.
@@ -118,9 +116,11 @@ class MultiTaskNet(nn.Module):
         >>> out = net(torch.zeros(2, 4, 32, 32, 32), with_vae=True)
         >>> out.seg_logits.shape, out.cls_logits.shape, out.mu.shape
         (torch.Size([2, 4, 32, 32, 32]), torch.Size([2, 2]), torch.Size([2, 4, 4, 4, 4]))
+
+    Source: paper Fig. 2.
     """
 
-    def __init__(self, config: ModelConfig, *, classifier_kernel_size: int | None = None) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         check_model_config(config)
         self.config = config
@@ -138,11 +138,7 @@ class MultiTaskNet(nn.Module):
             norm_groups=groups,
             negative_slope=slope,
             dropout=config.dropout,
-            kernel_size=(
-                config.classifier_kernel_size
-                if classifier_kernel_size is None
-                else classifier_kernel_size
-            ),
+            kernel_size=config.classifier_kernel_size,
         )
 
     @property

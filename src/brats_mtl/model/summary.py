@@ -7,7 +7,6 @@ allocating its activations.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +42,12 @@ class SummaryRow:
     params: int
 
 
-def summary_rows(config: Any, patch_size: int | None = None) -> list[SummaryRow]:
+def summary_rows(config: Any) -> list[SummaryRow]:
     """Every layer's input and output shape and parameter count, part by part.
 
     Args:
-        config: a ``ModelConfig`` or a whole ``Config`` (its ``model`` section is used).
-        patch_size: edge of the cubic input patch; ``config.patch_size`` if None.
+        config: a ``ModelConfig`` or a whole ``Config`` (its ``model`` section is used);
+            the input is one cubic patch of edge ``patch_size``.
 
     Returns:
         Rows in forward order within each part, parts in the order of ``PARTS``.
@@ -59,8 +58,6 @@ def summary_rows(config: Any, patch_size: int | None = None) -> list[SummaryRow]
     Source: paper Tables 1 and 2 (layer names), docs/design.md section 3.
     """
     model_config: ModelConfig = getattr(config, "model", config)
-    if patch_size is not None:
-        model_config = dataclasses.replace(model_config, patch_size=patch_size)
     with torch.device("meta"):
         net = MultiTaskNet(model_config).eval()
     layers = _named_layers(net)
@@ -97,12 +94,11 @@ def summary_rows(config: Any, patch_size: int | None = None) -> list[SummaryRow]
     return sorted(rows, key=lambda r: PARTS.index(r.part))  # stable: forward order kept
 
 
-def model_summary(config: Any, patch_size: int | None = None) -> str:
+def model_summary(config: Any) -> str:
     """The summary as text: one table per part with its total, then the network's total.
 
     Args:
-        config: a ``ModelConfig`` or a whole ``Config``.
-        patch_size: edge of the cubic input patch; ``config.patch_size`` if None.
+        config: a ``ModelConfig`` or a whole ``Config`` (see :func:`summary_rows`).
 
     Returns:
         Plain text, one line per layer: name, operation, input, output, parameters.
@@ -110,7 +106,7 @@ def model_summary(config: Any, patch_size: int | None = None) -> str:
     Raises:
         ValueError: if the configuration or the patch size is invalid.
     """
-    rows = summary_rows(config, patch_size)
+    rows = summary_rows(config)
     header = ("Name", "Operation", "Input", "Output", "Params")
     lines: list[str] = []
     total = 0

@@ -124,7 +124,8 @@ def survival_metrics(
     Args:
         predicted_days: float (N,) [days].
         true_days: float (N,) [days], same order.
-        short_days, long_days: class boundaries (see :func:`survival_class`).
+        short_days: below this, short survivor (see :func:`survival_class`).
+        long_days: above this, long survivor (see :func:`survival_class`).
 
     Returns:
         :class:`SurvivalMetrics`.
@@ -310,9 +311,7 @@ def cross_validate(
     table: SurvivalTable,
     config: SurvivalConfig | None = None,
     *,
-    folds: int | None = None,
     seed: int = 0,
-    gtr_only: bool | None = None,
     include_censored: bool = False,
 ) -> CrossValidation:
     """k-fold cross-validated metrics of the age regression on a training table.
@@ -324,10 +323,9 @@ def cross_validate(
 
     Args:
         table: training table.
-        config: boundaries, ``gtr_only`` and ``cv_folds`` defaults; ``SurvivalConfig()``.
-        folds: number of folds; ``config.cv_folds`` if None.
+        config: class boundaries, ``gtr_only`` and the number of folds ``cv_folds``;
+            ``SurvivalConfig()`` if None.
         seed: seed of the fold shuffle.
-        gtr_only: override ``config.gtr_only``.
         include_censored: also use censored rows (with their follow-up days).
 
     Returns:
@@ -338,8 +336,7 @@ def cross_validate(
             folds (each training part needs :data:`MIN_FIT_ROWS` rows).
     """
     config = config or SurvivalConfig()
-    folds = config.cv_folds if folds is None else folds
-    gtr_only = config.gtr_only if gtr_only is None else gtr_only
+    folds, gtr_only = config.cv_folds, config.gtr_only
     if not table.has_survival:
         raise ValueError(
             f"{table.path}: no survival column; cross-validation needs a training table"

@@ -224,15 +224,14 @@ def fit_age_model(
     table: SurvivalTable,
     config: SurvivalConfig | None = None,
     *,
-    gtr_only: bool | None = None,
     include_censored: bool = False,
 ) -> AgeSurvivalModel:
     """Fit survival on age over a table's GTR patients with known age and survival.
 
     Args:
         table: a training table from :func:`~brats_mtl.survival.io.read_survival_csv`.
-        config: class boundaries and ``gtr_only`` default; ``SurvivalConfig()`` if None.
-        gtr_only: override ``config.gtr_only``; False fits every resection status.
+        config: class boundaries and ``gtr_only`` (False fits every resection status);
+            ``SurvivalConfig()`` if None.
         include_censored: fit censored rows with their follow-up days (off: those
             patients outlived the number; they are left out and counted).
 
@@ -246,7 +245,7 @@ def fit_age_model(
     Source: paper 4.3 ("linear regression on patient-age, based on GTR patients only").
     """
     config = config or SurvivalConfig()
-    gtr_only = config.gtr_only if gtr_only is None else gtr_only
+    gtr_only = config.gtr_only
     if not table.has_survival:
         raise ValueError(
             f"{table.path}: no survival column (looked for Survival, Survival_days); "
@@ -260,7 +259,7 @@ def fit_age_model(
         r = table.rows
         n_gtr = int((r["resection"] == "GTR").sum())
         hint = (
-            " Use all resection statuses (--all-resections, gtr_only=False) if the table "
+            " Use all resection statuses (--all-resections, survival.gtr_only=false) if the table "
             "has no GTR rows."
             if gtr_only
             else ""

@@ -40,7 +40,6 @@ _EXPORTS = {
     "train_fold": "runner",
     "train_folds": "runner",
     "trained_folds": "run_folder",
-    "with_train_settings": "runner",
 }
 
 __all__ = sorted(_EXPORTS)

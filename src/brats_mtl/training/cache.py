@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from brats_mtl.atomic import atomic_output, write_text_atomic
+from brats_mtl.conventions import Box
 from brats_mtl.data import CaseFiles, load_case
-from brats_mtl.preprocessing import Box, preprocess_case
+from brats_mtl.preprocessing import preprocess_case
 from brats_mtl.tasks import LabelScheme, get_label_scheme, network_classes
 
 logger = logging.getLogger(__name__)
@@ -152,10 +154,8 @@ def _load_valid(cache_dir: Path, case_id: str, key: str) -> CachedCase | None:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as f:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
-    tmp.replace(path)
 
 
 def cache_case(
@@ -209,10 +209,9 @@ def cache_case(
         "grade": files.grade,
         "layout": files.layout,
     }
-    path = _meta_path(cache_dir, files.case_id)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    tmp.replace(path)
+    write_text_atomic(
+        _meta_path(cache_dir, files.case_id), json.dumps(meta, indent=1) + "\n", overwrite=True
+    )
     return _from_meta(cache_dir, meta)
 
 
@@ -246,8 +245,10 @@ def _cache_one(args: tuple[CaseFiles, str, bool, str | None]) -> CachedCase:
 
 
 def _is_cached(files: CaseFiles, cache_dir: str, use_labels: bool, scheme: str | None) -> bool:
-    """True when the case's cache entry is complete and current (False when a file is
-    missing: :func:`cache_case` then reports it)."""
+    """True when the case's cache entry is complete and current.
+
+    False when a file is missing: :func:`cache_case` then reports it.
+    """
     try:
         key = cache_key(files, use_labels and files.labeled, scheme)
     except FileNotFoundError:
@@ -256,8 +257,11 @@ def _is_cached(files: CaseFiles, cache_dir: str, use_labels: bool, scheme: str |
 
 
 def _start_method() -> str:
-    """ "fork" while torch is not loaded (cheap, and works from any script), else "spawn":
-    a fork of a process holding torch's OpenMP thread pool can deadlock in the child."""
+    """The multiprocessing start method of the cache's workers.
+
+    "fork" while torch is not loaded (cheap, and works from any script), else "spawn":
+    a fork of a process holding torch's OpenMP thread pool can deadlock in the child.
+    """
     if "torch" not in sys.modules and "fork" in multiprocessing.get_all_start_methods():
         return "fork"
     return "spawn"

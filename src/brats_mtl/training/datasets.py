@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brats_mtl.config import check_choice, choices
-from brats_mtl.preprocessing import Box, patch_grid
+from brats_mtl.conventions import Box
+from brats_mtl.preprocessing import patch_grid
 from brats_mtl.tasks import NetworkClasses, network_classes
 from brats_mtl.training.cache import CachedCase
 

@@ -38,8 +38,10 @@ logger = logging.getLogger(__name__)
 
 
 def _lightning_warning_filters() -> None:
-    """Hide the known Lightning warnings that no call of ours causes (inside
-    ``warnings.catch_warnings``)."""
+    """Hide the known Lightning warnings that no call of ours causes.
+
+    Call it inside ``warnings.catch_warnings``.
+    """
     # Source: lightning/pytorch/utilities/_pytree.py:21 (Lightning 2.6, used by its
     # CombinedLoader in every fit) builds torch.utils._pytree.LeafSpec(), which torch
     # (2.13 here) marks deprecated with a FutureWarning. No argument of our Trainer call
@@ -131,7 +133,6 @@ def prepare_run(
     *,
     unlabeled_dirs: Sequence[str | Path] = (),
     cache_dir: str | Path | None = None,
-    cache_workers: int | None = None,
 ) -> RunData:
     """Find the cases, cache them, load or make the splits and save the configuration.
 
@@ -169,9 +170,8 @@ def prepare_run(
         unlabeled_dirs: further folders whose cases are used unlabeled (a segmentation
             there is ignored).
         cache_dir: folder of preprocessed cases; default ``RUN_DIR/cache``. May be shared
-            by runs on the same data.
-        cache_workers: processes preprocessing cases in parallel (0: this process);
-            None: ``config.train.cache_workers``.
+            by runs on the same data. ``config.train.cache_workers`` processes
+            preprocess the cases (0: this process).
 
     Returns:
         The :class:`RunData`.
@@ -203,7 +203,7 @@ def prepare_run(
             cases,
             Path(cache_dir) if cache_dir is not None else run.cache,
             use_labels=flags,
-            num_workers=config.train.cache_workers if cache_workers is None else cache_workers,
+            num_workers=config.train.cache_workers,
             scheme=config.train.labels,
         )
     except UnusableCasesError as error:
@@ -358,9 +358,7 @@ def train_on_cases(
     out_dir: str | Path,
     *,
     resume: bool = False,
-    checkpoint_every_n_steps: int | None = None,
     enable_progress_bar: bool = True,
-    deterministic: bool | None = None,
     figure: bool = True,
     name: str | None = None,
 ) -> FoldResult:
@@ -371,6 +369,11 @@ def train_on_cases(
     train.max_steps to continue)"), no pre-training warning is given and the result has
     ``already_done=True``.
 
+    ``last.ckpt`` is saved every ``train.checkpoint_every_n_steps`` optimizer steps too
+    (besides every validation), bounding the work lost to an interruption. Deterministic
+    algorithms follow ``train.deterministic``; when that is None, on the CPU only (several
+    CUDA kernels of 3-D upsampling have no deterministic backward pass).
+
     Args:
         config: the configuration (network, loss, training settings).
         train_cases: training cases, labeled and unlabeled.
@@ -378,15 +381,9 @@ def train_on_cases(
         out_dir: the fold folder (``checkpoints/``, ``logs/``, ``metrics.csv``,
             ``validation.csv``, ``training_curves.png``).
         resume: continue from ``checkpoints/last.ckpt`` when it exists.
-        checkpoint_every_n_steps: also save ``last.ckpt`` every this many optimizer steps
-            (besides every validation), bounding the work lost to an interruption; None:
-            ``config.train.checkpoint_every_n_steps``.
         enable_progress_bar: Lightning's progress bar; without it, plain INFO lines
             (:class:`~brats_mtl.training.progress.ProgressLog`: the first and last steps,
             one line every 30 s, one per validation).
-        deterministic: deterministic algorithms; None: ``config.train.deterministic``,
-            and when that is None too, on the CPU only (several CUDA kernels of 3-D
-            upsampling have no deterministic backward pass).
         figure: save ``training_curves.png``.
         name: what messages call the fold (e.g. "fold 0"); default ``out_dir``.
 
@@ -435,10 +432,6 @@ def train_on_cases(
             best_dice_mean=None,
             already_done=True,
         )
-    if checkpoint_every_n_steps is None:
-        checkpoint_every_n_steps = t.checkpoint_every_n_steps
-    if deterministic is None:
-        deterministic = t.deterministic
     L.seed_everything(t.seed, workers=True, verbose=False)
     module = MultiTaskModule(config, val_case_ids=[c.case_id for c in val_cases])
     data = PatchDataModule(config, train_cases, val_cases)
@@ -447,7 +440,7 @@ def train_on_cases(
     # last.ckpt every N steps, at the final step and after each validation (never at
     # train end, see LastCheckpoint); best.ckpt at the validation with the highest mean Dice
     callbacks: list[Any] = [
-        LastCheckpoint(last, checkpoint_every_n_steps),
+        LastCheckpoint(last, t.checkpoint_every_n_steps),
         ValidationCsvWriter(fold.validation_csv),
     ]
     if not enable_progress_bar:  # plain log lines instead (logs that are files)
@@ -467,8 +460,7 @@ def train_on_cases(
         )
         callbacks.append(best_cb)
     gpu = _uses_gpu(config)
-    if deterministic is None:
-        deterministic = not gpu
+    deterministic = not gpu if t.deterministic is None else t.deterministic
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     trainer = L.Trainer(
         accelerator=t.accelerator,
@@ -546,9 +538,11 @@ def train_on_cases(
 
 
 def _resumed_at_max_steps(last: Path, max_steps: int, resume: bool) -> int | None:
-    """The step of ``last`` when resuming from it would train nothing (it is at or past
-    ``max_steps``), else None (no resume, no checkpoint, or ``max_steps`` < 0: the
-    epoch limit decides)."""
+    """The step of ``last`` when resuming from it would train nothing, else None.
+
+    Resuming trains nothing when ``last`` is at or past ``max_steps``. None also when not
+    resuming, without a checkpoint, or with ``max_steps`` < 0 (the epoch limit decides).
+    """
     if not resume or max_steps < 0 or not last.is_file():
         return None
     import torch
@@ -566,22 +560,27 @@ def _resumed_at_max_steps(last: Path, max_steps: int, resume: bool) -> int | Non
 
 
 def _steps_per_epoch(n_patches: int, batch_size: int, world_size: int) -> int:
-    """Optimizer steps in one epoch of each process (:class:`PatchSampler` splits the
-    patches over processes, the last batch may be short)."""
+    """Optimizer steps in one epoch of each process.
+
+    :class:`PatchSampler` splits the patches over processes; the last batch may be short.
+    """
     per_process = math.ceil(n_patches / max(world_size, 1))
     return max(1, math.ceil(per_process / batch_size))
 
 
 def first_validation_step(train: Any, steps_per_epoch: int) -> int:
-    """The optimizer step of the first validation when training runs long enough:
-    ``val_every_n_epochs`` epochs of ``steps_per_epoch`` steps (Lightning's
-    ``check_val_every_n_epoch``)."""
+    """The optimizer step of the first validation when training runs long enough.
+
+    That is ``val_every_n_epochs`` epochs of ``steps_per_epoch`` steps (Lightning's
+    ``check_val_every_n_epoch``).
+    """
     return train.val_every_n_epochs * steps_per_epoch
 
 
 def _warn_if_no_validation(train: Any, steps_per_epoch: int, out: Path) -> None:
-    """WARNING when ``train.max_steps`` ends the fit before its first validation, with the
-    settings that would give one.
+    """Log a WARNING when ``train.max_steps`` ends the fit before its first validation.
+
+    The warning names the settings that would give one.
 
     Lightning validates at the end of every ``val_every_n_epochs``-th epoch, and
     :class:`~brats_mtl.training.module.MultiTaskModule` asks for a validation where
@@ -613,21 +612,6 @@ def _warn_if_no_validation(train: Any, steps_per_epoch: int, out: Path) -> None:
     )
 
 
-def with_train_settings(config: Config, **settings: Any) -> Config:
-    """``config`` with the given ``train`` values replaced; None values leave it as is.
-
-    Example: ``with_train_settings(config, cache_workers=4, deterministic=None)`` sets
-    ``train.cache_workers`` only.
-
-    Raises:
-        TypeError: on a name that is not a field of ``TrainConfig``.
-    """
-    given = {name: value for name, value in settings.items() if value is not None}
-    if not given:
-        return config
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, **given))
-
-
 def _prepare_fold_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other: choose one")
@@ -653,42 +637,35 @@ def train_fold(
     resume: bool = False,
     overwrite: bool = False,
     cache_dir: str | Path | None = None,
-    cache_workers: int | None = None,
-    checkpoint_every_n_steps: int | None = None,
     enable_progress_bar: bool = True,
-    deterministic: bool | None = None,
     command_line: str | None = None,
 ) -> FoldResult:
     """Train the model of one fold of a stratified k-fold cross-validation.
+
+    The run folder must be new, empty or a brats-mtl run folder, and apart from the
+    data folders (:func:`brats_mtl.workspace.ownership.prepare_run_dir`); ``overwrite``
+    removes only what training wrote in the fold folder
+    (:func:`brats_mtl.workspace.ownership.clear_fold_dir`).
+
+    A run folder that this call created (or found empty) and in which nothing was
+    written when it fails, e.g. on a DATA_DIR without cases, is removed again
+    (:func:`brats_mtl.workspace.ownership.removed_if_unused_on_failure`).
 
     Args:
         data_dir: dataset folder; its labeled cases are split into folds.
         run_dir: the run folder (see the module docstring for its layout).
         fold: fold number, 0 .. ``train.n_folds - 1``.
-        config: the configuration; None reuses ``RUN_DIR/config.yaml`` if present, else
-            the paper's defaults.
+        config: the configuration, every training setting included (e.g.
+            ``train.cache_workers``, ``train.checkpoint_every_n_steps``,
+            ``train.deterministic``; see :func:`train_on_cases`); None reuses
+            ``RUN_DIR/config.yaml`` if present, else the paper's defaults. It is saved in
+            ``config.yaml``, so that the file describes the run.
         unlabeled_dirs: further folders of cases used unlabeled (VAE branch only).
         resume: continue an interrupted fold from ``checkpoints/last.ckpt``.
         overwrite: delete the fold's folder and train it from scratch.
         cache_dir: folder of preprocessed cases (default ``RUN_DIR/cache``).
-        cache_workers: processes preprocessing cases in parallel.
-        checkpoint_every_n_steps: save ``last.ckpt`` every this many steps too.
         enable_progress_bar: Lightning's progress bar (without it, plain log lines).
-        deterministic: see :func:`train_on_cases`.
         command_line: recorded in the run folder's marker file when it is created.
-
-        The run folder must be new, empty or a brats-mtl run folder, and apart from the
-        data folders (:func:`brats_mtl.workspace.ownership.prepare_run_dir`); ``overwrite``
-        removes only what training wrote in the fold folder
-        (:func:`brats_mtl.workspace.ownership.clear_fold_dir`).
-
-        A run folder that this call created (or found empty) and in which nothing was
-        written when it fails, e.g. on a DATA_DIR without cases, is removed again
-        (:func:`brats_mtl.workspace.ownership.removed_if_unused_on_failure`).
-
-        ``cache_workers``, ``checkpoint_every_n_steps`` and ``deterministic`` override
-        the ``train`` values of ``config`` when given (not None), and are saved with it in
-        ``config.yaml``, so that the file describes the run.
 
     Returns:
         The :class:`FoldResult`.
@@ -705,12 +682,6 @@ def train_fold(
     run_dir = Path(run_dir)
     if config is None:
         config = RunDir(run_dir).config_or(Config())
-    config = with_train_settings(
-        config,
-        cache_workers=cache_workers,
-        checkpoint_every_n_steps=checkpoint_every_n_steps,
-        deterministic=deterministic,
-    )
     if not 0 <= fold < config.train.n_folds:
         raise ValueError(
             f"fold {fold} does not exist: train.n_folds={config.train.n_folds} gives folds "

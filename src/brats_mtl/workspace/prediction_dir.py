@@ -50,13 +50,13 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from brats_mtl.atomic import atomic_output, write_text_atomic
+from brats_mtl.atomic import atomic_output, locked, write_text_atomic
 from brats_mtl.conventions import CLASS_LABELS, plural, uncertainty_map_name
 from brats_mtl.data import Case, save_nifti
 from brats_mtl.inference.network import resolve_precision
@@ -366,27 +366,6 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (POSIX ``flock``; no lock elsewhere).
-
-    The file is created empty if needed and kept: removing a lock file while another
-    process waits on it would let a third process lock a new file at the same path.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class PredictionDir:
     """The prediction folder ``OUTPUT_DIR``: file paths, records, settings, resume.
 
@@ -439,7 +418,7 @@ class PredictionDir:
         return self.records_dir / f"{case_id}.json"
 
     def _lock(self) -> contextlib.AbstractContextManager[None]:
-        return _locked(self.records_dir / LOCK_NAME)
+        return locked(self.records_dir / LOCK_NAME)
 
     # --- files ----------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import click
 
 _CONVENTIONS = ("auto", "brats2019", "brats2023", "msd")
 # Kept literal so that --help does not import the package; pinned to the registries by
-# tests/test_evaluation_protocols.py.
+# tests/evaluation/test_protocols.py.
 _PROTOCOLS = ("legacy", "lesionwise", "panoptica")
 _SCHEMES = ("auto", "brats2017", "msd", "brats2023", "gli-post", "ped2024")
 _TASKS = ("auto", "GLI", "SSA", "MEN", "MET", "PED", "GoAT")

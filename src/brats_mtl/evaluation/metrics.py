@@ -178,7 +178,7 @@ def hd95_mm(
         ValueError: if the shapes differ or ``spacing_mm`` is not 3 positive numbers.
 
     Source: docs/design.md section 6; ``medpy.metric.binary.hd95`` (connectivity 1), equal to
-    it to floating-point rounding (tests/test_evaluation_metrics.py).
+    it to floating-point rounding (tests/evaluation/test_metrics.py).
     """
     pred, ref = _as_masks(pred_mask, ref_mask)
     spacing = _spacing(spacing_mm)
@@ -404,7 +404,7 @@ def _distances_to(target_border: np.ndarray, query_border: np.ndarray, spacing: 
 # (``np.Inf``), call scipy's deprecated ``ndimage.filters``/``ndimage.morphology``
 # modules, compute two whole distance maps and sort the surfels in pure Python. The same
 # definition is written here with the same float64 operations in the same order, only
-# faster (equality with the package pinned by tests/test_evaluation_lesionwise.py).
+# faster (equality with the package pinned by tests/evaluation/test_lesionwise.py).
 
 
 def surface_distances_mm(

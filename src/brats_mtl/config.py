@@ -20,7 +20,7 @@ import functools
 import numbers
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -283,6 +283,33 @@ def check_choice(key: str, value: Any) -> None:
         )
 
 
+def parse_devices(devices: str | int | Sequence[int]) -> str | int | list[int]:
+    """Lightning's ``devices`` from the configuration string (``train.devices``).
+
+    "auto" -> "auto"; "2" -> 2 (two devices; "-1": all); "0,1" or "[0, 1]" -> [0, 1]
+    (those device indices).
+
+    Raises:
+        ValueError: on anything else (names ``train.devices``).
+    """
+    if isinstance(devices, int):
+        return devices
+    if not isinstance(devices, str):
+        return [int(d) for d in devices]
+    text = devices.strip().strip("[]").strip()
+    if text == "auto":
+        return "auto"
+    try:
+        if "," in text:
+            return [int(d) for d in text.split(",") if d.strip()]
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"train.devices={devices!r}: use 'auto', a count such as '2' ('-1' for all), "
+            "or device indices such as '0,1'"
+        ) from None
+
+
 def check_config(config: Any) -> None:
     """Check a configuration tree or one section: option vocabularies and numeric ranges.
 
@@ -313,6 +340,8 @@ def check_config(config: Any) -> None:
                 raise ValueError(f"{key}={value!r} must be a number {rule}")
             if not holds(value, config):
                 raise ValueError(f"{key}={value!r} must be {rule}")
+    if section == "train":
+        parse_devices(config.devices)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

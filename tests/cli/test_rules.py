@@ -155,9 +155,14 @@ def test_a_bad_setting_on_the_command_line_exits_2_in_every_subcommand(tmp_path)
     for argv in (
         ["run", str(data), "--out", out, "--folds", "a,b"],
         ["predict", str(run_dir), str(data), out, "--shard", "3/2"],
+        ["predict", str(run_dir), str(data), out, "--folds", "7"],  # the run has 5 folds
+        ["train", str(data), "--out", out, "--set", "train.devices=two"],
     ):
         result = CliRunner().invoke(cli, argv)
         assert result.exit_code == 2, (argv[:2], result.output)
+        assert not (tmp_path / "out").exists(), argv
+    result = CliRunner().invoke(cli, ["predict", str(run_dir), str(data), out, "--folds", "7"])
+    assert "--folds 7: the run" in result.output and "has 5 folds, 0 to 4" in result.output
 
 
 def test_an_existing_path_with_bad_content_exits_1(tmp_path):

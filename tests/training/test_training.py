@@ -433,7 +433,8 @@ def test_interrupted_and_resumed_fold_equals_uninterrupted(cohort, tmp_path):
 
 
 def test_parse_devices():
-    from brats_mtl.training.runner import parse_devices
+    from brats_mtl.config import apply_overrides, parse_devices
+    from brats_mtl.presets import tiny_config
 
     assert parse_devices("auto") == "auto"
     assert parse_devices("2") == 2
@@ -441,6 +442,9 @@ def test_parse_devices():
     assert parse_devices("[1, 3]") == [1, 3]
     with pytest.raises(ValueError, match="train.devices"):
         parse_devices("two")
+    # refused when the configuration is built, before any case is cached
+    with pytest.raises(ValueError, match="train.devices='two'"):
+        apply_overrides(tiny_config(), ["train.devices=two"])
 
 
 def test_training_curves_figure(tmp_path):

@@ -172,6 +172,11 @@ def command(
         saved_run=run_dir,
         default_preset=None,
     )
+    n_folds = config.train.n_folds
+    if fold_list is not None and max(fold_list) >= n_folds:
+        raise click.UsageError(
+            f"--folds {folds}: the run {run_dir} has {n_folds} folds, 0 to {n_folds - 1}"
+        )
     try:
         table = predict_cohort(
             run_dir,

@@ -186,7 +186,7 @@ def _unit_axes(affine: np.ndarray) -> np.ndarray:
 
 def _mm(values: np.ndarray) -> str:
     """A vector of millimetres as ``(1, -2.5, 0)``, without float noise."""
-    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
+    return "(" + ", ".join(f"{float(v) + 0.0:.6g}" for v in values) + ")"  # + 0.0: no -0
 
 
 def _nifti_header(path: Path):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brats_mtl.config import Config, ModelConfig
+from brats_mtl.config import Config, ModelConfig, parse_devices
 from brats_mtl.data import CaseFiles, discover_cases
 from brats_mtl.data.io import case_label_scheme
 from brats_mtl.data.splits import Splits, case_stratum, load_or_create_splits
@@ -280,33 +280,6 @@ def resolve_label_scheme(config: Config, labeled_cases: Sequence[CaseFiles]) -> 
 
 
 # --- Lightning -----------------------------------------------------------------------
-
-
-def parse_devices(devices: str | int | Sequence[int]) -> str | int | list[int]:
-    """Lightning's ``devices`` from the configuration string.
-
-    "auto" -> "auto"; "2" -> 2 (two devices; "-1": all); "0,1" or "[0, 1]" -> [0, 1]
-    (those device indices).
-
-    Raises:
-        ValueError: on anything else (names ``train.devices``).
-    """
-    if isinstance(devices, int):
-        return devices
-    if not isinstance(devices, str):
-        return [int(d) for d in devices]
-    text = devices.strip().strip("[]").strip()
-    if text == "auto":
-        return "auto"
-    try:
-        if "," in text:
-            return [int(d) for d in text.split(",") if d.strip()]
-        return int(text)
-    except ValueError:
-        raise ValueError(
-            f"train.devices={devices!r}: use 'auto', a count such as '2' ('-1' for all), "
-            "or device indices such as '0,1'"
-        ) from None
 
 
 def _uses_gpu(config: Config) -> bool:

@@ -311,7 +311,9 @@ def _run_pipeline(
     figure_paths = _segmentation_figures(data_dir, oof_dir, oof_cases, run_dir, figures, scheme)
     uncertainty = None  # QU-BraTS scores of the out-of-fold maps (inference.uncertainty)
     if config.inference.uncertainty != "none" and not oof_cases.empty:
-        uncertainty = _uncertainty_outputs(data_dir, oof_dir, oof_cases, tables, figures)
+        uncertainty = _uncertainty_outputs(
+            data_dir, oof_dir, oof_cases, tables, figures, labels=scheme
+        )
         figure_paths.update(uncertainty.figures)
     table4 = None
     if survival_table is not None:
@@ -477,11 +479,18 @@ class _UncertaintyOutputs:
 
 
 def _uncertainty_outputs(
-    data_dir: str | Path, oof_dir: Path, oof_cases: pd.DataFrame, tables: Path, figures: Path
+    data_dir: str | Path,
+    oof_dir: Path,
+    oof_cases: pd.DataFrame,
+    tables: Path,
+    figures: Path,
+    *,
+    labels: str | None = None,
 ) -> _UncertaintyOutputs:
     """QU-BraTS scores of the out-of-fold uncertainty maps beside random maps.
 
-    Also draws the map figure of the best out-of-fold case.
+    Scored in the run's label scheme (``labels``; None: inferred per case). Also draws
+    the map figure of the best out-of-fold case.
     """
     import pandas as pd
 
@@ -497,7 +506,7 @@ def _uncertainty_outputs(
     from brats_mtl.figures.common import save_figure
     from brats_mtl.figures.uncertainty import uncertainty_figure
 
-    results = evaluate_uncertainty_folders(oof_dir, data_dir, random_seed=0)
+    results = evaluate_uncertainty_folders(oof_dir, data_dir, random_seed=0, labels=labels)
     write_uncertainty_csv(results.per_case, tables / "uncertainty_out_of_fold.csv", overwrite=True)
     write_uncertainty_csv(
         results.random, tables / "uncertainty_random_out_of_fold.csv", overwrite=True

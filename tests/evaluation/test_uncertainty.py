@@ -298,3 +298,64 @@ def test_a_map_of_the_wrong_shape_names_the_file(tmp_path):
         )
     with pytest.raises(ValueError, match=r"_unc_whole\.nii\.gz has shape"):
         evaluate_uncertainty_folders(preds, data)
+
+
+def _zero_maps(pred_dir, case_id, shape, affine):
+    for region in ("WT", "TC", "ET"):
+        _write_map(pred_dir / uncertainty_map_name(case_id, region), np.zeros(shape), affine)
+
+
+@pytest.mark.parametrize(
+    ("case_id", "scheme", "changed"),
+    [
+        # BraTS 2023+: ET (3) predicted as NETC (1) leaves TC = NETC + ET and WT as they are
+        ("BraTS-GLI-00001-000", "brats2023", {3: 1}),
+        # post-treatment: the resection cavity (4) is in no region; dropping it changes none
+        ("BraTS-GLI-00002-100", "gli-post", {4: 0}),
+    ],
+)
+def test_folders_score_each_scheme_in_its_own_regions(tmp_path, case_id, scheme, changed):
+    """A prediction in the scheme's file values is scored on the scheme's WT, TC and ET;
+    with all-zero maps the score is (Dice + 2) / 3 of those regions. A reoriented copy
+    (RAS) of the prediction and its maps scores the same."""
+    from brats_mtl.tasks import get_label_scheme
+
+    data = tmp_path / "data"
+    files = write_phantom_case(
+        data,
+        case_id,
+        layout="brats2023",
+        shape=(32, 32, 32),
+        seed=4,
+        labels=scheme if scheme == "gli-post" else None,
+    )
+    seg = nib.load(files.seg)
+    ref = np.asarray(seg.dataobj).astype(np.uint8)
+    assert set(changed) <= set(np.unique(ref).tolist())  # the phantom holds the label
+    pred = ref.copy()
+    for old, new in changed.items():
+        pred[ref == old] = new
+    regions = get_label_scheme(scheme).regions
+
+    def expected(region):
+        r, p = np.isin(ref, regions[region]), np.isin(pred, regions[region])
+        dice = 2 * (r & p).sum() / (r.sum() + p.sum())
+        return (dice + 2) / 3
+
+    scores = {}
+    for name, orient in (("same", None), ("ras", True)):
+        preds = tmp_path / f"preds_{name}"
+        preds.mkdir()
+        image = nib.Nifti1Image(pred, seg.affine)
+        if orient:
+            image = nib.as_closest_canonical(image)
+        nib.save(image, str(preds / f"{case_id}.nii.gz"))
+        _zero_maps(preds, case_id, image.shape, image.affine)
+        results = evaluate_uncertainty_folders(preds, data, labels=scheme if orient else None)
+        scores[name] = results.per_case.iloc[0]
+    for region in ("WT", "TC", "ET"):
+        assert scores["same"][f"Score_{region}"] == pytest.approx(expected(region), abs=1e-12)
+        assert scores["ras"][f"Score_{region}"] == pytest.approx(expected(region), abs=1e-12)
+    # the changed label moved between regions only where the scheme says so
+    assert scores["same"]["Score_WT"] == pytest.approx(1.0)
+    assert scores["same"]["Score_TC"] == pytest.approx(1.0)

@@ -49,6 +49,15 @@ import click
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random maps.")
 @click.option(
+    "--labels",
+    type=click.Choice(("auto", "brats2017", "msd", "brats2023", "gli-post", "ped2024")),
+    default="auto",
+    show_default=True,
+    help="Label scheme of the references and predictions, as for `evaluate`: WT, TC and ET "
+    "are the scheme's regions (e.g. TC = NETC + ET for brats2023); auto: from the layout, "
+    "case IDs and values.",
+)
+@click.option(
     "--curves",
     "curves_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -64,6 +73,7 @@ def command(
     n_points: int,
     random_baseline: bool,
     seed: int,
+    labels: str,
     curves_path: Path | None,
 ) -> None:
     """QU-BraTS score of the uncertainty maps in PRED_DIR against the cases in REF_DIR.
@@ -106,6 +116,7 @@ def command(
             brain_mask=brain_mask,
             n_points=n_points,
             random_seed=seed if random_baseline else None,
+            labels=None if labels == "auto" else labels,
         )
         write_uncertainty_csv(results.per_case, out_path, overwrite=True)
         if results.random is not None:

@@ -131,7 +131,7 @@ def score_case(
     ref_path = Path(ref_path)
     check_supported_case(case_id, [ref_path.name])
     ref_values, ref_affine, spacing_mm = load_raw_label_map(ref_path)
-    present = _present(ref_values)
+    present = present_values(ref_values)
     scheme = (
         get_label_scheme(labels)
         if labels is not None
@@ -146,7 +146,7 @@ def score_case(
     else:
         pred_path = Path(pred_path)
         pred_values, pred_affine, _ = load_raw_label_map(pred_path)
-        pred_values = _in_scheme(
+        pred_values = in_scheme(
             pred_values,
             pred_path,
             scheme,
@@ -199,7 +199,7 @@ def _legacy(pred: np.ndarray, ref: np.ndarray, scheme: LabelScheme, spacing_mm) 
     return evaluate_region_labels(pred, ref, dict(scheme.regions), spacing_mm)
 
 
-def _in_scheme(
+def in_scheme(
     values: np.ndarray,
     path: Path,
     scheme: LabelScheme,
@@ -215,14 +215,14 @@ def _in_scheme(
     BraTS 2023+ (MSD references keep MSD predictions).
     """
     if infer and convention is None and scheme.convention in (BRATS_2019, BRATS_2023):
-        present = set(_present(values))
+        present = set(present_values(values))
         if not present <= set(scheme.values):
             for candidate in (BRATS_2019, BRATS_2023):
                 if present <= set(candidate.values):
                     convention = candidate
                     break
     if convention is None or convention is scheme.convention:
-        check_values(scheme, _present(values), path, "prediction")
+        check_values(scheme, present_values(values), path, "prediction")
         return values
     if scheme.convention is None:
         raise ValueError(
@@ -237,7 +237,8 @@ def _in_scheme(
     return scheme.convention.from_internal(internal)
 
 
-def _present(values: np.ndarray) -> list[int]:
+def present_values(values: np.ndarray) -> list[int]:
+    """The distinct values of an integer label map in [0, 255], ascending."""
     return np.flatnonzero(np.bincount(values.ravel(), minlength=256)).tolist()
 
 

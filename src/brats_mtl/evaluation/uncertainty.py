@@ -43,13 +43,25 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy.integrate import trapezoid
 
 from brats_mtl.atomic import atomic_output
-from brats_mtl.conventions import MSD, REGIONS, UNCERTAINTY_MAP_WORDS, uncertainty_map_name
+from brats_mtl.conventions import REGIONS, UNCERTAINTY_MAP_WORDS, uncertainty_map_name
+from brats_mtl.evaluation.metrics import region_mask
+from brats_mtl.tasks import (
+    LabelScheme,
+    check_scheme_for_case,
+    check_values,
+    get_label_scheme,
+    infer_label_scheme,
+)
+
+if TYPE_CHECKING:
+    from brats_mtl.data import CaseFiles
 
 logger = logging.getLogger(__name__)
 
@@ -264,15 +276,20 @@ def region_curves(
     maps: Mapping[str, np.ndarray],
     brain_mask: np.ndarray,
     n_points: int = QUBRATS_N_POINTS,
+    regions: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, UncertaintyCurves]:
     """:func:`filtered_curves` of WT, TC and ET from label maps and the three maps.
 
     Args:
-        pred_labels: uint8 (X, Y, Z) internal labels {0, 1, 2, 4}, the prediction.
-        ref_labels: uint8 (X, Y, Z) internal labels, the reference.
+        pred_labels: integer (X, Y, Z) label map of the prediction, in the values that
+            ``regions`` name.
+        ref_labels: integer (X, Y, Z) label map of the reference, in the same values.
         maps: region ("WT", "TC", "ET") -> (X, Y, Z) uncertainty in [0, 100].
         brain_mask: bool (X, Y, Z).
         n_points: threshold steps (:func:`qubrats_thresholds`).
+        regions: region name -> the labels it unites, e.g. a label scheme's
+            ``tasks.LabelScheme.regions`` in file values (WT, TC and ET are used);
+            default ``conventions.REGIONS`` (internal labels {0, 1, 2, 4}).
 
     Returns:
         region -> curves, in the order WT, TC, ET.
@@ -284,10 +301,11 @@ def region_curves(
     if absent:
         raise ValueError(f"uncertainty maps of {absent} are missing")
     thresholds = qubrats_thresholds(n_points)
+    regions = REGIONS if regions is None else regions
     return {
         region: filtered_curves(
-            np.isin(ref_labels, REGIONS[region]),
-            np.isin(pred_labels, REGIONS[region]),
+            region_mask(ref_labels, regions[region]),
+            region_mask(pred_labels, regions[region]),
             maps[region],
             brain_mask,
             thresholds,
@@ -387,8 +405,15 @@ def evaluate_uncertainty_folders(
     brain_mask: str = "t1",
     n_points: int = QUBRATS_N_POINTS,
     random_seed: int | None = None,
+    labels: LabelScheme | str | None = None,
 ) -> UncertaintyResults:
     """The QU-BraTS score of every predicted case with uncertainty maps and a reference.
+
+    Label maps are scored in their label scheme's own values and regions (``labels``, or
+    per case as ``evaluate`` infers it: layout, case ID, values), so WT, TC and ET are the
+    scheme's (e.g. TC = NETC + ET for BraTS 2023+ gliomas, RC in no region); predictions
+    must be on the reference's voxel grid, up to an axis permutation or flip, which is
+    undone for the label map and its three maps alike (``grid.onto_reference_grid``).
 
     Args:
         pred_dir: ``<ID>.nii.gz`` label maps with ``<ID>_unc_whole.nii.gz``,
@@ -401,6 +426,8 @@ def evaluate_uncertainty_folders(
         n_points: threshold steps (:func:`qubrats_thresholds`).
         random_seed: also score uniform random maps (:func:`random_uncertainty_maps`,
             seeded with ``[random_seed, case index]``) on the same cases.
+        labels: the label scheme of the references and predictions (or its name, see
+            ``brats_mtl.tasks``); None infers it per case.
 
     Returns:
         :class:`UncertaintyResults` (with the all-zero-map baseline); rows sorted by case ID.
@@ -408,13 +435,13 @@ def evaluate_uncertainty_folders(
     Raises:
         FileNotFoundError: if a folder does not exist.
         ValueError: if ``ref_dir`` holds no labeled case with images, no case has both a
-            prediction with its maps and a reference, or a file is bad (shape, values;
-            names the file).
+            prediction with its maps and a reference, or a file is bad (grid, values
+            outside the scheme, map values; names the file).
 
     Source: Mehta et al., MELBA 2022; the organisers' ``BraTS_Seg_Uncertainty.py``.
     """
     from brats_mtl.data import discover_cases, load_case
-    from brats_mtl.evaluation.tables import find_predictions, read_label_map
+    from brats_mtl.evaluation.tables import find_predictions
 
     brain_mask_of(np.zeros((4, 1, 1, 1)), brain_mask)  # validate the rule first
     qubrats_thresholds(n_points)
@@ -457,30 +484,27 @@ def evaluate_uncertainty_folders(
     rows, random_rows, zero_rows, curve_rows = [], [], [], []
     for index, case_id in enumerate(case_ids):
         files = references[case_id]
-        case = load_case(files)
+        case = load_case(files, load_labels=False)  # the labels are read in their scheme
         mask = brain_mask_of(case.image, brain_mask)
-        pred_convention = MSD if files.label_convention == MSD else None
-        pred_labels, _ = read_label_map(with_maps[case_id], pred_convention, role="prediction")
-        if pred_labels.shape != case.labels.shape:
-            raise ValueError(
-                f"prediction {with_maps[case_id]} has shape {pred_labels.shape} but the "
-                f"reference {files.seg} has {case.labels.shape}"
-            )
-        maps = {
-            region: read_uncertainty_map(path, case.labels.shape)
-            for region, path in uncertainty_map_paths(pred_dir, case_id).items()
-        }
-        curves = region_curves(pred_labels, case.labels, maps, mask, n_points)
+        ref_labels, pred_labels, maps, scheme = _case_in_scheme(
+            files, with_maps[case_id], uncertainty_map_paths(pred_dir, case_id), labels
+        )
+        shape = ref_labels.shape
+        curves = region_curves(pred_labels, ref_labels, maps, mask, n_points, scheme.regions)
         rows.append(score_row(case_id, curves))
         for region, c in curves.items():
             for t, d, p, n in zip(c.thresholds, c.dice, c.ftp, c.ftn, strict=True):
                 curve_rows.append((case_id, region, float(t), float(d), float(p), float(n)))
-        certain = dict.fromkeys(UNCERTAINTY_REGIONS, np.zeros(case.labels.shape, np.uint8))
-        zero_curves = region_curves(pred_labels, case.labels, certain, mask, n_points)
+        certain = dict.fromkeys(UNCERTAINTY_REGIONS, np.zeros(shape, np.uint8))
+        zero_curves = region_curves(
+            pred_labels, ref_labels, certain, mask, n_points, scheme.regions
+        )
         zero_rows.append(score_row(case_id, zero_curves))
         if random_seed is not None:
-            noise = random_uncertainty_maps(case.labels.shape, [random_seed, index])
-            random_curves = region_curves(pred_labels, case.labels, noise, mask, n_points)
+            noise = random_uncertainty_maps(shape, [random_seed, index])
+            random_curves = region_curves(
+                pred_labels, ref_labels, noise, mask, n_points, scheme.regions
+            )
             random_rows.append(score_row(case_id, random_curves))
         logger.info(
             "%s: QU-BraTS score WT %.4f, TC %.4f, ET %.4f",
@@ -495,6 +519,48 @@ def evaluate_uncertainty_folders(
         curves=pd.DataFrame(curve_rows, columns=list(CURVE_COLUMNS)),
         missing=missing,
     )
+
+
+def _case_in_scheme(
+    files: CaseFiles,
+    pred_path: Path,
+    map_paths: Mapping[str, Path],
+    labels: LabelScheme | str | None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], LabelScheme]:
+    """Reference and prediction in the case's label scheme, the maps on its grid.
+
+    Returns:
+        ``(ref_values, pred_values, maps, scheme)``: the reference's and the prediction's
+        label values (X, Y, Z) in the scheme's file values, the prediction (and its maps,
+        region -> float64 (X, Y, Z)) reoriented onto the reference grid when needed.
+    """
+    from brats_mtl.data import load_raw_label_map
+    from brats_mtl.evaluation.grid import onto_reference_grid
+    from brats_mtl.evaluation.protocols import in_scheme, present_values
+
+    ref_values, ref_affine, _ = load_raw_label_map(files.seg)
+    present = present_values(ref_values)
+    scheme = (
+        get_label_scheme(labels)
+        if labels is not None
+        else infer_label_scheme(files.case_id, files.label_convention, present)
+    )
+    check_scheme_for_case(scheme, files.case_id, files.seg)
+    check_values(scheme, present, files.seg, "reference")
+    pred_raw, pred_affine, _ = load_raw_label_map(pred_path)
+    pred_raw = in_scheme(pred_raw, pred_path, scheme, None, infer=labels is None)
+    pred_values, note = onto_reference_grid(
+        pred_raw, pred_affine, pred_path, ref_values.shape, ref_affine, files.seg
+    )
+    maps = {}
+    for region, path in map_paths.items():
+        data = read_uncertainty_map(path, pred_raw.shape)
+        if note:  # the maps follow their label map onto the reference grid
+            data, _ = onto_reference_grid(
+                data, pred_affine, path, ref_values.shape, ref_affine, files.seg
+            )
+        maps[region] = data
+    return ref_values, pred_values, maps, scheme
 
 
 def uncertainty_table(per_case: pd.DataFrame, *, ddof: int = 1) -> pd.DataFrame:

@@ -221,6 +221,18 @@ def test_values_are_read_as_the_type_of_their_choices(tmp_path):
         ("train.n_folds=1", "train.n_folds=1 must be at least 2"),
         ("train.cache_workers=-1", "train.cache_workers=-1 must be >= 0"),
         ("train.checkpoint_every_n_steps=-5", "train.checkpoint_every_n_steps=-5 must be >= 0"),
+        ("train.max_steps=0", "train.max_steps=0 must be >= 1, or -1"),
+        ("train.max_steps=-3", "train.max_steps=-3 must be >= 1, or -1"),
+        ("train.batch_size=0", "train.batch_size=0 must be >= 1"),
+        ("train.val_every_n_epochs=0", "train.val_every_n_epochs=0 must be >= 1"),
+        ("train.lr=-1", "train.lr=-1.0 must be positive"),
+        ("train.num_workers=-2", "train.num_workers=-2 must be >= 0"),
+        ("train.max_epochs=0", "train.max_epochs=0 must be >= 1"),
+        ("train.weight_decay=-0.1", "train.weight_decay=-0.1 must be >= 0"),
+        ("train.log_every_n_steps=0", "train.log_every_n_steps=0 must be >= 1"),
+        ("train.num_nodes=0", "train.num_nodes=0 must be >= 1"),
+        ("train.devices=two", "train.devices='two'"),
+        ("inference.device=gpu", "inference.device='gpu' is not a device name"),
     ],
 )
 def test_numeric_ranges_are_checked_when_the_config_is_built(override, message):
@@ -238,8 +250,12 @@ def test_range_edges_are_accepted():
             "inference.et_min_voxels=0",
             "train.n_folds=2",
             "train.cache_workers=0",
+            "train.max_steps=1",
+            "train.weight_decay=0",
+            "inference.device=cuda:1",
         ],
     )
+    assert apply_overrides(Config(), ["train.max_steps=-1"]).train.max_steps == -1
     assert (c.inference.overlap, c.inference.et_probability_threshold) == (0.0, 1.0)
     # patches per case matter only when sampling at random
     assert apply_overrides(Config(), ["train.random_patches_per_case=0"]).train.patch_sampling

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
+import re
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -201,6 +202,19 @@ _CHOICE_HINTS: dict[str, str] = {
 #: of a value and its section). Each was checked where the value is used before.
 _RANGES: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "train.n_folds": ("at least 2", lambda v, _: v >= 2),
+    "train.batch_size": (">= 1", lambda v, _: v >= 1),
+    "train.lr": ("positive", lambda v, _: v > 0),
+    "train.weight_decay": (">= 0", lambda v, _: v >= 0),
+    "train.max_epochs": (">= 1", lambda v, _: v >= 1),
+    # Lightning's convention: -1 = no step limit; 0 would leave the fold untrained
+    "train.max_steps": (
+        ">= 1, or -1 (no limit: train.max_epochs decides)",
+        lambda v, _: v >= 1 or v == -1,
+    ),
+    "train.num_workers": (">= 0 (0: read in the main process)", lambda v, _: v >= 0),
+    "train.num_nodes": (">= 1", lambda v, _: v >= 1),
+    "train.val_every_n_epochs": (">= 1", lambda v, _: v >= 1),
+    "train.log_every_n_steps": (">= 1", lambda v, _: v >= 1),
     "train.decoder_lr_scale": ("positive", lambda v, _: v > 0),
     "train.classifier_lr_scale": ("positive", lambda v, _: v > 0),
     "train.random_patches_per_case": (
@@ -220,6 +234,10 @@ _RANGES: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "inference.et_probability_threshold": ("in [0, 1]", lambda v, _: 0.0 <= v <= 1.0),
     "inference.et_min_voxels": (">= 0", lambda v, _: v >= 0),
 }
+
+
+#: ``inference.device``: the torch device names prediction runs on.
+_DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
 
 
 @functools.cache
@@ -342,6 +360,11 @@ def check_config(config: Any) -> None:
                 raise ValueError(f"{key}={value!r} must be {rule}")
     if section == "train":
         parse_devices(config.devices)
+    if section == "inference" and not _DEVICE.fullmatch(str(config.device)):
+        raise ValueError(
+            f"inference.device={config.device!r} is not a device name: use 'auto', 'cpu', "
+            "'cuda', 'cuda:N' (the N-th GPU), 'mps' or 'xpu'"
+        )
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -216,6 +216,12 @@ def test_predict_takes_the_run_configuration_then_set_then_flags(tmp_path, seen,
     assert seen[-1] == saved
     invoke("predict", run, data, out, "--set", "inference.tta=0", "--tta", 4)
     assert seen[-1] == apply_overrides(saved, ["inference.tta=4"])
+    # the model and training settings are the run's: refused, not silently ignored
+    calls = len(seen)
+    for key in ("model.patch_size=48", "train.devices=2"):
+        result, text = invoke("predict", run, data, out, "--set", key)
+        assert result.exit_code == 2 and "inference.* settings only" in text, text
+    assert len(seen) == calls
     empty = tmp_path / "empty"
     empty.mkdir()
     result, text = invoke("predict", empty, data, out)

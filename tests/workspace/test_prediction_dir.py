@@ -224,3 +224,20 @@ def test_a_folder_written_by_brats_mtl_0_1_still_resumes(tmp_path):
     # and other settings are still refused against the 0.1 record
     with pytest.raises(FileExistsError, match=r"inference\.tta: 0 -> 4"):
         predict_cases(files, toy_segmenter(tta=4), out)
+
+
+def test_a_table_of_unknown_origin_is_refused_unless_overwrite(tmp_path):
+    """A folder that holds someone else's predictions.csv and no brats-mtl record is not
+    written into: predict would replace that table."""
+    from brats_mtl.workspace.prediction_dir import PredictionDir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.csv").write_text("my own table\n")
+    folder = PredictionDir(out)
+    with pytest.raises(FileExistsError, match="predictions.csv but no record"):
+        folder.claim({"source": {}}, case_ids=["BraTS2021_00000"])
+    assert (out / "predictions.csv").read_text() == "my own table\n"
+    assert not folder.records_dir.exists()  # the refused folder is left as it was
+    folder.claim({"source": {}}, case_ids=["BraTS2021_00000"], overwrite=True)
+    assert folder.read_settings() == {"source": {}}

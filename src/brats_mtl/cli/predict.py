@@ -102,7 +102,8 @@ from brats_mtl.config import choices
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a configuration value, e.g. --set inference.overlap=0.25 (repeatable).",
+    help="Override an inference setting, e.g. --set inference.overlap=0.25 (repeatable); "
+    "model and training settings are the run's and cannot be changed here.",
 )
 @labels_option("INPUT_DIR (its label maps and the values written)")
 @progress_option()
@@ -155,6 +156,13 @@ def command(
     )
     from brats_mtl.workspace.prediction_dir import PredictionDir
 
+    not_inference = [o for o in overrides if not o.strip().startswith("inference.")]
+    if not_inference:
+        raise click.UsageError(
+            f"--set {not_inference[0]}: predict takes inference.* settings only; the "
+            "model and training settings are those the run was trained with",
+            ctx=click.get_current_context(),
+        )
     try:  # option values the command line got wrong: exit status 2
         fold_list = None if folds is None else _parse_folds(folds)
         shard_index = parse_shard(shard)

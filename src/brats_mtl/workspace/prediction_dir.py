@@ -646,10 +646,21 @@ class PredictionDir:
         return _merged_settings(old, settings)
 
     def _refuse_unknown_predictions(self, case_ids: Collection[str]) -> None:
-        """Raise FileExistsError if a folder without recorded settings holds predictions."""
+        """Raise FileExistsError if a folder without recorded settings holds predictions.
+
+        Predictions: per-case records, label maps of ``case_ids``, or a table of the
+        name ``predict`` writes (``predictions.csv``: another tool's, or a user's, which
+        ``predict`` would replace).
+        """
         records = [p.stem for p in self.records_dir.glob("[!.]*.json")]
         maps = [c for c in case_ids if self.label_map(c).exists()]
         found = sorted(set(records) | set(maps))
+        if not found and self.table.exists():
+            raise FileExistsError(
+                f"{self.path} already holds {self.table.name} but no record of a brats-mtl "
+                f"prediction ({self.settings_path}): it is not a table predict wrote and "
+                f"would be replaced. {_CHOOSE_ANOTHER_FOLDER}"
+            )
         if found:
             raise FileExistsError(
                 f"{self.path} already holds predictions ({plural(len(found), 'case')}, e.g. "

@@ -548,6 +548,7 @@ def test_cli_reports_user_errors(cohort, tmp_path):
     assert result.exit_code == 1
     assert "4 labeled cases cannot be split into 5 folds" in result.output
     assert "train.n_folds=4" in result.output
+    assert not (tmp_path / "run" / "cache").exists()  # said before any case is cached
 
 
 def test_every_bad_case_is_reported_at_once_and_good_ones_stay_cached(tmp_path):

@@ -85,8 +85,9 @@ from brats_mtl.config import choices
 @click.option(
     "--save-probabilities",
     is_flag=True,
-    help="Also write OUTPUT_DIR/probabilities/<ID>.nii.gz: 4-D class probabilities "
-    "(background, NCR/NET, ED, ET) as uint8 scaled by 1/255.",
+    help="Also write OUTPUT_DIR/probabilities/<ID>.nii.gz: 4-D class probabilities, "
+    "one volume per class of the run (background first; background, NCR/NET, ED, ET for "
+    "the paper's four classes) as uint8 scaled by 1/255.",
 )
 @click.option(
     "--uncertainty",
@@ -105,7 +106,7 @@ from brats_mtl.config import choices
     help="Override an inference setting, e.g. --set inference.overlap=0.25 (repeatable); "
     "model and training settings are the run's and cannot be changed here.",
 )
-@labels_option("INPUT_DIR (its label maps and the values written)")
+@labels_option("INPUT_DIR's label maps and of the maps written")
 @progress_option()
 def command(
     run_dir: Path,
@@ -129,7 +130,7 @@ def command(
     """Segment every case of INPUT_DIR with the fold models in RUN_DIR into OUTPUT_DIR.
 
     RUN_DIR is a training run (config.yaml, splits.json, fold_K/checkpoints); INPUT_DIR
-    a cohort in any supported layout (BraTS 2018-2023, MSD); OUTPUT_DIR must not be
+    a cohort in any supported layout (BraTS 2018-2025, MSD); OUTPUT_DIR must not be
     INPUT_DIR, lie inside it or contain it. The fold models' label maps
     are combined by majority vote; voxels outside the brain (zero in every modality) are
     background (inference.mask_outside_brain); ET is relabeled NCR/NET when the

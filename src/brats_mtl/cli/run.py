@@ -22,7 +22,7 @@ def labels_option(what: str = "the data"):
         "labels",
         type=click.Choice(list(LABEL_SCHEMES)),
         default=None,
-        help=f"Label scheme of {what} (values in the files): brats2017 (1 NCR/NET, 2 ED, "
+        help=f"Label scheme of {what}: brats2017 (1 NCR/NET, 2 ED, "
         "4 ET), msd, brats2023 (1 NETC, 2 SNFH, 3 ET), gli-post (+ 4 RC), ped2024 (1 ET, "
         "2 NET, 3 CC, 4 ED). Default: inferred from each case's layout, ID and values; a "
         "folder whose cases disagree is refused.",

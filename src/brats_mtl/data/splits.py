@@ -150,6 +150,46 @@ def case_stratum(grade: str | None, has_et: bool) -> str:
     return "ET" if has_et else "noET"
 
 
+def check_enough_cases(
+    case_ids: Sequence[str], n_folds: int, patients: Mapping[str, str] | None = None
+) -> None:
+    """Refuse a cohort too small for ``n_folds`` folds: every fold holds out a patient.
+
+    Cheap (IDs only), so training runs it before any case is preprocessed.
+
+    Args:
+        case_ids: the labeled cases.
+        n_folds: ``train.n_folds``.
+        patients: case ID -> patient ID (scans of one patient share a fold); default
+            each case its own patient.
+
+    Raises:
+        ValueError: naming both numbers and the ``train.n_folds`` setting to lower.
+    """
+    if n_folds < 2:
+        raise ValueError(f"train.n_folds must be at least 2, got {n_folds}")
+    if len(case_ids) < n_folds:
+        raise ValueError(
+            f"{len(case_ids)} labeled cases cannot be split into {n_folds} folds: every fold "
+            f"needs a held-out case. Add labeled cases or lower the number of folds, e.g. "
+            f"--set train.n_folds={max(2, len(case_ids))}"
+            if len(case_ids) >= 2
+            else f"{len(case_ids)} labeled cases cannot be split into {n_folds} folds: "
+            "cross-validation needs at least 2 labeled cases"
+        )
+    patient_of = {c: (patients or {}).get(c, c) for c in case_ids}
+    scans: dict[str, list[str]] = {}
+    for case_id in sorted(case_ids):
+        scans.setdefault(patient_of[case_id], []).append(case_id)
+    if len(scans) < n_folds:
+        raise ValueError(
+            f"{len(case_ids)} labeled cases of {len(scans)} patients cannot be split into "
+            f"{n_folds} folds: the scans of one patient share a fold, and every fold needs "
+            f"a held-out patient; lower the number of folds, e.g. "
+            f"--set train.n_folds={max(2, len(scans))}"
+        )
+
+
 def stratified_folds(
     strata: Mapping[str, str],
     n_folds: int,
@@ -174,28 +214,11 @@ def stratified_folds(
 
     Source: paper, Training Procedure (stratified five-fold cross-validation).
     """
-    if n_folds < 2:
-        raise ValueError(f"train.n_folds must be at least 2, got {n_folds}")
-    if len(strata) < n_folds:
-        raise ValueError(
-            f"{len(strata)} labeled cases cannot be split into {n_folds} folds: every fold "
-            f"needs a held-out case. Add labeled cases or lower the number of folds, e.g. "
-            f"--set train.n_folds={max(2, len(strata))}"
-            if len(strata) >= 2
-            else f"{len(strata)} labeled cases cannot be split into {n_folds} folds: "
-            "cross-validation needs at least 2 labeled cases"
-        )
+    check_enough_cases(list(strata), n_folds, patients)
     patient_of = {c: (patients or {}).get(c, c) for c in strata}
     scans: dict[str, list[str]] = {}
     for case_id in sorted(strata):
         scans.setdefault(patient_of[case_id], []).append(case_id)
-    if len(scans) < n_folds:
-        raise ValueError(
-            f"{len(strata)} labeled cases of {len(scans)} patients cannot be split into "
-            f"{n_folds} folds: the scans of one patient share a fold, and every fold needs "
-            f"a held-out patient; lower the number of folds, e.g. "
-            f"--set train.n_folds={max(2, len(scans))}"
-        )
     rng = np.random.default_rng(seed)
     by_stratum: dict[str, list[str]] = {}
     for patient in sorted(scans, key=lambda p: scans[p][0]):

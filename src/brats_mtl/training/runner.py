@@ -22,7 +22,12 @@ from typing import Any
 from brats_mtl.config import Config, ModelConfig, parse_devices
 from brats_mtl.data import CaseFiles, discover_cases
 from brats_mtl.data.io import case_label_scheme
-from brats_mtl.data.splits import Splits, case_stratum, load_or_create_splits
+from brats_mtl.data.splits import (
+    Splits,
+    case_stratum,
+    check_enough_cases,
+    load_or_create_splits,
+)
 from brats_mtl.signals import Terminated, sigterm_deferred
 from brats_mtl.tasks import get_label_scheme, network_classes, patient_id, pick_training_scheme
 from brats_mtl.training.cache import CachedCase, UnusableCasesError, build_cache
@@ -195,8 +200,12 @@ def prepare_run(
         extra = discover_cases(folder, invalid=invalid, consequence=consequence)
         cases += extra
         flags += [False] * len(extra)
-    config = resolve_label_scheme(config, [c for c, f in zip(cases, flags, strict=True) if f])
+    labeled_files = [c for c, f in zip(cases, flags, strict=True) if f]
+    config = resolve_label_scheme(config, labeled_files)
     has_results = run.check_config(config)
+    # too few cases for the folds: said before any case is preprocessed
+    ids = [c.case_id for c in labeled_files]
+    check_enough_cases(ids, config.train.n_folds, {cid: patient_id(cid) for cid in ids})
     n_cases = len(cases) + len(invalid)
     try:
         cached = build_cache(

@@ -493,3 +493,28 @@ def test_scheme_refusal_fails_that_case_only(cohort, tmp_path):
     output = " ".join(result.output.split())
     assert f"FAILED {gli}: " in output and "is named as a BraTS 2023+ case" in output
     assert list(pd.read_csv(out)["Label"]) == [*cohort["ids"], *SUMMARY_ROWS]
+
+
+def test_brats2017_names_the_brats2019_convention_on_the_command_line(tmp_path, phantom_cohort):
+    """--pred-convention / --ref-convention brats2017 (the --labels name of the same values)
+    score as brats2019."""
+    tables = {}
+    for name in ("brats2017", "brats2019"):
+        out = tmp_path / f"{name}.csv"
+        result = CliRunner().invoke(
+            command,
+            [
+                str(phantom_cohort.root),
+                str(phantom_cohort.root),
+                "--out",
+                str(out),
+                "--pred-convention",
+                name,
+                "--ref-convention",
+                name,
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        tables[name] = pd.read_csv(out)
+    pd.testing.assert_frame_equal(tables["brats2017"], tables["brats2019"])
+    assert (tables["brats2017"].iloc[:-5]["Dice_WT"] == 1.0).all()

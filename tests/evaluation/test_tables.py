@@ -339,7 +339,13 @@ def test_label_value_messages_for_mixed_values_references_and_other_errors(tmp_p
     with pytest.raises(ValueError) as info:
         evaluate_case(None, ref, ref_convention="brats2019")
     assert f"reference {ref} holds label values [9]" in str(info.value)
-    assert "--pred-convention" not in str(info.value) and "layout" in str(info.value)
+    assert "--pred-convention" not in str(info.value)
+    # a 9 fits no convention: no convention is suggested, the file is to be fixed
+    assert "--ref-convention" not in str(info.value) and "fix or re-export" in str(info.value)
+    # BraTS 2023 values in a reference read as brats2019: the convention that fits is named
+    ref23 = _save(BRATS_2023.from_internal(labels), affine, tmp_path / "ref23.nii.gz")
+    with pytest.raises(ValueError, match=r"layout.*--ref-convention brats2023"):
+        evaluate_case(None, ref23, ref_convention="brats2019")
     # not a value problem: the loader's own message stays
     stack = _save(np.stack([labels, labels], axis=-1), affine, tmp_path / "stack.nii.gz")
     with pytest.raises(ValueError, match="stack of 2 volumes"):

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import click
 
-_CONVENTIONS = ("auto", "brats2019", "brats2023", "msd")
+# brats2017 and brats2019 name the same values (1 NCR/NET, 2 ED, 4 ET, BraTS 2017-2021):
+# brats2017 as in --labels, brats2019 as the label convention of the paper's data
+_CONVENTIONS = ("auto", "brats2017", "brats2019", "brats2023", "msd")
 # Kept literal so that --help does not import the package; pinned to the registries by
 # tests/evaluation/test_protocols.py.
 _PROTOCOLS = ("legacy", "lesionwise", "panoptica")
@@ -53,8 +55,9 @@ _TASKS = ("auto", "GLI", "SSA", "MEN", "MET", "PED", "GoAT")
     type=click.Choice(_CONVENTIONS),
     default="auto",
     show_default=True,
-    help="Label values of the predictions; auto: {0,1,2,4} = BraTS 2017-2021, 3 without 4 "
-    "= BraTS 2023+ (MSD for an MSD reference cohort).",
+    help="Label values of the predictions (brats2017 = brats2019: 1 NCR/NET, 2 ED, 4 ET); "
+    "auto: {0,1,2,4} = BraTS 2017-2021, 3 without 4 = BraTS 2023+ (MSD for an MSD "
+    "reference cohort).",
 )
 @click.option(
     "--ref-convention",
@@ -152,8 +155,8 @@ def command(
             ref_dir,
             workers=workers,
             missing_as_empty=missing_as_empty,
-            pred_convention=None if pred_convention == "auto" else pred_convention,
-            ref_convention=None if ref_convention == "auto" else ref_convention,
+            pred_convention=_convention(pred_convention),
+            ref_convention=_convention(ref_convention),
             protocol=protocol,
             labels=None if labels == "auto" else labels,
             task=None if task == "auto" else task,
@@ -205,6 +208,11 @@ def command(
             f"{plural(n_failed, 'case')} could not be scored ({written}); "
             f"fix {them} and run the same command again" + (" with --overwrite" if n_cases else "")
         )
+
+
+def _convention(name: str) -> str | None:
+    """The label convention's name of a ``--pred-convention``/``--ref-convention`` value."""
+    return None if name == "auto" else "brats2019" if name == "brats2017" else name
 
 
 def _check_protocol_options(

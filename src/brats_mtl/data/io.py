@@ -461,7 +461,7 @@ def _open(path: Path) -> nib.Nifti1Image:
     except _READ_ERRORS as exc:
         raise CaseDataError(
             f"cannot read {path} as NIfTI ({type(exc).__name__}: {exc}); the file is "
-            "damaged or not NIfTI: re-download or re-extract it"
+            "damaged or not NIfTI: copy, download or write it again"
         ) from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise CaseDataError(f"{path} is a {type(img).__name__}, not a NIfTI-1/2 image")
@@ -475,7 +475,7 @@ def _read(img: nib.Nifti1Image, path: Path, dtype: type | None = None) -> np.nda
     except _READ_ERRORS as exc:
         raise CaseDataError(
             f"cannot read the voxels of {path} ({type(exc).__name__}: {exc}); the file is "
-            "truncated or damaged: re-download or re-extract it"
+            "truncated or damaged: copy, download or write it again"
         ) from exc
 
 

@@ -234,11 +234,12 @@ def _label_value_message(path: Path, convention: LabelConvention | None, role: s
             f". Its values fit the {names} convention: if it was written in that convention, "
             f"pass --pred-convention {others[0].name} (pred_convention={others[0].name!r})"
         )
-    elif role == "reference":
+    elif role == "reference" and others:
         message += (
             ". A reference's convention follows its folder layout (BraTS 2023+ names read "
-            "as brats2023, MSD imagesTr/labelsTr as msd): fix the file or the layout, or "
-            "pass --ref-convention"
+            "as brats2023, MSD imagesTr/labelsTr as msd); its values fit the "
+            f"{' or '.join(c.name for c in others)} convention: fix the layout, or pass "
+            f"--ref-convention {others[0].name}"
         )
     else:
         message += ". Each voxel must hold one of these values: fix or re-export the file"

@@ -80,7 +80,7 @@ def test_2023_task_prefixes(tmp_path):
 
 
 def test_mixed_flat_folder(tmp_path):
-    # As /work/shared/data/brats: 2021 IDs beside a 2018 ID, plus a 2023-named case.
+    # As ../shared/data/brats: 2021 IDs beside a 2018 ID, plus a 2023-named case.
     write_phantom_case(tmp_path, "BraTS2021_00000", shape=SHAPE)
     write_phantom_case(tmp_path, "Brats18_2013_2_1", layout="brats2021", shape=SHAPE)
     write_phantom_case(tmp_path, "BraTS-GLI-00002-000", layout="brats2023", shape=SHAPE)

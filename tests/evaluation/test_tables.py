@@ -474,3 +474,12 @@ def test_cli_ref_convention_and_layouts_in_help(cohort, tmp_path):
     want = evaluate_labels(cohort["shifted"], cohort["refs"][id1][0])
     row = pd.read_csv(out).iloc[0]
     assert row["Label"] == id1 and row["Dice_TC"] == pytest.approx(want["Dice_TC"])
+
+
+def test_an_empty_prediction_folder_is_described_as_one(tmp_path, phantom_cohort):
+    """The error speaks of label maps, not of the image files of a case folder."""
+    empty = tmp_path / "preds"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"holds no label map: expected <case ID>\.nii\.gz") as e:
+        evaluate_folders(empty, phantom_cohort.root)
+    assert "_t1.nii.gz" not in str(e.value)

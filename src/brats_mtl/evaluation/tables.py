@@ -393,9 +393,12 @@ def find_predictions(pred_dir: str | Path) -> dict[str, Path]:
     try:
         cases = discover_cases(pred_dir)
     except (FileNotFoundError, ValueError) as error:
+        # the case-layout detail only helps when the folder holds case folders
+        has_folders = any(p.is_dir() for p in Path(pred_dir).iterdir())
         raise ValueError(
-            f"prediction folder {pred_dir} holds no <case ID>.nii.gz / .nii file and no "
-            f"case layout with segmentation files ({error})"
+            f"prediction folder {pred_dir} holds no label map: expected <case ID>.nii.gz "
+            "(or .nii) files, as `brats-mtl predict` writes them, or case folders with "
+            "segmentation files" + (f" ({error})" if has_folders else "")
         ) from error
     found = {case.case_id: case.seg for case in cases if case.seg is not None}
     if not found:

@@ -155,7 +155,7 @@ def prepare_run(
       ``loss`` differs is refused (the folds of one run form one ensemble of one
       network); changed ``train``/``inference``/``survival`` values (e.g. a larger
       ``train.max_steps`` to resume longer) are saved. Splits must match (see
-      :func:`~brats_mtl.training.splits.load_or_create_splits`).
+      :func:`~brats_mtl.data.splits.load_or_create_splits`).
     - a ``config`` equal to the saved one is always accepted.
 
     ``config.yaml`` is written once the cases are cached and the splits are settled, so

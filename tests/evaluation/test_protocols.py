@@ -48,7 +48,11 @@ def test_one_empty_hd95_is_the_unrounded_diagonal():
 
 def test_cli_choices_are_the_registries():
     assert evaluate_cli._PROTOCOLS == PROTOCOLS
-    assert evaluate_cli._SCHEMES[1:] == tuple(LABEL_SCHEMES)
+    assert evaluate_cli.SCHEMES[1:] == tuple(LABEL_SCHEMES)
+    from brats_mtl.cli import evaluate_uncertainty
+
+    labels = next(p for p in evaluate_uncertainty.command.params if p.name == "labels")
+    assert tuple(labels.type.choices) == evaluate_cli.SCHEMES
     assert set(evaluate_cli._TASKS[1:]) == set(LESIONWISE_PARAMETERS)
 
 

@@ -359,3 +359,19 @@ def test_folders_score_each_scheme_in_its_own_regions(tmp_path, case_id, scheme,
     # the changed label moved between regions only where the scheme says so
     assert scores["same"]["Score_WT"] == pytest.approx(1.0)
     assert scores["same"]["Score_TC"] == pytest.approx(1.0)
+
+
+def test_a_map_on_another_grid_than_the_reference_is_refused(tmp_path):
+    """A map of the right shape whose affine puts it elsewhere is not scored as if aligned."""
+    data, preds = tmp_path / "data", tmp_path / "preds"
+    files = write_phantom_case(data, "BraTS2021_00000", shape=(24, 24, 24), seed=0)
+    case = load_case(files)
+    preds.mkdir()
+    nib.save(nib.Nifti1Image(case.labels, case.affine), str(preds / f"{case.case_id}.nii.gz"))
+    shifted = case.affine.copy()
+    shifted[:3, 3] += 10.0  # 10 mm away
+    for region in ("WT", "TC", "ET"):
+        affine = shifted if region == "TC" else case.affine
+        _write_map(preds / uncertainty_map_name(case.case_id, region), np.zeros((24,) * 3), affine)
+    with pytest.raises(ValueError, match=r"_unc_core\.nii\.gz"):
+        evaluate_uncertainty_folders(preds, data)

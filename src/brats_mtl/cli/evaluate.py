@@ -20,9 +20,9 @@ import click
 # brats2017 as in --labels, brats2019 as the label convention of the paper's data
 _CONVENTIONS = ("auto", "brats2017", "brats2019", "brats2023", "msd")
 # Kept literal so that --help does not import the package; pinned to the registries by
-# tests/evaluation/test_protocols.py.
+# tests/evaluation/test_protocols.py. SCHEMES is shared with evaluate-uncertainty.
 _PROTOCOLS = ("legacy", "lesionwise", "panoptica")
-_SCHEMES = ("auto", "brats2017", "msd", "brats2023", "gli-post", "ped2024")
+SCHEMES = ("auto", "brats2017", "msd", "brats2023", "gli-post", "ped2024")
 _TASKS = ("auto", "GLI", "SSA", "MEN", "MET", "PED", "GoAT")
 
 
@@ -80,7 +80,7 @@ _TASKS = ("auto", "GLI", "SSA", "MEN", "MET", "PED", "GoAT")
 )
 @click.option(
     "--labels",
-    type=click.Choice(_SCHEMES),
+    type=click.Choice(SCHEMES),
     default="auto",
     show_default=True,
     help="Label scheme of the references (and predictions): brats2017 (1 NCR/NET, 2 ED, "

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from brats_mtl.cli.evaluate import SCHEMES
+
 
 @click.command(name="evaluate-uncertainty")
 @click.argument("pred_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -50,7 +52,7 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random maps.")
 @click.option(
     "--labels",
-    type=click.Choice(("auto", "brats2017", "msd", "brats2023", "gli-post", "ped2024")),
+    type=click.Choice(SCHEMES),
     default="auto",
     show_default=True,
     help="Label scheme of the references and predictions, as for `evaluate`: WT, TC and ET "

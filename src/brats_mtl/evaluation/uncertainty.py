@@ -531,9 +531,16 @@ def _case_in_scheme(
 
     Returns:
         ``(ref_values, pred_values, maps, scheme)``: the reference's and the prediction's
-        label values (X, Y, Z) in the scheme's file values, the prediction (and its maps,
-        region -> float64 (X, Y, Z)) reoriented onto the reference grid when needed.
+        label values (X, Y, Z) in the scheme's file values, the prediction and its maps
+        (region -> float64 (X, Y, Z)) reoriented onto the reference grid when needed.
+
+    Raises:
+        ValueError: as :func:`brats_mtl.evaluation.grid.onto_reference_grid` for the
+            prediction or a map on another grid; values outside the scheme; a map of
+            another shape than its label map (each names the file).
     """
+    import nibabel as nib
+
     from brats_mtl.data import load_raw_label_map
     from brats_mtl.evaluation.grid import onto_reference_grid
     from brats_mtl.evaluation.protocols import in_scheme, present_values
@@ -549,16 +556,16 @@ def _case_in_scheme(
     check_values(scheme, present, files.seg, "reference")
     pred_raw, pred_affine, _ = load_raw_label_map(pred_path)
     pred_raw = in_scheme(pred_raw, pred_path, scheme, None, infer=labels is None)
-    pred_values, note = onto_reference_grid(
+    pred_values, _ = onto_reference_grid(
         pred_raw, pred_affine, pred_path, ref_values.shape, ref_affine, files.seg
     )
     maps = {}
     for region, path in map_paths.items():
         data = read_uncertainty_map(path, pred_raw.shape)
-        if note:  # the maps follow their label map onto the reference grid
-            data, _ = onto_reference_grid(
-                data, pred_affine, path, ref_values.shape, ref_affine, files.seg
-            )
+        # each map onto the reference grid by its own affine (refused if on another grid)
+        data, _ = onto_reference_grid(
+            data, nib.load(str(path)).affine, path, ref_values.shape, ref_affine, files.seg
+        )
         maps[region] = data
     return ref_values, pred_values, maps, scheme
 
